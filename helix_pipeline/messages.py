@@ -1,0 +1,114 @@
+"""Chat messages as helix-pipeline handles them: one role, text content, an optional id.
+
+Open WebUI and OpenAI clients send messages in many shapes (content as a list of parts, roles such
+as ``tool`` or ``developer``, extra keys). Helix accepts only ``system``/``user``/``assistant`` and
+string content, so every incoming message is normalised here, once, into a :class:`Message`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+__all__ = ["Message", "Role", "content_to_text", "message_from_dict", "messages_from_dicts"]
+
+Role = Literal["system", "user", "assistant"]
+
+_ROLE_ALIASES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+_IMAGE_PLACEHOLDER = "[image]"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message: what Helix sees (role, content) plus what the store keeps beside it."""
+
+    role: Role
+    content: str
+    message_id: str | None = None
+    partial: bool = False
+    created_at: float | None = None
+
+    def to_wire(self) -> dict[str, str]:
+        """The message as Helix takes it: role and string content only."""
+        return {"role": self.role, "content": self.content}
+
+    def with_id(self, message_id: str | None) -> Message:
+        return replace(self, message_id=message_id)
+
+    def same_as(self, other: Message) -> bool:
+        """Whether ``other`` is this (stored) message sent again.
+
+        Ids decide when both sides have one. Otherwise role and text decide, ignoring surrounding
+        white space; a stored partial reply also matches a longer text that starts with it (Open WebUI
+        keeps what was streamed, plus our error note, as the assistant message).
+        """
+        if self.role != other.role:
+            return False
+        if self.message_id and other.message_id:
+            return self.message_id == other.message_id
+        mine, theirs = self.content.strip(), other.content.strip()
+        if mine == theirs:
+            return True
+        return self.partial and bool(mine) and theirs.startswith(mine)
+
+
+def content_to_text(content: object) -> str:
+    """Turn OpenAI content (a string, a list of parts, or ``None``) into plain text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(text for part in content if (text := _part_to_text(part)))
+    return str(content)
+
+
+def _part_to_text(part: object) -> str:
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, Mapping):
+        return ""
+    kind = part.get("type")
+    if kind in ("text", "input_text", "output_text"):
+        text = part.get("text")
+        return text if isinstance(text, str) else ""
+    if kind in ("image_url", "input_image", "image"):
+        return _IMAGE_PLACEHOLDER
+    return ""
+
+
+def message_from_dict(raw: object) -> Message | None:
+    """Normalise one OpenAI-style message dict; ``None`` for something that is not a message.
+
+    Roles Helix does not know are never forwarded as such: ``developer`` becomes ``system``, and a
+    ``tool``/``function`` result becomes an assistant message that says what it is.
+    """
+    if not isinstance(raw, Mapping):
+        return None
+    role_raw = raw.get("role")
+    content = content_to_text(raw.get("content"))
+    role = _ROLE_ALIASES.get(role_raw) if isinstance(role_raw, str) else None
+    if role is None:
+        if role_raw in ("tool", "function"):
+            role, content = "assistant", f"[tool result]\n{content}"
+        else:
+            return None
+    message_id = raw.get("id")
+    return Message(
+        role=role,
+        content=content,
+        message_id=message_id if isinstance(message_id, str) and message_id else None,
+    )
+
+
+def messages_from_dicts(raw: Any) -> list[Message]:
+    """Normalise a message list, dropping entries that are not messages at all."""
+    if not isinstance(raw, Iterable) or isinstance(raw, (str, bytes, Mapping)):
+        return []
+    return [m for item in raw if (m := message_from_dict(item)) is not None]

@@ -1,0 +1,67 @@
+"""Session stores: one protocol, one module per engine, opened from a URL.
+
+==============================  ==========================================  =========================
+URL                             engine                                      extra
+==============================  ==========================================  =========================
+``memory://``                   in-process dict (tests, temporary chats)    none
+``sqlite:///path/to/file.db``   embedded SQLite file (the default)          none
+``redis://host:6379/0``         Redis (``rediss://`` for TLS)               ``helix-pipeline[redis]``
+``postgresql://user@host/db``   PostgreSQL                                  ``helix-pipeline[postgres]``
+==============================  ==========================================  =========================
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import ConfigError
+from .base import ConversationSummary, RecordResult, SessionStore
+from .memory import MemoryStore
+
+__all__ = [
+    "ConversationSummary",
+    "MemoryStore",
+    "RecordResult",
+    "SessionStore",
+    "open_store",
+    "redact_url",
+]
+
+SUPPORTED_SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgresql", "postgres")
+
+
+def open_store(url: str) -> SessionStore:
+    """Open the store a URL names. Engines other than memory and SQLite are imported lazily."""
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme == "memory":
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisStore
+
+        return RedisStore.from_url(url)
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStore
+
+        return PostgresStore.from_url(url)
+    raise ConfigError(
+        f"Unsupported session store URL {redact_url(url)!r}: SESSION_STORE_URL must start with "
+        + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES),
+        setting="SESSION_STORE_URL",
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,134 @@
+"""The session store protocol, and the branch rules every engine shares.
+
+A conversation is a list of branches; the newest branch is the active one. Branches are
+self-contained (a new branch copies the prefix it shares with its parent), so loading the active
+branch is one indexed read. Nothing is ever updated in place except a message's Open WebUI id, and
+nothing is deleted except by :meth:`SessionStore.delete` or :meth:`SessionStore.purge`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from ..conversation import ConversationKey
+from ..messages import Message
+
+__all__ = ["ConversationSummary", "RecordPlan", "RecordResult", "SessionStore", "plan_record"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """One line of a user's conversation list."""
+
+    conversation_id: str
+    message_count: int
+    branch_count: int
+    last_activity: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """What :meth:`SessionStore.record` did: messages appended, ids attached, whether it forked."""
+
+    branch: int
+    appended: int
+    ids_attached: int
+    forked: bool
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Where conversations live. Every engine (memory, SQLite, Redis, PostgreSQL) behaves the same.
+
+    Methods raise :class:`~helix_pipeline.errors.StoreError` and nothing else on failure.
+    """
+
+    url: str
+    """The store's URL without any password, for logs and messages."""
+
+    def load(self, key: ConversationKey) -> list[Message]:
+        """The active branch of a conversation, oldest first; ``[]`` if there is none."""
+        ...
+
+    def record(
+        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+    ) -> RecordResult:
+        """Record ``messages`` as following the first ``after`` messages of the active branch.
+
+        ``after=None`` appends to the end. Messages that match what is already stored at their place
+        (see :meth:`Message.same_as`) are kept once, gaining the Open WebUI id if they had none; a
+        message whose id is already in the branch is not stored twice. The first message that
+        differs starts a new branch (a copy of the common prefix plus the rest), which becomes
+        active; the old branch stays readable. One atomic transaction.
+        """
+        ...
+
+    def branches(self, key: ConversationKey) -> list[list[Message]]:
+        """Every branch of a conversation, oldest first; the last one is the active branch."""
+        ...
+
+    def conversations(self, user_id: str) -> list[ConversationSummary]:
+        """A user's conversations, most recently active first."""
+        ...
+
+    def users(self) -> list[str]:
+        """Every user id with at least one stored conversation."""
+        ...
+
+    def delete(self, key: ConversationKey) -> bool:
+        """Delete a conversation with all its branches; whether there was one."""
+        ...
+
+    def purge(self, before: datetime) -> int:
+        """Delete every conversation whose last activity is older than ``before``; how many."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files. The store is not used again."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPlan:
+    """How to apply a :meth:`SessionStore.record` call to an active branch.
+
+    ``fork_at`` is ``None`` to append ``new`` to the active branch, or the length of the prefix a
+    new branch copies before ``new``. ``attach`` lists ``(position, message_id)`` pairs of stored
+    messages that gain an Open WebUI id.
+    """
+
+    new: tuple[Message, ...]
+    fork_at: int | None
+    attach: tuple[tuple[int, str], ...]
+
+    @property
+    def changes_anything(self) -> bool:
+        return bool(self.new) or bool(self.attach) or self.fork_at is not None
+
+
+def plan_record(
+    active: Sequence[Message], messages: Sequence[Message], after: int | None
+) -> RecordPlan:
+    """Decide, engine-independently, what recording ``messages`` after ``after`` means."""
+    start = len(active) if after is None else max(0, min(after, len(active)))
+    known_ids = {m.message_id for m in active if m.message_id}
+    attach: list[tuple[int, str]] = []
+    position = start
+    index = 0
+    # Walk the stored messages at the same places while they match.
+    while index < len(messages) and position < len(active):
+        incoming, stored = messages[index], active[position]
+        if not stored.same_as(incoming):
+            break
+        if incoming.message_id and not stored.message_id:
+            attach.append((position, incoming.message_id))
+        position += 1
+        index += 1
+    rest = [m for m in messages[index:] if not (m.message_id and m.message_id in known_ids)]
+    if not rest:
+        return RecordPlan(new=(), fork_at=None, attach=tuple(attach))
+    fork_at = position if position < len(active) else None
+    return RecordPlan(new=tuple(rest), fork_at=fork_at, attach=tuple(attach))

@@ -1,0 +1,97 @@
+"""The in-memory store: the reference implementation of the protocol, and the test fake."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from ..conversation import ConversationKey
+from ..messages import Message
+from .base import ConversationSummary, RecordResult, plan_record
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Conversations in a dict, guarded by one lock. Lost when the process ends."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._branches: dict[ConversationKey, list[list[Message]]] = {}
+        self._touched: dict[ConversationKey, float] = {}
+
+    def load(self, key: ConversationKey) -> list[Message]:
+        with self._lock:
+            branches = self._branches.get(key)
+            return list(branches[-1]) if branches else []
+
+    def record(
+        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+    ) -> RecordResult:
+        now = time.time()
+        with self._lock:
+            branches = self._branches.setdefault(key, [[]])
+            active = branches[-1]
+            plan = plan_record(active, messages, after)
+            for position, message_id in plan.attach:
+                active[position] = active[position].with_id(message_id)
+            stamped = [replace(m, created_at=now) for m in plan.new]
+            if plan.fork_at is not None:
+                branches.append([*active[: plan.fork_at], *stamped])
+            else:
+                active.extend(stamped)
+            if plan.changes_anything:
+                self._touched[key] = now
+            elif not active:
+                del self._branches[key]
+            return RecordResult(
+                branch=len(branches) - 1 if key in self._branches else 0,
+                appended=len(stamped),
+                ids_attached=len(plan.attach),
+                forked=plan.fork_at is not None,
+            )
+
+    def branches(self, key: ConversationKey) -> list[list[Message]]:
+        with self._lock:
+            return [list(branch) for branch in self._branches.get(key, [])]
+
+    def conversations(self, user_id: str) -> list[ConversationSummary]:
+        with self._lock:
+            rows = [
+                ConversationSummary(
+                    conversation_id=key.conversation_id,
+                    message_count=len(branches[-1]),
+                    branch_count=len(branches),
+                    last_activity=datetime.fromtimestamp(self._touched[key], timezone.utc),
+                )
+                for key, branches in self._branches.items()
+                if key.user_id == user_id
+            ]
+        return sorted(rows, key=lambda row: row.last_activity, reverse=True)
+
+    def users(self) -> list[str]:
+        with self._lock:
+            return sorted({key.user_id for key in self._branches})
+
+    def delete(self, key: ConversationKey) -> bool:
+        with self._lock:
+            self._touched.pop(key, None)
+            return self._branches.pop(key, None) is not None
+
+    def purge(self, before: datetime) -> int:
+        cutoff = before.timestamp()
+        with self._lock:
+            old = [key for key, touched in self._touched.items() if touched < cutoff]
+            for key in old:
+                del self._branches[key]
+                del self._touched[key]
+            return len(old)
+
+    def close(self) -> None:
+        with self._lock:
+            self._branches.clear()
+            self._touched.clear()
