@@ -1,0 +1,31 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helix_pipeline.stores import SessionStore, open_store
+
+from .store_servers import ENGINES, store_url
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load_fixture(name: str) -> Any:
+    """A real Open WebUI 0.12.4 payload from ``tests/fixtures/`` (see its README)."""
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(params=ENGINES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
+    """An empty store of each engine in turn: the contract suite runs once per engine."""
+    opened = open_store(store_url(request.param, tmp_path, request))
+    try:
+        yield opened
+    finally:
+        opened.close()
