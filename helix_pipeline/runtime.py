@@ -1,0 +1,77 @@
+"""What a pipeline instance builds from its valves, rebuilt when an admin changes them.
+
+The Pipelines server replaces ``pipeline.valves`` after loading ``valves.json`` and on every update,
+so pipelines read their valves through a callable and rebuild only what a changed valve affects: a
+store is reopened only when its URL changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from .service import HistoryService
+from .stores import open_store, redact_url
+from .stores.lazy import LazyStore
+from .valves import HistoryValves
+
+__all__ = ["Reconfigurable", "build_history"]
+
+log = logging.getLogger(__name__)
+
+V = TypeVar("V", bound=HistoryValves)
+R = TypeVar("R")
+
+
+def build_history(
+    valves: HistoryValves,
+    pipelines_dir: Path | None,
+    previous: HistoryService | None = None,
+    previous_valves: HistoryValves | None = None,
+) -> HistoryService:
+    """A history service for ``valves``, keeping ``previous``'s stores when their URL is unchanged."""
+    url = valves.store_url(pipelines_dir)
+    unchanged = previous_valves is not None and previous_valves.store_url(pipelines_dir) == url
+    if previous is not None and unchanged:
+        store = previous.store
+        temporary = previous.temporary_store
+    else:
+        if previous is not None:
+            previous.close()
+        store = LazyStore(redact_url(url), lambda: open_store(url))
+        temporary = None
+    return HistoryService(
+        store,
+        budget=valves.budget(),
+        store_temporary=valves.STORE_TEMPORARY_CHATS,
+        enabled=valves.HISTORY_ENABLED,
+        temporary_store=temporary,
+    )
+
+
+class Reconfigurable(Generic[V, R]):
+    """Holds the object built from the current valves; rebuilds it when the valves object changes."""
+
+    def __init__(
+        self, valves: Callable[[], V], build: Callable[[V, V | None, R | None], R]
+    ) -> None:
+        self._valves = valves
+        self._build = build
+        self._lock = threading.Lock()
+        self._seen: V | None = None
+        self._built: R | None = None
+
+    def get(self) -> R:
+        valves = self._valves()
+        built = self._built
+        if valves is self._seen and built is not None:
+            return built
+        with self._lock:
+            if valves is not self._seen or self._built is None:
+                log.debug("building %s from new valves", type(self).__name__)
+                self._built = self._build(valves, self._seen, self._built)
+                self._seen = valves
+            return self._built

@@ -1,0 +1,210 @@
+"""The history service: load, merge, budget and record, whatever store sits behind it.
+
+Both pipeline files use it: the Helix pipe around its call to Helix, the session filter in its inlet
+and outlet. It never raises for a store failure: a turn whose store is down goes to Helix without
+stored history, and the log says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+
+from .conversation import ChatKind, Conversation
+from .errors import StoreError
+from .history import Budget, Trim, fit_budget, merge_history, split_system
+from .messages import Message
+from .stores import MemoryStore, SessionStore
+
+__all__ = ["HistoryService", "Turn"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One prepared chat turn: what goes to Helix, and what to record once the reply is in."""
+
+    conversation: Conversation
+    outgoing: tuple[Message, ...]
+    base: int
+    new: tuple[Message, ...]
+    store: SessionStore | None
+    attached: int = 0
+    trim: Trim = field(default_factory=Trim)
+
+    def wire_messages(self) -> list[dict[str, str]]:
+        return [m.to_wire() for m in self.outgoing]
+
+
+class HistoryService:
+    """Conversation memory for one pipeline instance.
+
+    ``store`` keeps saved chats, channels and API conversations; temporary chats go to a bounded
+    in-memory store unless ``store_temporary`` is on; background tasks are never stored.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore,
+        *,
+        budget: Budget | None = None,
+        store_temporary: bool = False,
+        enabled: bool = True,
+        temporary_store: SessionStore | None = None,
+    ) -> None:
+        self.store = store
+        self.budget = budget or Budget()
+        self.store_temporary = store_temporary
+        self.enabled = enabled
+        self.temporary_store = temporary_store or MemoryStore("memory://temporary")
+
+    def store_for(self, conversation: Conversation) -> SessionStore | None:
+        """Where this conversation's history lives; ``None`` for what is never recorded."""
+        if not self.enabled or conversation.kind is ChatKind.TASK:
+            return None
+        if conversation.kind is ChatKind.TEMPORARY and not self.store_temporary:
+            return self.temporary_store
+        return self.store
+
+    def prepare(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
+        """Merge the stored history into the incoming messages and fit Helix's limits."""
+        system, chat = split_system(incoming)
+        store = self.store_for(conversation)
+        stored = self._load(store, conversation) if store is not None else []
+        merge = merge_history(stored, chat, complete=bool(conversation.user_message_id))
+        if merge.attached:
+            log.info(
+                "attached %d stored messages to conversation %s",
+                merge.attached,
+                conversation.conversation_id,
+            )
+        new = tuple(self._with_ids(merge.new, conversation))
+        outgoing, trim = fit_budget(system, merge.conversation, self.budget)
+        return Turn(
+            conversation=conversation,
+            outgoing=tuple(outgoing),
+            base=merge.base,
+            new=new,
+            store=store,
+            attached=merge.attached,
+            trim=trim,
+        )
+
+    def passthrough(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
+        """A turn that is forwarded as it came (history off, or a background task)."""
+        system, chat = split_system(incoming)
+        outgoing, trim = fit_budget(system, chat, self.budget)
+        return Turn(conversation, tuple(outgoing), 0, (), None, trim=trim)
+
+    def record(self, turn: Turn, reply: str | None, *, partial: bool = False) -> bool:
+        """Record the turn's new messages and Helix's reply in one transaction; whether it worked.
+
+        A reply that was cut off is recorded with ``partial=True``; ``None`` records only the user's
+        messages (Helix failed before answering).
+        """
+        if turn.store is None:
+            return False
+        messages = list(turn.new)
+        if reply is not None and (reply or not partial):
+            messages.append(
+                Message(
+                    "assistant",
+                    reply,
+                    message_id=turn.conversation.message_id,
+                    partial=partial,
+                )
+            )
+        if not messages:
+            return True
+        try:
+            turn.store.record(turn.conversation.key, messages, after=turn.base)
+        except StoreError as exc:
+            log.warning(
+                "could not record turn of conversation %s in %s: %s",
+                turn.conversation.conversation_id,
+                turn.store.url,
+                exc,
+            )
+            return False
+        return True
+
+    def reconcile(self, conversation: Conversation, messages: Sequence[Message]) -> bool:
+        """Record a finished exchange as Open WebUI's outlet reports it (with its message ids).
+
+        Open WebUI's outlet holds the whole chat: it is matched against the stored branch from the
+        start, so ids attach to what the pipe recorded and nothing is stored twice. An API caller's
+        outlet holds only what it sent: it is merged like an incoming request.
+        """
+        store = self.store_for(conversation)
+        if store is None:
+            return False
+        _, chat = split_system(messages)
+        if not chat:
+            return True
+        try:
+            if conversation.kind is ChatKind.API:
+                stored = store.load(conversation.key)
+                merge = merge_history(stored, chat, complete=False)
+                store.record(conversation.key, merge.new, after=merge.base)
+            else:
+                store.record(conversation.key, chat, after=0)
+        except StoreError as exc:
+            log.warning(
+                "could not record the outlet of conversation %s in %s: %s",
+                conversation.conversation_id,
+                store.url,
+                exc,
+            )
+            return False
+        return True
+
+    def purge_older_than(self, days: int) -> int:
+        """Delete conversations inactive for ``days`` days (0 keeps everything); how many."""
+        if days <= 0:
+            return 0
+        cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+        try:
+            removed = self.store.purge(cutoff)
+        except StoreError as exc:
+            log.warning("could not purge old conversations from %s: %s", self.store.url, exc)
+            return 0
+        if removed:
+            log.info("purged %d conversations inactive for %d days", removed, days)
+        return removed
+
+    def close(self) -> None:
+        for store in (self.store, self.temporary_store):
+            try:
+                store.close()
+            except StoreError as exc:
+                log.warning("closing %s failed: %s", store.url, exc)
+
+    @staticmethod
+    def _load(store: SessionStore, conversation: Conversation) -> list[Message]:
+        try:
+            return store.load(conversation.key)
+        except StoreError as exc:
+            log.warning(
+                "session store %s unavailable, forwarding conversation %s without stored history: %s",
+                store.url,
+                conversation.conversation_id,
+                exc,
+            )
+            return []
+
+    @staticmethod
+    def _with_ids(new: Sequence[Message], conversation: Conversation) -> list[Message]:
+        """Give the turn's own user message the id Open WebUI assigned it (the last user message)."""
+        result = list(new)
+        if conversation.user_message_id:
+            for index in range(len(result) - 1, -1, -1):
+                if result[index].role == "user":
+                    if result[index].message_id is None:
+                        result[index] = replace(
+                            result[index], message_id=conversation.user_message_id
+                        )
+                    break
+        return result
