@@ -1,0 +1,254 @@
+"""The Helix manifold pipe: conversation memory around every call to Helix.
+
+``pipelines/helix.py`` is a thin shell around :class:`HelixPipe`. The flow of one chat turn:
+``inlet`` copies the conversation context out of ``metadata`` (which never reaches ``pipe()``);
+``pipe`` loads and merges the history, forwards to Helix with the conversation headers, streams the
+reply back as it arrives and records the turn; ``outlet`` attaches Open WebUI's message ids.
+None of the three ever raises: a failure becomes one short chat message, the details go to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .client import HelixClient, completion_text
+from .conversation import PRIVATE_KEY, ChatKind, Conversation, read_conversation
+from .errors import HelixPipelineError
+from .messages import messages_from_dicts
+from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for
+from .runtime import Reconfigurable, build_history
+from .service import HistoryService, Turn
+from .valves import HelixValves
+
+__all__ = ["HelixPipe"]
+
+log = logging.getLogger(__name__)
+
+MODELS_TTL_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    valves: HelixValves
+    history: HistoryService
+    client: HelixClient
+
+
+def _client_for(valves: HelixValves) -> HelixClient:
+    return HelixClient(
+        valves.HELIX_BASE_URL,
+        api_key=valves.HELIX_API_KEY or None,
+        conversation_headers=valves.header_names(),
+        connect_timeout=valves.CONNECT_TIMEOUT_S,
+        read_timeout=valves.READ_TIMEOUT_S,
+        max_retries=valves.MAX_RETRIES,
+    )
+
+
+_CLIENT_VALVES = (
+    "HELIX_BASE_URL",
+    "HELIX_API_KEY",
+    "CONVERSATION_HEADERS",
+    "CONNECT_TIMEOUT_S",
+    "READ_TIMEOUT_S",
+    "MAX_RETRIES",
+)
+
+
+class HelixPipe:
+    """The runtime behind ``pipelines/helix.py``; ``valves`` returns the pipeline's current valves."""
+
+    def __init__(
+        self, valves: Callable[[], HelixValves], *, pipelines_dir: Path | None = None
+    ) -> None:
+        self._pipelines_dir = pipelines_dir
+        self._parts: Reconfigurable[HelixValves, _Parts] = Reconfigurable(valves, self._build)
+        self._models: list[str] | None = None
+        self._models_at = 0.0
+        self._refreshing = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def startup(self) -> None:
+        """Ask Helix for its models (briefly) and purge conversations past ``SESSION_TTL_DAYS``."""
+        parts = self._parts.get()
+        self.refresh_models()
+        parts.history.purge_older_than(parts.valves.SESSION_TTL_DAYS)
+
+    def shutdown(self) -> None:
+        parts = self._parts.get()
+        parts.client.close()
+        parts.history.close()
+
+    def _build(
+        self, valves: HelixValves, old_valves: HelixValves | None, old: _Parts | None
+    ) -> _Parts:
+        history = build_history(
+            valves, self._pipelines_dir, old.history if old else None, old_valves
+        )
+        same_client = (
+            old is not None
+            and old_valves is not None
+            and all(getattr(valves, name) == getattr(old_valves, name) for name in _CLIENT_VALVES)
+        )
+        if old is not None and same_client:
+            client = old.client
+        else:
+            if old is not None:
+                old.client.close()
+            client = _client_for(valves)
+        if (
+            old is not None
+            and old_valves is not None
+            and valves.HELIX_MODELS != old_valves.HELIX_MODELS
+        ):
+            self._models_at = 0.0
+        return _Parts(valves, history, client)
+
+    # -- models --------------------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, str]]:
+        """The manifold's models: Helix's own list (cached), else the ``HELIX_MODELS`` valve.
+
+        The Pipelines server calls this on every request, so it never waits on Helix: a stale list
+        is refreshed in the background.
+        """
+        parts = self._parts.get()
+        if time.monotonic() - self._models_at > MODELS_TTL_S and not self._refreshing.locked():
+            threading.Thread(target=self.refresh_models, name="helix-models", daemon=True).start()
+        ids = self._models or parts.valves.model_ids()
+        return [{"id": model_id, "name": model_id} for model_id in ids]
+
+    def refresh_models(self) -> None:
+        if not self._refreshing.acquire(blocking=False):
+            return
+        try:
+            parts = self._parts.get()
+            self._models_at = time.monotonic()
+            self._models = parts.client.models() or None
+        except HelixPipelineError as exc:
+            log.info("using the HELIX_MODELS valve: could not list Helix's models: %s", exc)
+            self._models = None
+        finally:
+            self._refreshing.release()
+
+    # -- the three hooks -----------------------------------------------------------------------
+
+    def inlet(self, body: Any, user: Any) -> Any:
+        """Copy the conversation context into the body's private key, the only way to ``pipe()``."""
+        if not isinstance(body, dict):
+            return body
+        try:
+            body[PRIVATE_KEY] = read_conversation(body, user).to_private()
+        except Exception:  # the boundary: an inlet that raises is an HTTP 500 in Open WebUI
+            log.exception("could not read the conversation of an inlet body")
+        return body
+
+    def outlet(self, body: Any, user: Any) -> Any:
+        """Attach Open WebUI's message ids to the recorded turn; idempotent; body unchanged."""
+        if not isinstance(body, dict):
+            return body
+        try:
+            conversation = read_conversation(body, user)
+            self._parts.get().history.reconcile(
+                conversation, messages_from_dicts(body.get("messages"))
+            )
+        except Exception:  # the boundary: an outlet that raises is an HTTP 500 in Open WebUI
+            log.exception("could not reconcile an outlet body")
+        return body
+
+    def pipe(
+        self, user_message: Any, model_id: Any, messages: Any, body: Any
+    ) -> str | Iterator[str]:
+        """Answer one chat turn: a generator when streaming, a string otherwise. Never raises."""
+        try:
+            return self._pipe(model_id, messages, body if isinstance(body, Mapping) else {})
+        except HelixPipelineError as exc:
+            log.warning("turn failed before reaching Helix: %s", exc)
+            return notice_for(exc)
+        except Exception:  # the boundary: pipe() must never raise
+            log.exception("unexpected error in pipe()")
+            return UNEXPECTED
+
+    def _pipe(self, model_id: Any, messages: Any, body: Mapping[str, Any]) -> str | Iterator[str]:
+        parts = self._parts.get()
+        conversation = read_conversation(body, body.get("user"))
+        incoming = messages_from_dicts(body.get("messages", messages))
+        stream = body.get("stream", True) is not False
+        header_id: str | None = conversation.conversation_id
+        if conversation.is_task:
+            if parts.valves.TASKS == "skip":
+                log.debug("answering background task %s locally", conversation.task)
+                return ""
+            turn, header_id = parts.history.passthrough(conversation, incoming), None
+        elif parts.history.enabled:
+            turn = parts.history.prepare(conversation, incoming)
+        else:
+            turn = parts.history.passthrough(conversation, incoming)
+        payload = parts.client.build_payload(
+            turn.wire_messages(), body, model=str(model_id or "") or None, stream=stream
+        )
+        log.info(
+            "conversation %s (%s): %d messages to Helix, %d attached from the store",
+            conversation.conversation_id,
+            conversation.kind.value,
+            len(turn.outgoing),
+            turn.attached,
+        )
+        if stream:
+            return self._stream(parts, turn, payload, header_id)
+        return self._complete(parts, turn, payload, header_id)
+
+    def _complete(
+        self, parts: _Parts, turn: Turn, payload: dict[str, Any], header_id: str | None
+    ) -> str:
+        try:
+            reply = completion_text(parts.client.complete(payload, conversation_id=header_id))
+        except HelixPipelineError as exc:
+            log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
+            parts.history.record(turn, None)
+            return notice_for(exc)
+        parts.history.record(turn, reply or None)
+        return reply or EMPTY_ANSWER
+
+    def _stream(
+        self, parts: _Parts, turn: Turn, payload: dict[str, Any], header_id: str | None
+    ) -> Iterator[str]:
+        received: list[str] = []
+        finished = False
+        try:
+            for delta in parts.client.stream(payload, conversation_id=header_id):
+                if delta:
+                    received.append(delta)
+                    yield delta
+            finished = True
+        except HelixPipelineError as exc:
+            log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
+            finished = True
+            reply = "".join(received)
+            parts.history.record(turn, reply or None, partial=True)
+            yield notice_for(exc, cut_off=bool(received))
+            return
+        except Exception:  # the boundary: a generator that raises cuts the stream
+            log.exception("unexpected error while streaming from Helix")
+            finished = True
+            parts.history.record(turn, "".join(received) or None, partial=True)
+            yield UNEXPECTED
+            return
+        finally:
+            if not finished:  # the client went away (GeneratorExit): keep what was streamed
+                parts.history.record(turn, "".join(received) or None, partial=True)
+        reply = "".join(received)
+        parts.history.record(turn, reply or None)
+        if not reply:
+            yield EMPTY_ANSWER
+
+
+def _cid(conversation: Conversation) -> str:
+    return conversation.conversation_id if conversation.kind is not ChatKind.TASK else "(task)"
