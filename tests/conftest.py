@@ -11,7 +11,7 @@ import pytest
 
 from helix_pipeline.stores import SessionStore, open_store
 
-from .store_servers import ENGINES, store_url
+from .store_servers import ENGINES, postgres_server, redis_server, store_url  # noqa: F401
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

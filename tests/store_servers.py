@@ -1,17 +1,38 @@
 """Store URLs for the contract suite: one per engine, on throwaway servers where one is needed.
 
-Memory and SQLite need nothing. Redis and PostgreSQL are started on free loopback ports when their
-binaries are installed, else taken from ``HELIX_TEST_REDIS_URL`` / ``HELIX_TEST_POSTGRES_URL``,
-else the test is skipped with the reason.
+Memory and SQLite need nothing. Redis and PostgreSQL are started once per session on free loopback
+ports when their binaries are installed (``.ci/install-services`` installs them), else taken from
+``HELIX_TEST_REDIS_URL`` / ``HELIX_TEST_POSTGRES_URL`` (that database is flushed by the tests!),
+else the test is skipped with the reason. Every test gets an empty store: Redis is flushed, and
+PostgreSQL gets a new schema.
+
+Other tests reuse :func:`running_redis` / :func:`running_postgres` (a private server of their own,
+which they may stop and start) or the session fixtures ``redis_server`` / ``postgres_server``.
 """
 
 from __future__ import annotations
 
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 ENGINES = ("memory", "sqlite", "redis", "postgres")
+
+REDIS_URL_ENV = "HELIX_TEST_REDIS_URL"
+POSTGRES_URL_ENV = "HELIX_TEST_POSTGRES_URL"
+_STARTUP_S = 20.0
+_schemas = itertools.count(1)
 
 
 def store_url(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -20,4 +41,223 @@ def store_url(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> st
         return "memory://"
     if engine == "sqlite":
         return f"sqlite:///{tmp_path / 'sessions.db'}"
-    pytest.skip(f"the {engine} store is not built yet")
+    if engine == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        redis_server.flush()
+        return redis_server.url
+    if engine == "postgres":
+        postgres_server: PostgresServer = request.getfixturevalue("postgres_server")
+        return postgres_server.fresh_url()
+    raise ValueError(f"unknown store engine {engine!r}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int, what: str) -> None:
+    deadline = time.monotonic() + _STARTUP_S
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {_STARTUP_S:g} s")
+
+
+class RedisServer:
+    """A redis-server of our own on a loopback port (or an external one, which cannot restart)."""
+
+    def __init__(self, url: str, *, port: int | None = None, directory: Path | None = None):
+        self.url = url
+        self.port = port
+        self.directory = directory
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def restartable(self) -> bool:
+        return self.port is not None
+
+    def start(self) -> None:
+        """Start the server (again, on the same port, empty: nothing is saved)."""
+        if self.port is None or self.directory is None:
+            pytest.skip(f"the Redis server from {REDIS_URL_ENV} cannot be started or stopped")
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self._process = subprocess.Popen(
+            [
+                binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_port(self.port, "redis-server")
+
+    def stop(self) -> None:
+        """Stop the server; clients see their connections refused until :meth:`start`."""
+        if self.port is None:
+            pytest.skip(f"the Redis server from {REDIS_URL_ENV} cannot be started or stopped")
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def flush(self) -> None:
+        """Empty the database of :attr:`url`."""
+        redis = pytest.importorskip("redis", reason="pip install helix-pipeline[redis]")
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+
+@contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A throwaway Redis: our own redis-server, else ``HELIX_TEST_REDIS_URL``, else a skip."""
+    if shutil.which("redis-server") is None:
+        external = os.environ.get(REDIS_URL_ENV)
+        if not external:
+            pytest.skip(f"redis-server is not installed and {REDIS_URL_ENV} is not set")
+        yield RedisServer(external)
+        return
+    directory = Path(tempfile.mkdtemp(prefix="helix-redis-"))
+    port = free_port()
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", port=port, directory=directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _postgres_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def _unprivileged_user() -> str | None:
+    """PostgreSQL refuses to run as root: the user to run it as, when we are root."""
+    if os.geteuid() != 0:
+        return None
+    for candidate in ("postgres", "nobody"):
+        try:
+            import pwd
+
+            pwd.getpwnam(candidate)
+        except KeyError:
+            continue
+        return candidate
+    raise RuntimeError("running as root, and there is no postgres or nobody user to run initdb")
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of our own on a loopback port (or an external database)."""
+
+    def __init__(self, url: str, *, port: int | None = None, directory: Path | None = None):
+        self.url = url
+        self.port = port
+        self.directory = directory
+
+    def _run(self, *command: str) -> None:
+        user = _unprivileged_user()
+        prefix = ["runuser", "-u", user, "--"] if user else []
+        subprocess.run(
+            [*prefix, *command],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+
+    def _pg_ctl(self, *args: str) -> None:
+        if self.port is None or self.directory is None:
+            pytest.skip(
+                f"the PostgreSQL server from {POSTGRES_URL_ENV} cannot be started or stopped"
+            )
+        pg_ctl = _postgres_binary("pg_ctl")
+        assert pg_ctl is not None
+        self._run(pg_ctl, "-D", str(self.directory / "data"), *args)
+
+    def initialise(self) -> None:
+        assert self.directory is not None
+        initdb = _postgres_binary("initdb")
+        assert initdb is not None
+        user = _unprivileged_user()
+        if user:
+            shutil.chown(self.directory, user)
+        self._run(
+            initdb,
+            *("-D", str(self.directory / "data"), "-U", "postgres", "-A", "trust"),
+            *("-E", "UTF8", "--no-sync", "--no-instructions"),
+        )
+
+    def start(self) -> None:
+        """Start the cluster (again, on the same port, with its data)."""
+        assert self.directory is not None
+        options = (
+            f"-p {self.port} -h 127.0.0.1 -k {self.directory} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._pg_ctl("-o", options, "-l", str(self.directory / "server.log"), "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the cluster at once (``-m fast``): open connections are cut."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+    def fresh_url(self) -> str:
+        """The URL of a new, empty schema, so every test starts from an empty database."""
+        psycopg = pytest.importorskip("psycopg", reason="pip install helix-pipeline[postgres]")
+        schema = f"helix_test_{os.getpid()}_{next(_schemas)}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        separator = "&" if "?" in self.url else "?"
+        return f"{self.url}{separator}options={quote(f'-csearch_path={schema}')}"
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A throwaway cluster: our own, else ``HELIX_TEST_POSTGRES_URL``, else a skip."""
+    if _postgres_binary("initdb") is None or _postgres_binary("pg_ctl") is None:
+        external = os.environ.get(POSTGRES_URL_ENV)
+        if not external:
+            pytest.skip(f"PostgreSQL (initdb) is not installed and {POSTGRES_URL_ENV} is not set")
+        yield PostgresServer(external)
+        return
+    directory = Path(tempfile.mkdtemp(prefix="helix-postgres-"))
+    port = free_port()
+    server = PostgresServer(
+        f"postgresql://postgres@127.0.0.1:{port}/postgres", port=port, directory=directory
+    )
+    try:
+        server.initialise()
+        server.start()
+        yield server
+    finally:
+        with suppress(subprocess.CalledProcessError):  # a test may have stopped it already
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis for the whole session; tests flush it, and must not stop it."""
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the whole session; tests get their own schema."""
+    with running_postgres() as server:
+        yield server

@@ -1,0 +1,451 @@
+"""The Redis store (``redis://`` or ``rediss://``; needs ``pip install helix-pipeline[redis]``).
+
+Ids never appear in key names: ``C`` below is a SHA-256 digest of the pair (user id, conversation
+id) and ``U`` one of the user id, so hostile ids cannot collide, glob or break a hash tag. ``P`` is
+the key prefix (``?prefix=``, default ``helix``).
+
+========================  ================================================================
+``P:{C}:meta``            hash: user, conversation, branches, count, touched, token
+``P:{C}:active``          list: the active branch, one JSON message per item
+``P:{C}:b:N``             list: older branch ``N`` (0 is the first)
+``P:{idx}:users``         sorted set: user id -> its newest activity
+``P:{idx}:convs``         sorted set: JSON ``[user, conversation]`` -> last activity (purge)
+``P:{idx}:user:U``        hash: conversation id -> token of the conversation's incarnation
+========================  ================================================================
+
+Every key of one conversation shares the hash tag ``{C}``, so a turn is one ``WATCH``/``MULTI``
+transaction (retried on conflict) that also works on Redis Cluster; loading the active branch is
+one ``LRANGE``. The index keys share the tag ``{idx}`` and change through small Lua scripts, after
+the conversation's own transaction. The index may briefly list a conversation that is gone (it is
+skipped and cleaned up when read); a process killed between the two steps leaves a conversation
+unlisted until its next turn or its expiry. Every key expires ``ttl_days`` after the last change
+(``?ttl_days=``, ``0`` keeps them forever).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..conversation import ConversationKey
+from ..errors import ConfigError, StoreError, StoreUnavailable
+from ..messages import Message
+from . import redact_url
+from .base import ConversationSummary, RecordResult, plan_record
+
+__all__ = ["DEFAULT_TTL_DAYS", "RedisStore"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TTL_DAYS = 30.0
+"""Days a conversation is kept after its last change, unless ``ttl_days`` says otherwise."""
+
+CONNECT_TIMEOUT_S = 3.0
+COMMAND_TIMEOUT_S = 5.0
+_MAX_ATTEMPTS = 50
+_INSTALL = "pip install helix-pipeline[redis]"
+
+# KEYS: users, convs, user hash. ARGV: user, conversation, pair, touched, token, ttl, horizon.
+_INDEX_SCRIPT = """
+redis.call('ZADD', KEYS[1], 'GT', ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[4], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
+end
+return 1
+"""
+
+# KEYS: users, convs, user hash. ARGV: user, conversation, pair, token the caller saw.
+_UNINDEX_SCRIPT = """
+if redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[4] then return 0 end
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise ConfigError(
+            f"The Redis session store needs the redis package: {_INSTALL}",
+            setting="SESSION_STORE_URL",
+        ) from exc
+    return redis
+
+
+class RedisStore:
+    """Conversations in Redis, safe for threads, processes and several Pipelines servers."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_days: float = DEFAULT_TTL_DAYS,
+        prefix: str = "helix",
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        command_timeout: float = COMMAND_TIMEOUT_S,
+    ) -> None:
+        """Connect to the Redis server at ``url`` (no ``ttl_days``/``prefix`` in its query).
+
+        Raises :class:`ConfigError` when the redis package is missing or a setting is invalid,
+        :class:`StoreUnavailable` when the server cannot be reached.
+        """
+        if not ttl_days >= 0 or ttl_days == float("inf"):
+            raise _url_error(url, "ttl_days must be a number of days, 0 (keep forever) or more")
+        if not prefix or any(c in prefix for c in "{}"):
+            raise _url_error(url, "prefix must be a non-empty string without { or }")
+        redis = _import_redis()
+        self.url = redact_url(url)
+        self.ttl_seconds = round(ttl_days * 86_400)
+        self.prefix = prefix
+        self._password = urlsplit(url).password
+        self._errors = redis.exceptions
+        try:
+            self._client: Any = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=command_timeout,
+                retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+            )
+        except (ValueError, TypeError) as exc:
+            raise _url_error(url, "Redis cannot read it") from exc
+        self._index = self._client.register_script(_INDEX_SCRIPT)
+        self._unindex = self._client.register_script(_UNINDEX_SCRIPT)
+        with self._translated("connecting"):
+            self._client.ping()
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        """Open ``redis://[:password@]host:port/db`` or ``rediss://...`` (TLS).
+
+        Query parameters of our own: ``ttl_days`` (default 30, ``0`` = never expire) and
+        ``prefix`` (default ``helix``); any other is passed on to redis-py.
+        """
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("redis", "rediss"):
+            raise _url_error(url, "it must start with redis:// or rediss://")
+        options: dict[str, Any] = {}
+        rest: list[tuple[str, str]] = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name == "ttl_days":
+                try:
+                    options["ttl_days"] = float(value)
+                except ValueError:
+                    options["ttl_days"] = -1.0
+            elif name == "prefix":
+                options["prefix"] = value
+            else:
+                rest.append((name, value))
+        return cls(urlunsplit(parts._replace(query=urlencode(rest))), **options)
+
+    def load(self, key: ConversationKey) -> list[Message]:
+        with self._translated("loading a conversation", key):
+            raw = self._client.lrange(self._active_key(key), 0, -1)
+        return [_decode_message(item) for item in raw]
+
+    def record(
+        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+    ) -> RecordResult:
+        meta_key, active_key = self._meta_key(key), self._active_key(key)
+        with self._translated("recording a turn", key), self._client.pipeline() as pipe:
+            for _attempt in range(_MAX_ATTEMPTS):
+                try:
+                    pipe.watch(meta_key)
+                    meta = pipe.hgetall(meta_key)
+                    branches = int(meta[b"branches"]) if meta else 0
+                    raw = pipe.lrange(active_key, 0, -1) if branches else []
+                    active = [_decode_message(item) for item in raw]
+                    plan = plan_record(active, messages, after)
+                    if not plan.changes_anything:
+                        pipe.reset()
+                        return RecordResult(
+                            branch=max(branches - 1, 0), appended=0, ids_attached=0, forked=False
+                        )
+                    now = time.time()
+                    stamped = [replace(m, created_at=now) for m in plan.new]
+                    token = meta.get(b"token") or uuid.uuid4().hex.encode()
+                    pipe.multi()
+                    for position, message_id in plan.attach:
+                        active[position] = active[position].with_id(message_id)
+                        pipe.lset(active_key, position, _encode_message(active[position]))
+                    if plan.fork_at is not None:
+                        pipe.rename(active_key, self._branch_key(key, branches - 1))
+                        new_active = [*active[: plan.fork_at], *stamped]
+                        pipe.rpush(active_key, *map(_encode_message, new_active))
+                        branches += 1
+                        count = len(new_active)
+                    else:
+                        if stamped:
+                            pipe.rpush(active_key, *map(_encode_message, stamped))
+                        branches = max(branches, 1)
+                        count = len(active) + len(stamped)
+                    pipe.hset(
+                        meta_key,
+                        mapping={
+                            "user": _bytes(key.user_id),
+                            "conversation": _bytes(key.conversation_id),
+                            "branches": branches,
+                            "count": count,
+                            "touched": repr(now),
+                            "token": token,
+                        },
+                    )
+                    if self.ttl_seconds:
+                        for name in (meta_key, active_key, *self._older_keys(key, branches)):
+                            pipe.expire(name, self.ttl_seconds)
+                    pipe.execute()
+                except self._errors.WatchError:
+                    continue
+                self._add_to_index(key, now, token)
+                return RecordResult(
+                    branch=branches - 1,
+                    appended=len(stamped),
+                    ids_attached=len(plan.attach),
+                    forked=plan.fork_at is not None,
+                )
+        raise StoreError(
+            f"The Redis session store {self.url} could not record a turn: the conversation kept "
+            f"changing under {_MAX_ATTEMPTS} attempts; retry the request",
+            store=self.url,
+            conversation_id=key.conversation_id,
+        )
+
+    def branches(self, key: ConversationKey) -> list[list[Message]]:
+        with self._translated("loading the branches of a conversation", key):
+            count = int(self._client.hget(self._meta_key(key), "branches") or 0)
+            if not count:
+                return []
+            pipe = self._client.pipeline(transaction=True)
+            for name in (*self._older_keys(key, count), self._active_key(key)):
+                pipe.lrange(name, 0, -1)
+            lists = pipe.execute()
+        return [[_decode_message(item) for item in raw] for raw in lists]
+
+    def conversations(self, user_id: str) -> list[ConversationSummary]:
+        with self._translated("listing conversations"):
+            tokens = self._client.hgetall(self._user_index_key(user_id))
+            ids = [_text(raw) for raw in tokens]
+            pipe = self._client.pipeline(transaction=False)
+            for conversation_id in ids:
+                key = ConversationKey(user_id, conversation_id)
+                pipe.hmget(self._meta_key(key), ["count", "branches", "touched"])
+            metas = pipe.execute()
+            summaries: list[ConversationSummary] = []
+            for conversation_id, (count, branches, touched) in zip(ids, metas, strict=True):
+                if touched is None:
+                    self._remove_from_index(
+                        ConversationKey(user_id, conversation_id),
+                        tokens[_bytes(conversation_id)],
+                    )
+                    continue
+                summaries.append(
+                    ConversationSummary(
+                        conversation_id=conversation_id,
+                        message_count=int(count),
+                        branch_count=int(branches),
+                        last_activity=datetime.fromtimestamp(float(touched), timezone.utc),
+                    )
+                )
+        return sorted(summaries, key=lambda row: row.last_activity, reverse=True)
+
+    def users(self) -> list[str]:
+        with self._translated("listing users"):
+            users_key = self._index_key("users")
+            if self.ttl_seconds:
+                horizon = time.time() - self.ttl_seconds
+                self._client.zremrangebyscore(users_key, "-inf", f"({horizon!r}")
+            candidates = [_text(raw) for raw in self._client.zrange(users_key, 0, -1)]
+            pipe = self._client.pipeline(transaction=False)
+            for user_id in candidates:
+                pipe.exists(self._user_index_key(user_id))
+            alive = pipe.execute()
+        return sorted(user for user, exists in zip(candidates, alive, strict=True) if exists)
+
+    def delete(self, key: ConversationKey) -> bool:
+        with self._translated("deleting a conversation", key):
+            return self._delete_if(key, before=None)
+
+    def purge(self, before: datetime) -> int:
+        cutoff = before.timestamp()
+        purged = 0
+        with self._translated("purging old conversations"):
+            raw_pairs = self._client.zrangebyscore(self._index_key("convs"), "-inf", f"({cutoff!r}")
+            for raw in raw_pairs:
+                user_id, conversation_id = json.loads(_text(raw))
+                key = ConversationKey(user_id, conversation_id)
+                seen = self._client.hget(self._user_index_key(user_id), _bytes(conversation_id))
+                if self._delete_if(key, before=cutoff, index_token=seen):
+                    purged += 1
+        return purged
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r})"
+
+    def _delete_if(
+        self, key: ConversationKey, *, before: float | None, index_token: bytes | None = None
+    ) -> bool:
+        """Delete a conversation (only if idle since ``before``, when given); whether it did.
+
+        A conversation that is gone but still indexed under ``index_token`` leaves the index.
+        """
+        meta_key = self._meta_key(key)
+        with self._client.pipeline() as pipe:
+            for _attempt in range(_MAX_ATTEMPTS):
+                try:
+                    pipe.watch(meta_key)
+                    meta = pipe.hgetall(meta_key)
+                    if not meta:
+                        pipe.reset()
+                        if index_token is not None:
+                            self._remove_from_index(key, index_token)
+                        return False
+                    if before is not None and float(meta[b"touched"]) >= before:
+                        pipe.reset()
+                        return False
+                    branches = int(meta[b"branches"])
+                    pipe.multi()
+                    pipe.delete(meta_key, self._active_key(key), *self._older_keys(key, branches))
+                    pipe.execute()
+                except self._errors.WatchError:
+                    continue
+                self._remove_from_index(key, meta[b"token"])
+                return True
+        raise StoreError(
+            f"The Redis session store {self.url} could not delete a conversation: it kept "
+            f"changing under {_MAX_ATTEMPTS} attempts; retry",
+            store=self.url,
+            conversation_id=key.conversation_id,
+        )
+
+    def _add_to_index(self, key: ConversationKey, touched: float, token: bytes) -> None:
+        self._index(
+            keys=self._index_keys(key.user_id),
+            args=[
+                _bytes(key.user_id),
+                _bytes(key.conversation_id),
+                _pair(key),
+                repr(touched),
+                token,
+                self.ttl_seconds,
+                repr(touched - self.ttl_seconds),
+            ],
+        )
+
+    def _remove_from_index(self, key: ConversationKey, token: bytes) -> None:
+        self._unindex(
+            keys=self._index_keys(key.user_id),
+            args=[_bytes(key.user_id), _bytes(key.conversation_id), _pair(key), token],
+        )
+
+    def _meta_key(self, key: ConversationKey) -> str:
+        return f"{self.prefix}:{{{_digest(_pair(key))}}}:meta"
+
+    def _active_key(self, key: ConversationKey) -> str:
+        return f"{self.prefix}:{{{_digest(_pair(key))}}}:active"
+
+    def _branch_key(self, key: ConversationKey, branch: int) -> str:
+        return f"{self.prefix}:{{{_digest(_pair(key))}}}:b:{branch}"
+
+    def _older_keys(self, key: ConversationKey, branches: int) -> list[str]:
+        return [self._branch_key(key, branch) for branch in range(branches - 1)]
+
+    def _index_key(self, name: str) -> str:
+        return f"{self.prefix}:{{idx}}:{name}"
+
+    def _user_index_key(self, user_id: str) -> str:
+        return self._index_key(f"user:{_digest(_bytes(user_id))}")
+
+    def _index_keys(self, user_id: str) -> list[str]:
+        return [self._index_key("users"), self._index_key("convs"), self._user_index_key(user_id)]
+
+    @contextmanager
+    def _translated(self, doing: str, key: ConversationKey | None = None) -> Iterator[None]:
+        """The one place that turns redis-py errors into :class:`StoreError`."""
+        try:
+            yield
+        except self._errors.RedisError as exc:
+            detail = str(exc)
+            if self._password:
+                detail = detail.replace(self._password, "***")
+            conversation_id = key.conversation_id if key is not None else None
+            where = f"The Redis session store {self.url} failed while {doing} ({detail})"
+            if isinstance(exc, self._errors.AuthenticationError):
+                raise StoreUnavailable(
+                    f"{where}: check the user name and password in SESSION_STORE_URL",
+                    store=self.url,
+                    conversation_id=conversation_id,
+                ) from exc
+            if isinstance(exc, (self._errors.ConnectionError, self._errors.TimeoutError)):
+                raise StoreUnavailable(
+                    f"{where}: check that Redis is running and reachable at the host and port "
+                    "of SESSION_STORE_URL",
+                    store=self.url,
+                    conversation_id=conversation_id,
+                ) from exc
+            raise StoreError(where, store=self.url, conversation_id=conversation_id) from exc
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogatepass")
+
+
+def _pair(key: ConversationKey) -> bytes:
+    return _bytes(json.dumps([key.user_id, key.conversation_id], ensure_ascii=False))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _encode_message(message: Message) -> bytes:
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.message_id is not None:
+        data["id"] = message.message_id
+    if message.partial:
+        data["partial"] = True
+    if message.created_at is not None:
+        data["at"] = message.created_at
+    return _bytes(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+
+def _decode_message(raw: bytes) -> Message:
+    data = json.loads(_text(raw))
+    return Message(
+        role=data["role"],
+        content=data["content"],
+        message_id=data.get("id"),
+        partial=bool(data.get("partial", False)),
+        created_at=data.get("at"),
+    )
+
+
+def _url_error(url: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"Invalid Redis session store URL {redact_url(url)!r}: {problem}. Set SESSION_STORE_URL "
+        "to redis://[:password@]host:6379/0 (or rediss:// for TLS), optionally with "
+        "?ttl_days=N&prefix=NAME",
+        setting="SESSION_STORE_URL",
+    )
