@@ -1,0 +1,217 @@
+"""JSON Lines export and import: every branch, in order, nothing duplicated, nothing secret."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from helix_pipeline.conversation import ConversationKey
+from helix_pipeline.errors import InputError
+from helix_pipeline.export import (
+    ExportCounts,
+    ImportCounts,
+    export_jsonl,
+    import_jsonl,
+    message_records,
+    read_records,
+)
+from helix_pipeline.messages import Message
+from helix_pipeline.stores import SessionStore, open_store
+
+ANA = ConversationKey("ana", "chat-1")
+ANA_OTHER = ConversationKey("ana", "chat-2")
+BEN = ConversationKey("ben", "chat-1")
+
+Row = tuple[str, str, str | None, bool]
+
+
+def rows(branches: Sequence[Sequence[Message]]) -> list[list[Row]]:
+    return [[(m.role, m.content, m.message_id, m.partial) for m in branch] for branch in branches]
+
+
+def fill(store: SessionStore) -> None:
+    """Ana's chat with a regeneration and an edit (three branches), her second chat, Ben's chat."""
+    store.record(
+        ANA,
+        [
+            Message("system", "Be brief."),
+            Message("user", "Hello, I am Ana. 2+2?", "u1"),
+            Message("assistant", "4", "a1"),
+            Message("user", "Times 10?", "u2"),
+            Message("assistant", "4", "a2", partial=True),
+        ],
+    )
+    store.record(ANA, [Message("assistant", "40", "a2-regen")], after=4)
+    store.record(
+        ANA, [Message("user", "Times 100?", "u2-edit"), Message("assistant", "400", "a3")], after=3
+    )
+    store.record(ANA_OTHER, [Message("user", "Grüße, 世界", None)])
+    store.record(BEN, [Message("user", "Ben's secret plan", "b1")])
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def source(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'source.db'}"
+    store = open_store(url)
+    fill(store)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[SessionStore]:
+    store = open_store(f"sqlite:///{tmp_path / 'target.db'}")
+    yield store
+    store.close()
+
+
+def exported(store: SessionStore, user_id: str | None = None) -> str:
+    out = io.StringIO()
+    export_jsonl(store, out, user_id=user_id)
+    return out.getvalue()
+
+
+class TestExport:
+    def test_every_message_of_every_branch_is_one_line(self, source: SessionStore) -> None:
+        out = io.StringIO()
+        counts = export_jsonl(source, out)
+
+        lines = out.getvalue().splitlines()
+        assert counts == ExportCounts(conversations=3, branches=5, messages=len(lines))
+        assert len(lines) == 5 + 5 + 5 + 1 + 1
+
+    def test_a_line_holds_exactly_the_documented_fields(self, source: SessionStore) -> None:
+        first = json.loads(exported(source, "ana").splitlines()[0])
+
+        assert set(first) == {
+            "user",
+            "conversation",
+            "branch",
+            "position",
+            "role",
+            "content",
+            "message_id",
+            "partial",
+            "created_at",
+        }
+        assert first["created_at"].endswith("+00:00")
+
+    def test_branches_and_positions_follow_the_store(self, source: SessionStore) -> None:
+        records = [r for r in message_records(source, "ana") if r["conversation"] == "chat-1"]
+
+        assert [(r["branch"], r["position"]) for r in records] == [
+            (branch, position) for branch in range(3) for position in range(5)
+        ]
+        assert [r["message_id"] for r in records if r["position"] == 4] == ["a2", "a2-regen", "a3"]
+        assert [r["partial"] for r in records if r["position"] == 4] == [True, False, False]
+
+    def test_one_user_export_holds_nobody_else(self, source: SessionStore) -> None:
+        text = exported(source, "ana")
+
+        assert {json.loads(line)["user"] for line in text.splitlines()} == {"ana"}
+        assert "Ben's secret plan" not in text
+
+    def test_non_ascii_text_is_written_readably(self, source: SessionStore) -> None:
+        assert "Grüße, 世界" in exported(source)
+
+    def test_an_unknown_user_exports_nothing(self, source: SessionStore) -> None:
+        assert exported(source, "nobody") == ""
+
+
+class TestImport:
+    def test_a_round_trip_keeps_every_branch_in_order(
+        self, source: SessionStore, target: SessionStore
+    ) -> None:
+        counts = import_jsonl(target, io.StringIO(exported(source)))
+
+        assert counts == ImportCounts(conversations=3, branches=5, messages=17, skipped_branches=0)
+        for key in (ANA, ANA_OTHER, BEN):
+            assert rows(target.branches(key)) == rows(source.branches(key))
+        assert rows([target.load(ANA)]) == rows([source.load(ANA)])
+
+    def test_importing_twice_duplicates_nothing(
+        self, source: SessionStore, target: SessionStore
+    ) -> None:
+        text = exported(source)
+        import_jsonl(target, io.StringIO(text))
+
+        again = import_jsonl(target, io.StringIO(text))
+
+        assert again == ImportCounts(conversations=0, branches=0, messages=0, skipped_branches=5)
+        assert rows(target.branches(ANA)) == rows(source.branches(ANA))
+        assert exported(target).count("\n") == exported(source).count("\n")
+
+    def test_a_store_holding_the_first_branch_gets_only_the_newer_ones(
+        self, source: SessionStore, target: SessionStore
+    ) -> None:
+        target.record(ANA, source.branches(ANA)[0])
+
+        counts = import_jsonl(target, io.StringIO(exported(source, "ana")))
+
+        assert counts.skipped_branches == 1
+        assert rows(target.branches(ANA)) == rows(source.branches(ANA))
+
+    def test_a_round_trip_into_memory_matches_too(self, source: SessionStore) -> None:
+        memory = open_store("memory://")
+        import_jsonl(memory, io.StringIO(exported(source)))
+
+        assert rows(memory.branches(ANA)) == rows(source.branches(ANA))
+
+    def test_blank_lines_are_ignored(self, source: SessionStore, target: SessionStore) -> None:
+        text = exported(source, "ben").replace("\n", "\n\n")
+
+        assert import_jsonl(target, io.StringIO(text)).messages == 1
+
+
+def line(**changes: object) -> str:
+    record: dict[str, object] = {
+        "user": "ana",
+        "conversation": "chat-1",
+        "branch": 0,
+        "position": 0,
+        "role": "user",
+        "content": "hi",
+        "message_id": None,
+        "partial": False,
+        "created_at": None,
+    }
+    record.update(changes)
+    return json.dumps({k: v for k, v in record.items() if v != "<drop>"})
+
+
+class TestABrokenFile:
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            pytest.param("not json", "line 1 is not JSON", id="not-json"),
+            pytest.param("[1, 2]", "line 1 is not a JSON object", id="not-an-object"),
+            pytest.param(line(role="<drop>"), "line 1 lacks role", id="missing-field"),
+            pytest.param(line(role="tool"), "'role' must be one of", id="unknown-role"),
+            pytest.param(line(user=""), "'user' and 'conversation'", id="empty-user"),
+            pytest.param(line(branch=-1), "'branch' and 'position'", id="negative-branch"),
+            pytest.param(line(position=True), "'branch' and 'position'", id="boolean-position"),
+            pytest.param(line(content=["a"]), "'content' must be a string", id="list-content"),
+            pytest.param(line(message_id=""), "'message_id'", id="empty-message-id"),
+            pytest.param(line(partial="no"), "'partial' must be true or false", id="text-partial"),
+            pytest.param(line(created_at=12.5), "'created_at'", id="numeric-created-at"),
+            pytest.param(line(position=1), "has gaps in its positions", id="gap"),
+            pytest.param(line() + "\n" + line(), "two messages at position 0", id="duplicate"),
+        ],
+    )
+    def test_is_refused_with_the_reason(self, text: str, problem: str) -> None:
+        with pytest.raises(InputError, match=problem):
+            read_records(text.splitlines())
+
+    def test_names_the_line_of_the_first_bad_record(self) -> None:
+        with pytest.raises(InputError, match="line 3"):
+            read_records([line(), "", line(position=1, role="robot")])
+
+    def test_writes_nothing_at_all(self, target: SessionStore) -> None:
+        with pytest.raises(InputError):
+            import_jsonl(target, [line(), line(conversation="chat-2"), "{"])
+
+        assert target.users() == []
