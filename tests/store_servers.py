@@ -31,6 +31,9 @@ ENGINES = ("memory", "sqlite", "redis", "postgres")
 
 REDIS_URL_ENV = "HELIX_TEST_REDIS_URL"
 POSTGRES_URL_ENV = "HELIX_TEST_POSTGRES_URL"
+POSTGRES_PASSWORD = "helix-test-secret"
+"""The password of our own cluster's ``postgres`` user: TCP logins need it, so tests can check
+that it never shows in a message."""
 _STARTUP_S = 20.0
 _schemas = itertools.count(1)
 
@@ -194,11 +197,15 @@ class PostgresServer:
         initdb = _postgres_binary("initdb")
         assert initdb is not None
         user = _unprivileged_user()
+        password_file = self.directory / "password"
+        password_file.write_text(POSTGRES_PASSWORD, encoding="utf-8")
         if user:
             shutil.chown(self.directory, user)
+            shutil.chown(password_file, user)
         self._run(
             initdb,
-            *("-D", str(self.directory / "data"), "-U", "postgres", "-A", "trust"),
+            *("-D", str(self.directory / "data"), "-U", "postgres", f"--pwfile={password_file}"),
+            *("--auth-local=trust", "--auth-host=scram-sha-256"),
             *("-E", "UTF8", "--no-sync", "--no-instructions"),
         )
 
@@ -237,7 +244,9 @@ def running_postgres() -> Iterator[PostgresServer]:
     directory = Path(tempfile.mkdtemp(prefix="helix-postgres-"))
     port = free_port()
     server = PostgresServer(
-        f"postgresql://postgres@127.0.0.1:{port}/postgres", port=port, directory=directory
+        f"postgresql://postgres:{POSTGRES_PASSWORD}@127.0.0.1:{port}/postgres",
+        port=port,
+        directory=directory,
     )
     try:
         server.initialise()

@@ -211,6 +211,7 @@ class RedisStore:
                             pipe.expire(name, self.ttl_seconds)
                     pipe.execute()
                 except self._errors.WatchError:
+                    pipe.reset()
                     continue
                 self._add_to_index(key, now, token)
                 return RecordResult(
@@ -326,6 +327,7 @@ class RedisStore:
                     pipe.delete(meta_key, self._active_key(key), *self._older_keys(key, branches))
                     pipe.execute()
                 except self._errors.WatchError:
+                    pipe.reset()
                     continue
                 self._remove_from_index(key, meta[b"token"])
                 return True
