@@ -6,22 +6,46 @@ secret (error messages are built without them, see :mod:`helix_pipeline.errors`)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 from .errors import ConfigError, HelixPipelineError
+from .messages import Message
 
-__all__ = ["EMPTY_ANSWER", "UNEXPECTED", "notice_for"]
+__all__ = ["EMPTY_ANSWER", "UNEXPECTED", "notice_for", "without_notices"]
 
+_MARK = "⚠️"
 _DETAILS = "(Details are in the Pipelines server log.)"
-EMPTY_ANSWER = "⚠️ Helix sent an empty answer. Please try again."
-UNEXPECTED = f"⚠️ helix-pipeline hit an unexpected error and could not answer. {_DETAILS}"
+_CUT_OFF = f"\n\n{_MARK} The answer was cut off: "
+EMPTY_ANSWER = f"{_MARK} Helix sent an empty answer. Please try again. {_DETAILS}"
+UNEXPECTED = f"{_MARK} helix-pipeline hit an unexpected error and could not answer. {_DETAILS}"
 
 
 def notice_for(exc: HelixPipelineError, *, cut_off: bool = False) -> str:
     """The chat message for ``exc``; ``cut_off`` when part of the answer was already shown."""
     if cut_off:
         return (
-            f"\n\n⚠️ The answer was cut off: {exc.message} "
+            f"{_CUT_OFF}{exc.message} "
             f"What arrived above is kept; ask again to continue. {_DETAILS}"
         )
     if isinstance(exc, ConfigError):
-        return f"⚠️ helix-pipeline is misconfigured: {exc.message} {_DETAILS}"
-    return f"⚠️ {exc.message} {_DETAILS}"
+        return f"{_MARK} helix-pipeline is misconfigured: {exc.message} {_DETAILS}"
+    return f"{_MARK} {exc.message} {_DETAILS}"
+
+
+def without_notices(messages: Sequence[Message]) -> list[Message]:
+    """The messages without the notices this pipeline put in assistant replies.
+
+    Open WebUI keeps a notice as (the end of) the assistant message and sends it back next turn;
+    it is not part of the conversation, so it is neither stored nor sent to Helix. A reply cut off
+    by an error keeps the text that arrived before the notice.
+    """
+    result: list[Message] = []
+    for message in messages:
+        content = message.content
+        if message.role != "assistant" or not content.endswith(_DETAILS):
+            result.append(message)
+        elif not content.startswith(_MARK):
+            cut = content.rfind(_CUT_OFF)
+            result.append(replace(message, content=content[:cut]) if cut >= 0 else message)
+    return result

@@ -16,6 +16,7 @@ from .conversation import ChatKind, Conversation
 from .errors import StoreError
 from .history import Budget, Trim, fit_budget, merge_history, split_system
 from .messages import Message
+from .notices import without_notices
 from .stores import MemoryStore, SessionStore
 
 __all__ = ["HistoryService", "Turn"]
@@ -71,7 +72,7 @@ class HistoryService:
 
     def prepare(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
         """Merge the stored history into the incoming messages and fit Helix's limits."""
-        system, chat = split_system(incoming)
+        system, chat = split_system(without_notices(incoming))
         store = self.store_for(conversation)
         stored = self._load(store, conversation) if store is not None else []
         merge = merge_history(stored, chat, complete=bool(conversation.user_message_id))
@@ -141,7 +142,7 @@ class HistoryService:
         store = self.store_for(conversation)
         if store is None:
             return False
-        _, chat = split_system(messages)
+        _, chat = split_system(without_notices(messages))
         if not chat:
             return True
         try:

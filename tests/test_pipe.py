@@ -1,0 +1,282 @@
+"""HelixPipe in-process against a real FakeHelix: the hooks as the Pipelines server calls them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helix_pipeline.conversation import PRIVATE_KEY, ConversationKey
+from helix_pipeline.pipe import HelixPipe
+from helix_pipeline.testing import FakeHelix, Fault
+from helix_pipeline.valves import HelixValves
+
+from .conftest import load_fixture
+
+USER_A = {"id": "user-a", "name": "A", "email": "a@example.com", "role": "user"}
+USER_B = {"id": "user-b", "name": "B", "email": "b@example.com", "role": "user"}
+MODEL = "helix.helix-consultant"
+
+
+class Chat:
+    """Plays Open WebUI 0.12.4: inlet, pipe (body without metadata), outlet, per turn."""
+
+    def __init__(self, pipe: HelixPipe, chat_id: str, user: dict[str, str]) -> None:
+        self.pipe, self.chat_id, self.user = pipe, chat_id, user
+        self.messages: list[dict[str, Any]] = []
+        self.turns = 0
+
+    def send(self, text: str, *, stream: bool = True) -> str:
+        turn = self.turns
+        self.turns += 1
+        self.messages.append({"role": "user", "content": text, "id": f"{self.chat_id}-u{turn}"})
+        body = {
+            "model": MODEL,
+            "stream": stream,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in self.messages],
+            "metadata": {
+                "chat_id": self.chat_id,
+                "user_id": self.user["id"],
+                "user_message_id": f"{self.chat_id}-u{turn}",
+                "message_id": f"{self.chat_id}-a{turn}",
+                "session_id": "socket-1",
+            },
+        }
+        reply = run_pipe(self.pipe, body, self.user)
+        self.messages.append({"role": "assistant", "content": reply, "id": f"{self.chat_id}-a{turn}"})
+        outlet = {
+            "model": MODEL,
+            "messages": copy.deepcopy(self.messages),
+            "chat_id": self.chat_id,
+            "session_id": "socket-1",
+            "id": f"{self.chat_id}-a{turn}",
+        }
+        assert self.pipe.outlet(outlet, self.user) == outlet
+        return reply
+
+
+def run_pipe(pipe: HelixPipe, body: dict[str, Any], user: dict[str, str]) -> str:
+    """inlet, then pipe() with what reaches it (no metadata, the user dict), the answer as text."""
+    body = pipe.inlet(copy.deepcopy(body), user)
+    body.pop("metadata", None)
+    body["user"] = user
+    result = pipe.pipe("", MODEL.split(".", 1)[1], body["messages"], body)
+    if isinstance(result, str):
+        return result
+    chunks = list(result)
+    assert all(chunks), "pipe() must never yield blank strings"
+    return "".join(chunks)
+
+
+@pytest.fixture
+def valves(fake_helix: FakeHelix, tmp_path: Path) -> HelixValves:
+    return HelixValves(
+        HELIX_BASE_URL=fake_helix.url,
+        SESSION_STORE_URL=f"sqlite:///{tmp_path / 'sessions.db'}",
+        MAX_RETRIES=0,
+        READ_TIMEOUT_S=2.0,
+    )
+
+
+@pytest.fixture
+def pipe(valves: HelixValves) -> Iterator[HelixPipe]:
+    current = {"valves": valves}
+    helix = HelixPipe(lambda: current["valves"])
+    helix.valves_holder = current  # type: ignore[attr-defined]
+    yield helix
+    helix.shutdown()
+
+
+def set_valves(pipe: HelixPipe, **changes: Any) -> None:
+    holder = pipe.valves_holder  # type: ignore[attr-defined]
+    holder["valves"] = holder["valves"].model_copy(update=changes)
+
+
+def stored(pipe: HelixPipe, user: dict[str, str], chat_id: str) -> list[str]:
+    store = pipe._parts.get().history.store
+    return [m.content for m in store.load(ConversationKey(user["id"], chat_id))]
+
+
+class TestAChat:
+    @pytest.mark.parametrize("stream", [pytest.param(True, id="stream"), pytest.param(False, id="json")])
+    def test_every_turn_reaches_helix_with_the_chat_id_and_the_whole_history(
+        self, pipe: HelixPipe, fake_helix: FakeHelix, stream: bool
+    ) -> None:
+        chat = Chat(pipe, "chat-1", USER_A)
+        for turn in range(3):
+            reply = chat.send(f"question {turn}", stream=stream)
+            assert f"Helix reply #{turn + 1} to: question {turn}" in reply
+        requests = fake_helix.chat_requests
+        assert [len(r.body["messages"]) for r in requests] == [1, 3, 5]
+        for request in requests:
+            assert request.headers["X-OpenWebUI-Chat-Id"] == "chat-1"
+            assert request.headers["X-Conversation-ID"] == "chat-1"
+            assert request.body["stream"] is stream
+        assert fake_helix.sessions["conv-chat-1"].turns == 3
+        assert len(stored(pipe, USER_A, "chat-1")) == 6
+
+    def test_the_inlet_copies_the_conversation_into_the_private_key(self, pipe: HelixPipe) -> None:
+        example = load_fixture("openwebui-0.12.4/examples/06_filter_inlet_B-t2_pipe_model.json")
+        body = pipe.inlet(copy.deepcopy(example["body"]), example["user"])
+        assert body[PRIVATE_KEY]["chat_id"] == "7e6c5e92-8659-49ed-80ee-7886efabafc6"
+        assert body[PRIVATE_KEY]["user_message_id"] == "b9302cd2-95fc-45c6-932b-fac26f41de8e"
+        assert body[PRIVATE_KEY]["kind"] == "saved"
+
+    def test_open_webui_fields_and_private_keys_never_reach_helix(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        example = load_fixture("openwebui-0.12.4/examples/06_filter_inlet_B-t2_pipe_model.json")
+        body = copy.deepcopy(example["body"])
+        body["tools"] = [{"type": "function", "function": {"name": "get_time"}}]
+        body["max_tokens"] = 123
+        run_pipe(pipe, body, example["user"])
+        sent = fake_helix.last_request.body
+        assert set(sent) == {"model", "messages", "stream", "max_tokens"}
+        assert sent["model"] == "helix-consultant"
+
+    def test_a_second_user_with_the_same_chat_id_never_sees_the_first_users_history(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        Chat(pipe, "shared-id", USER_A).send("secret of A")
+        intruder = {"chat_id": "shared-id", "messages": [{"role": "user", "content": "hi"}]}
+        body = {"model": MODEL, "stream": False, "messages": intruder["messages"], "metadata": {"chat_id": "shared-id"}}
+        run_pipe(pipe, body, USER_B)
+        contents = [m["content"] for m in fake_helix.last_request.body["messages"]]
+        assert contents == ["hi"]
+        assert stored(pipe, USER_A, "shared-id")[0] == "secret of A"
+
+
+class TestBackgroundTasks:
+    def title_task(self) -> dict[str, Any]:
+        example = load_fixture("openwebui-0.12.4/examples/04_filter_inlet_A-t1_title_generation_task.json")
+        body = copy.deepcopy(example["body"])
+        body["model"] = MODEL
+        return body
+
+    def test_tasks_go_to_helix_without_the_conversation_header_and_are_not_recorded(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        run_pipe(pipe, self.title_task(), USER_A)
+        request = fake_helix.last_request
+        assert "X-OpenWebUI-Chat-Id" not in request.headers
+        assert "X-Conversation-ID" not in request.headers
+        assert pipe._parts.get().history.store.users() == []
+
+    def test_tasks_are_answered_locally_when_the_valve_says_skip(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        set_valves(pipe, TASKS="skip")
+        assert run_pipe(pipe, self.title_task(), USER_A) == ""
+        assert fake_helix.chat_requests == []
+
+
+class TestTheToggle:
+    def test_history_off_forwards_untouched_and_records_nothing_and_on_again_works(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        set_valves(pipe, HISTORY_ENABLED=False)
+        Chat(pipe, "chat-off", USER_A).send("hello")
+        assert fake_helix.last_request.headers["X-OpenWebUI-Chat-Id"] == "chat-off"
+        assert stored(pipe, USER_A, "chat-off") == []
+        set_valves(pipe, HISTORY_ENABLED=True)
+        Chat(pipe, "chat-on", USER_A).send("hello")
+        assert len(stored(pipe, USER_A, "chat-on")) == 2
+
+    def test_a_new_base_url_takes_effect_without_a_restart(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        with FakeHelix() as other:
+            set_valves(pipe, HELIX_BASE_URL=other.url)
+            Chat(pipe, "chat-1", USER_A).send("hello")
+            assert len(other.chat_requests) == 1
+        assert fake_helix.chat_requests == []
+
+
+class TestModels:
+    def test_models_come_from_helix(self, pipe: HelixPipe) -> None:
+        pipe.refresh_models()
+        assert pipe.models() == [{"id": "helix-consultant", "name": "helix-consultant"}]
+
+    def test_models_fall_back_to_the_valve_when_helix_is_down(self, tmp_path: Path) -> None:
+        valves = HelixValves(
+            HELIX_BASE_URL="http://127.0.0.1:9",
+            HELIX_MODELS="helix-a, helix-b",
+            SESSION_STORE_URL="memory://",
+            MAX_RETRIES=0,
+        )
+        helix = HelixPipe(lambda: valves)
+        helix.refresh_models()
+        assert [m["id"] for m in helix.models()] == ["helix-a", "helix-b"]
+
+
+class TestFailures:
+    def test_helix_down_is_one_clear_message_and_the_user_message_is_kept(
+        self, tmp_path: Path
+    ) -> None:
+        valves = HelixValves(
+            HELIX_BASE_URL="http://127.0.0.1:9",
+            SESSION_STORE_URL=f"sqlite:///{tmp_path / 's.db'}",
+            MAX_RETRIES=0,
+        )
+        helix = HelixPipe(lambda: valves)
+        reply = Chat(helix, "chat-1", USER_A).send("are you there?")
+        assert reply.startswith("⚠️")
+        assert "http://127.0.0.1:9" in reply and "HELIX_BASE_URL" in reply
+        assert stored(helix, USER_A, "chat-1") == ["are you there?"]
+
+    def test_a_failure_notice_is_neither_stored_nor_sent_to_helix_next_turn(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        chat = Chat(pipe, "chat-1", USER_A)
+        fake_helix.fail_next(Fault.SERVER_ERROR)
+        assert chat.send("q0").startswith("⚠️")
+        reply = chat.send("q1")
+        assert [m["content"] for m in fake_helix.last_request.body["messages"]] == ["q0", "q1"]
+        assert stored(pipe, USER_A, "chat-1") == ["q0", "q1", reply]
+
+    def test_a_stream_cut_midway_keeps_what_arrived_marked_partial(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        fake_helix.fail_next(Fault.DROP_MID_STREAM)
+        reply = Chat(pipe, "chat-1", USER_A).send("tell me")
+        assert "cut off" in reply
+        branch = pipe._parts.get().history.store.load(ConversationKey("user-a", "chat-1"))
+        assert branch[-1].role == "assistant" and branch[-1].partial
+        assert reply.startswith(branch[-1].content)
+
+    def test_a_client_that_goes_away_keeps_what_was_streamed(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        body = {
+            "model": MODEL,
+            "stream": True,
+            "messages": [{"role": "user", "content": "long answer please"}],
+            "metadata": {"chat_id": "chat-1", "user_message_id": "u0", "message_id": "a0"},
+        }
+        body = pipe.inlet(body, USER_A)
+        body.pop("metadata")
+        result = pipe.pipe("", "helix-consultant", body["messages"], body)
+        assert not isinstance(result, str)
+        first = next(result)
+        result.close()  # the Pipelines server stops iterating when the client disconnects
+        branch = pipe._parts.get().history.store.load(ConversationKey("user-a", "chat-1"))
+        assert [m.role for m in branch] == ["user", "assistant"]
+        assert branch[-1].partial and branch[-1].content == first
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param(None, id="none"),
+            pytest.param([], id="list"),
+            pytest.param({"messages": "not a list"}, id="messages-string"),
+            pytest.param({"messages": [{"role": "user", "content": None}]}, id="null-content"),
+            pytest.param({"messages": [], "stream": False}, id="no-messages"),
+        ],
+    )
+    def test_garbage_bodies_never_raise(self, pipe: HelixPipe, body: Any) -> None:
+        result = pipe.pipe("", "helix-consultant", [], body)
+        text = result if isinstance(result, str) else "".join(result)
+        assert text
