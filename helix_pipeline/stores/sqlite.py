@@ -93,6 +93,7 @@ class SQLiteStore:
         with _translated_errors(self, "creating its folder"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection("opening the database") as db:
+            self._use_wal(db)
             applied = migrate(db)
         if applied:
             logger.info("Session store %s: applied migrations %s", self.url, ", ".join(applied))
@@ -290,12 +291,29 @@ class SQLiteStore:
             check_same_thread=False,  # the pool hands a connection to one thread at a time
         )
         try:
-            db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             db.close()
             raise
         return db
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        """Switch the file to WAL mode (kept in the file), retrying while another opener is busy.
+
+        SQLite answers "database is locked" at once, without waiting, when two connections switch
+        a new file at the same moment; so wait here, as long as the busy timeout allows.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 def _read_branch(db: sqlite3.Connection, conversation: int, branch: int) -> list[Message]:
@@ -341,6 +359,11 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(_BUSY_NAMES) or any(word in str(exc) for word in _BUSY_WORDS)
+
+
 def _url_error(url: str, problem: str) -> ConfigError:
     return ConfigError(
         f"Invalid SQLite session store URL {url!r}: {problem}. Set SESSION_STORE_URL to "
@@ -349,11 +372,13 @@ def _url_error(url: str, problem: str) -> ConfigError:
     )
 
 
+_BUSY_NAMES = ("SQLITE_BUSY", "SQLITE_LOCKED")
+_BUSY_WORDS = ("locked", "busy")
 _HINTS = (
     # (SQLite error names, words of the message on Python 3.10, unavailable?, what to do)
     (
-        ("SQLITE_BUSY", "SQLITE_LOCKED"),
-        ("locked", "busy"),
+        _BUSY_NAMES,
+        _BUSY_WORDS,
         False,
         "another connection held the write lock longer than the busy timeout of {timeout:g} s; "
         "retry, or raise it with ?timeout=SECONDS in SESSION_STORE_URL",
