@@ -388,6 +388,17 @@ class HelixClient:
                 f"Helix at {url} sent nothing for {self.read_timeout:g} s: it may be busy or "
                 "stuck. Raise the READ_TIMEOUT_S valve if its answers take longer to start."
             )
+        # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
+        if _has_cause(failure, urllib3.exceptions.NameResolutionError):
+            return BackendUnavailable(
+                f"The host name of Helix at {url} cannot be resolved: check the HELIX_BASE_URL "
+                "valve."
+            )
+        if _has_cause(failure, urllib3.exceptions.NewConnectionError, ConnectionRefusedError):
+            return BackendUnavailable(
+                f"Helix at {url} refused the connection: is it running? Check the "
+                "HELIX_BASE_URL valve."
+            )
         if _has_cause(failure, requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
             return BackendUnavailable(
                 f"Helix at {url} did not accept a connection within {self.connect_timeout:g} s: "
@@ -405,16 +416,6 @@ class HelixClient:
             return BackendUnavailable(
                 f"The TLS handshake with Helix at {url} failed: check http:// versus https:// in "
                 "the HELIX_BASE_URL valve."
-            )
-        if _has_cause(failure, urllib3.exceptions.NameResolutionError):
-            return BackendUnavailable(
-                f"The host name of Helix at {url} cannot be resolved: check the HELIX_BASE_URL "
-                "valve."
-            )
-        if _has_cause(failure, urllib3.exceptions.NewConnectionError, ConnectionRefusedError):
-            return BackendUnavailable(
-                f"Helix at {url} refused the connection: is it running? Check the "
-                "HELIX_BASE_URL valve."
             )
         if isinstance(failure, requests.ConnectionError):
             return BackendUnavailable(
