@@ -135,9 +135,11 @@ class HistoryService:
     def reconcile(self, conversation: Conversation, messages: Sequence[Message]) -> bool:
         """Record a finished exchange as Open WebUI's outlet reports it (with its message ids).
 
-        Open WebUI's outlet holds the whole chat: it is matched against the stored branch from the
-        start, so ids attach to what the pipe recorded and nothing is stored twice. An API caller's
-        outlet holds only what it sent: it is merged like an incoming request.
+        Open WebUI's outlet holds the whole chat, every message with its id: it is matched against
+        the stored branch from the start, so ids attach to what the pipe recorded and nothing is
+        stored twice. An API caller's outlet (with or without a chat id) holds only what it sent,
+        its own messages without ids: it is merged like an incoming request, so the history the
+        turn was answered with stays in front of it.
         """
         store = self.store_for(conversation)
         if store is None:
@@ -146,12 +148,9 @@ class HistoryService:
         if not chat:
             return True
         try:
-            if conversation.kind is ChatKind.API:
-                stored = store.load(conversation.key)
-                merge = merge_history(stored, chat, complete=False)
-                store.record(conversation.key, merge.new, after=merge.base)
-            else:
-                store.record(conversation.key, chat, after=0)
+            complete = conversation.kind is not ChatKind.API and all(m.message_id for m in chat)
+            merge = merge_history(store.load(conversation.key), chat, complete=complete)
+            store.record(conversation.key, chat, after=merge.attached)
         except StoreError as exc:
             log.warning(
                 "could not record the outlet of conversation %s in %s: %s",

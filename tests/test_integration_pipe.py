@@ -1,0 +1,508 @@
+"""The Helix manifold pipe inside the real Open WebUI Pipelines server, driven as Open WebUI 0.12.4.
+
+One Pipelines server (``pipelines/helix.py`` copied into its folder) and one FakeHelix serve the
+whole module; every test uses its own user and chat ids, so tests never see each other's history.
+Each turn goes inlet -> ``/chat/completions`` -> outlet over HTTP with the recorded payloads.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helix_pipeline.client import FORWARDED_FIELDS
+from helix_pipeline.conversation import ConversationKey
+from helix_pipeline.stores import SessionStore, open_store
+from helix_pipeline.testing import FakeHelix, Fault, RecordedRequest
+
+from .conftest import load_fixture
+from .pipelines_server import (
+    PIPELINES,
+    OpenWebUI,
+    PipelinesServer,
+    free_port,
+    is_task,
+    recorded,
+    rewrite,
+)
+
+pytestmark = pytest.mark.integration
+
+MODEL = "helix.helix-consultant"
+CHAT_A = "8854fe74-68d4-4c99-9c9d-c0d0c58e1887"
+"""Recorded chat A: a title task, three streamed turns, a regeneration and an edit."""
+CHAT_E = "cd1e8527-676d-43a7-af82-97301c0f2d7f"
+"""Recorded chat E: three turns to a pipe with its own inlet and outlet."""
+A = recorded("run1_forward_headers/filter.jsonl", CHAT_A)
+E = recorded("run1_forward_headers/pipe_inlet.jsonl", CHAT_E)
+A_THREE_TURNS = A[:11]  # title task, t1, outlet, follow-up, tags, t2, outlet, follow-up, t3, ...
+A_REGENERATED = A[:14]  # ... then the third answer regenerated
+CONVERSATION_HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
+ALLOWED_KEYS = {"model", "messages", "stream", *FORWARDED_FIELDS}
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@pytest.fixture(scope="module")
+def helix() -> Iterator[FakeHelix]:
+    with FakeHelix() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("helix-data")
+
+
+@pytest.fixture(scope="module")
+def server(
+    helix: FakeHelix, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PipelinesServer]:
+    env = {"HELIX_BASE_URL": helix.url, "HELIX_DATA_DIR": str(data_dir)}
+    root = tmp_path_factory.mktemp("pipelines-server")
+    with PipelinesServer(root, [PIPELINES / "helix.py"], env=env) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def clean_run(helix: FakeHelix, server: PipelinesServer) -> Iterator[None]:
+    """A fresh FakeHelix record per test, and no traceback in the server's log."""
+    helix.reset()
+    mark = server.log_mark()
+    yield
+    assert TRACEBACK not in server.log(mark), server.log(mark)
+
+
+@pytest.fixture
+def sessions(data_dir: Path, server: PipelinesServer) -> Iterator[SessionStore]:
+    """The server's SQLite session file, opened beside it."""
+    opened = open_store(f"sqlite:///{data_dir / 'sessions.db'}")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def valves(server: PipelinesServer) -> Iterator[Callable[..., dict[str, Any]]]:
+    """Update the pipe's valves as Open WebUI's admin page does; back to defaults afterwards."""
+
+    def update(**values: Any) -> dict[str, Any]:
+        return server.update_valves("helix", values)
+
+    yield update
+    server.update_valves("helix", {})
+
+
+def new_user(name: str = "Ana") -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "email": f"{name.lower()}@example.com",
+        "name": name,
+        "role": "user",
+    }
+
+
+def open_webui(
+    server: PipelinesServer, user: dict[str, Any], chat_id: str, recorded_chat_id: str = CHAT_A
+) -> OpenWebUI:
+    recorded_model = "helix-test" if recorded_chat_id == CHAT_A else "capture_pipe_inlet"
+    return OpenWebUI(
+        server,
+        MODEL,
+        user=user,
+        chat_id=chat_id,
+        recorded_chat_id=recorded_chat_id,
+        model=MODEL,
+        recorded_model=recorded_model,
+    )
+
+
+def turns_to_helix(helix: FakeHelix) -> list[RecordedRequest]:
+    """Helix's chat requests that were chat turns, not background tasks."""
+    return [
+        r for r in helix.chat_requests if not r.body["messages"][-1]["content"].startswith("###")
+    ]
+
+
+def wire(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def stored(sessions: SessionStore, user: dict[str, Any], chat_id: str) -> list[tuple[str, str]]:
+    return [(m.role, m.content) for m in sessions.load(ConversationKey(user["id"], chat_id))]
+
+
+def stored_ids(sessions: SessionStore, user: dict[str, Any], chat_id: str) -> list[str | None]:
+    return [m.message_id for m in sessions.load(ConversationKey(user["id"], chat_id))]
+
+
+def plain_api_turn(server: PipelinesServer, user: dict[str, Any], chat_id: str, text: str) -> str:
+    """A plain API caller through Open WebUI: a chat id, only its newest message, no message ids.
+
+    Inlet, a non-streaming answer, then the server-side outlet Open WebUI runs from 0.9 on.
+    """
+    inlet = load_fixture("openwebui-0.12.4/examples/21_plain_api_inlet_no_chat.json")
+    body = rewrite(inlet["body"], {"helix-test": MODEL, inlet["user"]["id"]: user["id"]})
+    body["metadata"]["chat_id"] = chat_id
+    body["messages"] = [{"role": "user", "content": text}]
+    ui = open_webui(server, user, chat_id)
+    answered = server.inlet(MODEL, body, user)
+    reply = ui.answer(answered, task=False)
+    outlet = load_fixture("openwebui-0.12.4/examples/22_plain_api_outlet_no_chat.json")
+    out = rewrite(outlet["body"], {"helix-test": MODEL})
+    out["chat_id"] = chat_id
+    out["messages"][0]["content"] = text
+    out["messages"][1]["content"] = reply.content
+    out["id"] = out["messages"][1]["id"] = f"msg_{uuid.uuid4().hex[:24]}"
+    server.outlet(MODEL, out, user)
+    return reply.content
+
+
+class TestModels:
+    def test_the_manifold_lists_helix_models_with_the_bearer_key(
+        self, server: PipelinesServer
+    ) -> None:
+        models = {m["id"]: m for m in server.models()}
+
+        assert models[MODEL]["name"] == "Helix: helix-consultant"
+        assert models[MODEL]["pipeline"] == {"type": "manifold", "valves": True}
+
+    def test_models_are_refused_without_the_bearer_key(self, server: PipelinesServer) -> None:
+        assert server.request("GET", "/models", auth=False).status_code in (401, 403)
+
+
+class TestThreeTurnChat:
+    @pytest.mark.parametrize(
+        "stream", [pytest.param(True, id="stream"), pytest.param(False, id="non-stream")]
+    )
+    def test_helix_gets_the_whole_history_once_with_the_raw_chat_id(
+        self, server: PipelinesServer, helix: FakeHelix, stream: bool
+    ) -> None:
+        chat_id = str(uuid.uuid4())
+        ui = open_webui(server, new_user(), chat_id)
+
+        exchanges = ui.replay(A_THREE_TURNS, stream=stream)
+
+        sent = [e.returned["messages"] for e in exchanges if e.hook == "inlet" and not e.task]
+        turns = turns_to_helix(helix)
+        assert [r.body["messages"] for r in turns] == [wire(m) for m in sent]
+        assert [len(r.body["messages"]) for r in turns] == [1, 3, 5]
+        for request in turns:
+            assert [request.header(h) for h in CONVERSATION_HEADERS] == [chat_id, chat_id]
+            assert request.body["stream"] is stream
+            assert request.body["model"] == "helix-consultant"
+            assert set(request.body) <= ALLOWED_KEYS
+
+    @pytest.mark.parametrize(
+        "stream", [pytest.param(True, id="stream"), pytest.param(False, id="non-stream")]
+    )
+    def test_the_client_gets_each_answer_whole(
+        self, server: PipelinesServer, helix: FakeHelix, stream: bool
+    ) -> None:
+        ui = open_webui(server, new_user(), str(uuid.uuid4()))
+
+        exchanges = ui.replay(A_THREE_TURNS, stream=stream)
+
+        replies = [e.reply for e in exchanges if e.reply is not None and not e.task]
+        assert [r.content.split("Helix reply #")[1][:1] for r in replies if r] == ["1", "2", "3"]
+        for reply in replies:
+            assert reply is not None
+            assert reply.done
+            assert reply.finish_reason == "stop"
+            if stream:
+                assert len(reply.chunks) > 5, "the answer was buffered, not streamed"
+
+    def test_the_stored_branch_holds_every_turn_once_with_open_webui_ids(
+        self, server: PipelinesServer, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+
+        exchanges = ui.replay(A_THREE_TURNS)
+
+        last_outlet = [e for e in exchanges if e.hook == "outlet"][-1].sent["messages"]
+        assert stored(sessions, user, chat_id) == [(m["role"], m["content"]) for m in last_outlet]
+        assert stored_ids(sessions, user, chat_id) == [m["id"] for m in last_outlet]
+        assert len(sessions.branches(ConversationKey(user["id"], chat_id))) == 1
+
+    def test_the_inlet_adds_only_the_private_key_and_the_outlet_changes_nothing(
+        self, server: PipelinesServer
+    ) -> None:
+        ui = open_webui(server, new_user(), str(uuid.uuid4()))
+
+        exchanges = ui.replay(A[:3])
+
+        inlet, outlet = exchanges[1], exchanges[2]
+        added = set(inlet.returned) - set(inlet.sent)
+        assert added == {"helix_conversation"}
+        assert {k: v for k, v in inlet.returned.items() if k not in added} == inlet.sent
+        assert outlet.returned == outlet.sent
+
+
+class TestBackgroundTasks:
+    def test_tasks_reach_helix_without_conversation_headers_and_are_never_recorded(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+
+        ui.replay(A_THREE_TURNS)
+
+        tasks = [r for r in helix.chat_requests if r not in turns_to_helix(helix)]
+        assert len(tasks) == len([r for r in A_THREE_TURNS if is_task(r)]) == 5
+        for request in tasks:
+            assert [request.header(h) for h in CONVERSATION_HEADERS] == [None, None]
+            assert request.body["stream"] is False
+            assert set(request.body) <= ALLOWED_KEYS
+        assert not any(text.startswith("###") for _, text in stored(sessions, user, chat_id))
+
+    def test_the_skip_valve_answers_tasks_locally_without_calling_helix(
+        self,
+        server: PipelinesServer,
+        helix: FakeHelix,
+        valves: Callable[..., dict[str, Any]],
+    ) -> None:
+        valves(TASKS="skip")
+        ui = open_webui(server, new_user(), str(uuid.uuid4()))
+
+        exchanges = ui.replay(A[:3])
+
+        title = exchanges[0]
+        assert title.task == "title_generation"
+        assert title.reply is not None
+        assert title.reply.content == ""
+        assert len(helix.chat_requests) == 1  # only the turn itself
+
+
+class TestEditsAndRegenerations:
+    def test_a_regeneration_resends_the_history_and_starts_a_new_branch(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+
+        exchanges = ui.replay(A_REGENERATED)
+
+        third, regenerated = turns_to_helix(helix)[2:]
+        assert regenerated.body["messages"] == third.body["messages"]
+        branches = sessions.branches(ConversationKey(user["id"], chat_id))
+        assert len(branches) == 2
+        regenerated_outlet = [e for e in exchanges if e.hook == "outlet"][-1].sent["messages"]
+        assert [(m.role, m.content, m.message_id) for m in branches[-1]] == [
+            (m["role"], m["content"], m["id"]) for m in regenerated_outlet
+        ]
+        assert branches[0][-1].message_id == "fb3fa54d-c914-4903-9a17-962849ead9f7"
+        assert branches[0][-1].content != branches[1][-1].content
+
+    def test_an_edit_sends_helix_the_edited_history_and_starts_a_new_branch(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+
+        exchanges = ui.replay(A)
+
+        edited = turns_to_helix(helix)[-1]
+        assert [m["content"][:8] for m in edited.body["messages"]] == [
+            "[A-t1] H",
+            "[Starte ",
+            "[A-edit]",
+        ]
+        branches = sessions.branches(ConversationKey(user["id"], chat_id))
+        assert len(branches) == 3
+        edit_outlet = [e for e in exchanges if e.hook == "outlet"][-1].sent["messages"]
+        assert [m.message_id for m in branches[-1]] == [m["id"] for m in edit_outlet]
+        assert [m.content for m in branches[-1]] == [m["content"] for m in edit_outlet]
+        assert len(branches[1]) == 6, "the regenerated branch stays readable"
+
+
+class TestConversations:
+    def test_a_second_chat_keeps_its_own_history_and_header(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        user = new_user()
+        first, second = str(uuid.uuid4()), str(uuid.uuid4())
+        chat_a = open_webui(server, user, first)
+        chat_e = open_webui(server, user, second, recorded_chat_id=CHAT_E)
+
+        chat_a.replay(A[:3])
+        chat_e.replay(E)
+        chat_a.replay(A[3:7])
+
+        by_chat: dict[str, list[list[str]]] = {}
+        for request in turns_to_helix(helix):
+            contents = [m["content"][:6] for m in request.body["messages"]]
+            by_chat.setdefault(str(request.header("X-OpenWebUI-Chat-Id")), []).append(contents)
+        assert by_chat[first] == [["[A-t1]"], ["[A-t1]", "[Start", "[A-t2]"]]
+        assert [c[::2] for c in by_chat[second]] == [
+            ["[E-t1]"],
+            ["[E-t1]", "[E-t2]"],
+            ["[E-t1]", "[E-t2]", "[E-t3]"],
+        ]
+        assert len(stored(sessions, user, first)) == 4
+        assert len(stored(sessions, user, second)) == 6
+
+    def test_a_second_user_never_sees_the_first_users_history_under_the_same_chat_id(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        ana, bob, chat_id = new_user("Ana"), new_user("Bob"), str(uuid.uuid4())
+        plain_api_turn(server, ana, chat_id, "Ana's secret is 1234.")
+        helix.reset()
+
+        plain_api_turn(server, bob, chat_id, "What is Ana's secret?")
+
+        assert helix.chat_requests[0].body["messages"] == [
+            {"role": "user", "content": "What is Ana's secret?"}
+        ]
+        assert stored(sessions, bob, chat_id)[0] == ("user", "What is Ana's secret?")
+        assert len(stored(sessions, bob, chat_id)) == 2
+        assert stored(sessions, ana, chat_id)[0] == ("user", "Ana's secret is 1234.")
+        assert len(stored(sessions, ana, chat_id)) == 2
+
+    def test_a_client_sending_only_its_newest_message_gets_the_stored_history_in_front(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        first_reply = plain_api_turn(server, user, chat_id, "My name is Ana.")
+
+        second_reply = plain_api_turn(server, user, chat_id, "What is my name?")
+
+        assert helix.chat_requests[-1].body["messages"] == [
+            {"role": "user", "content": "My name is Ana."},
+            {"role": "assistant", "content": first_reply},
+            {"role": "user", "content": "What is my name?"},
+        ]
+        assert stored(sessions, user, chat_id) == [
+            ("user", "My name is Ana."),
+            ("assistant", first_reply),
+            ("user", "What is my name?"),
+            ("assistant", second_reply),
+        ]
+
+    def test_a_temporary_chat_is_answered_but_never_written_to_the_session_file(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore, data_dir: Path
+    ) -> None:
+        user, chat_id = new_user(), f"local:{uuid.uuid4().hex[:20]}"
+        ui = open_webui(server, user, chat_id)
+
+        ui.replay(A[:7])
+
+        turns = turns_to_helix(helix)
+        assert [len(r.body["messages"]) for r in turns] == [1, 3]
+        assert turns[1].header("X-OpenWebUI-Chat-Id") == chat_id
+        assert sessions.conversations(user["id"]) == []
+        written = b"".join(p.read_bytes() for p in data_dir.iterdir() if p.is_file())
+        assert user["id"].encode() not in written
+        assert chat_id.encode() not in written
+
+
+class TestHistoryToggle:
+    def test_history_off_forwards_untouched_and_records_nothing_until_it_is_on_again(
+        self,
+        server: PipelinesServer,
+        helix: FakeHelix,
+        sessions: SessionStore,
+        valves: Callable[..., dict[str, Any]],
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        first_reply = plain_api_turn(server, user, chat_id, "My name is Ana.")
+
+        assert valves(HISTORY_ENABLED=False)["HISTORY_ENABLED"] is False
+        plain_api_turn(server, user, chat_id, "Off the record.")
+        assert helix.chat_requests[-1].body["messages"] == [
+            {"role": "user", "content": "Off the record."}
+        ]
+        assert [r.header("X-OpenWebUI-Chat-Id") for r in helix.chat_requests] == [chat_id] * 2
+        assert len(stored(sessions, user, chat_id)) == 2
+
+        assert valves(HISTORY_ENABLED=True)["HISTORY_ENABLED"] is True
+        plain_api_turn(server, user, chat_id, "What is my name?")
+        assert helix.chat_requests[-1].body["messages"] == [
+            {"role": "user", "content": "My name is Ana."},
+            {"role": "assistant", "content": first_reply},
+            {"role": "user", "content": "What is my name?"},
+        ]
+        assert len(stored(sessions, user, chat_id)) == 4
+        assert json.loads((server.pipelines_dir / "helix" / "valves.json").read_text())[
+            "HISTORY_ENABLED"
+        ]
+
+
+class TestHelixFailures:
+    @pytest.mark.parametrize(
+        ("failure", "stream"),
+        [
+            pytest.param("unreachable", True, id="unreachable-stream"),
+            pytest.param(Fault.SERVER_ERROR, True, id="http-500-stream"),
+            pytest.param(Fault.SERVER_ERROR, False, id="http-500-non-stream"),
+            pytest.param(Fault.FEHLER, True, id="fehler-stream"),
+        ],
+    )
+    def test_the_person_gets_one_clear_message_and_the_question_is_kept(
+        self,
+        server: PipelinesServer,
+        helix: FakeHelix,
+        sessions: SessionStore,
+        valves: Callable[..., dict[str, Any]],
+        failure: Any,
+        stream: bool,
+    ) -> None:
+        if failure == "unreachable":
+            valves(HELIX_BASE_URL=f"http://127.0.0.1:{free_port()}", MAX_RETRIES=0)
+        else:
+            helix.fail_next(failure)
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+
+        exchanges = ui.replay(A[1:2], stream=stream)
+
+        reply = exchanges[0].reply
+        assert reply is not None
+        assert reply.status_code == 200
+        assert reply.done
+        assert reply.finish_reason == "stop"
+        assert reply.content.startswith("⚠️")
+        assert "Pipelines server log" in reply.content
+        assert len([c for c in reply.chunks if c["choices"][0]["delta"].get("content")]) <= 1
+        assert stored(sessions, user, chat_id) == [
+            ("user", "[A-t1] Hello, my name is Ana. What is 2+2?")
+        ]
+        assert stored_ids(sessions, user, chat_id) == ["ad101b8f-cacc-48e7-bc00-9497760e39f6"]
+
+    def test_an_answer_cut_off_mid_stream_keeps_what_arrived_and_says_so(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        helix.fail_next(Fault.DROP_MID_STREAM)
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+
+        exchanges = ui.replay(A[1:2], stream=True)
+
+        reply = exchanges[0].reply
+        assert reply is not None
+        assert reply.done
+        assert reply.content.startswith("[Starte Claude Code...]")
+        assert "The answer was cut off" in reply.content
+        kept = sessions.load(ConversationKey(user["id"], chat_id))
+        assert [m.role for m in kept] == ["user", "assistant"]
+        assert kept[1].partial
+        assert reply.content.startswith(kept[1].content)
+
+
+class TestOutlet:
+    def test_running_the_outlet_twice_changes_nothing(
+        self, server: PipelinesServer, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+        exchanges = ui.replay(A[:3])
+        before = sessions.branches(ConversationKey(user["id"], chat_id))
+
+        again = server.outlet(MODEL, exchanges[2].sent, user)
+
+        assert again == exchanges[2].sent
+        assert sessions.branches(ConversationKey(user["id"], chat_id)) == before
+        assert [m.message_id for m in before[0]] == [m["id"] for m in exchanges[2].sent["messages"]]
