@@ -160,7 +160,7 @@ class FakeHelix:
         self._server = _Server(self._address, _Handler, self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},
             name=f"FakeHelix:{self.port}",
             daemon=True,
         )
