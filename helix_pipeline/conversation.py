@@ -123,7 +123,8 @@ def read_conversation(body: object, user: object = None) -> Conversation:
     # An outlet's top-level ``id`` is the assistant message; an inlet's ``message_id`` likewise.
     message_id = first("message_id") or clean_id(body_map.get("id"))
     messages = body_map.get("messages")
-    if task is None and _looks_like_task(messages):
+    # Tasks carry no message id; a chat turn whose own text starts with ``### Task:`` is no task.
+    if task is None and message_id is None and _looks_like_task(messages):
         task = "unknown"
     kind = _classify(chat_id, task)
     conversation_id = chat_id or stable_conversation_id(user_id, _first_user_text(messages))
@@ -149,6 +150,8 @@ def clean_id(value: object) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
+        if abs(value) >= 10**MAX_ID_CHARS:  # no id is that long, and str() refuses > 4300 digits
+            return None
         value = str(value)
     if not isinstance(value, str):
         return None

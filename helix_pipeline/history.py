@@ -105,6 +105,11 @@ def fit_budget(
     truncated = sum(1 for m in (*system, *conversation) if len(m.content) > limit)
     system = [_truncate(m, limit) for m in system]
     conversation = [_truncate(m, limit) for m in conversation]
+    total = sum(len(m.content) for m in (*system, *conversation))
+    if len(system) + len(conversation) <= budget.max_messages and total <= budget.max_total_chars:
+        kept, trim = [*system, *conversation], Trim(truncated_messages=truncated)
+        _log_trim(trim)
+        return kept, trim
 
     first_user = next((i for i, m in enumerate(conversation) if m.role == "user"), None)
     pinned = [conversation[first_user]] if first_user is not None else []
@@ -135,6 +140,11 @@ def fit_budget(
         dropped_chars=dropped_chars + sum(len(m.content) for m in dropped),
         truncated_messages=truncated,
     )
+    _log_trim(trim)
+    return kept, trim
+
+
+def _log_trim(trim: Trim) -> None:
     if trim:
         log.info(
             "history trimmed to Helix's limits: %d messages (%d chars) dropped, %d truncated",
@@ -142,7 +152,6 @@ def fit_budget(
             trim.dropped_chars,
             trim.truncated_messages,
         )
-    return kept, trim
 
 
 def _common_prefix(stored: Sequence[Message], incoming: Sequence[Message]) -> int:
@@ -165,9 +174,14 @@ def _overlap(stored: Sequence[Message], incoming: Sequence[Message]) -> int:
 def _truncate(message: Message, limit: int) -> Message:
     if len(message.content) <= limit:
         return message
-    note = TRUNCATION_NOTE.format(dropped=len(message.content) - limit)
-    keep = max(0, limit - len(note))
-    note = TRUNCATION_NOTE.format(dropped=len(message.content) - keep)
+    # The note counts what it replaces, and a longer count makes a longer note: settle both.
+    keep = limit
+    while True:
+        note = TRUNCATION_NOTE.format(dropped=len(message.content) - keep)
+        shorter = max(0, limit - len(note))
+        if shorter == keep:
+            break
+        keep = shorter
     return replace(message, content=message.content[:keep] + note[: limit - keep])
 
 

@@ -66,7 +66,10 @@ def content_to_text(content: object) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(text for part in content if (text := _part_to_text(part)))
-    return str(content)
+    try:
+        return str(content)
+    except ValueError:  # an int beyond str()'s 4,300 digits, possibly inside a dict
+        return ""
 
 
 def _part_to_text(part: object) -> str:

@@ -10,13 +10,14 @@ older version must not break loading.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError
 from .history import Budget
@@ -72,7 +73,7 @@ def _env(name: str, default: Any, check: Callable[[Any], Any] | None = None) -> 
             else:
                 value = raw
             if check is not None:
-                check(value)
+                value = check(value)
         except (ValueError, ConfigError) as exc:
             log.warning("ignoring environment variable %s: %s; using %r", name, exc, default)
             return default
@@ -114,8 +115,8 @@ def _check_store_url(value: str) -> str:
 
 def _positive(name: str) -> Callable[[float], float]:
     def check(value: float) -> float:
-        if value <= 0:
-            raise ValueError(f"{name} must be greater than 0")
+        if not (math.isfinite(value) and value > 0):  # NaN and infinity break socket timeouts
+            raise ValueError(f"{name} must be a number greater than 0")
         return value
 
     return check
@@ -130,6 +131,12 @@ def _not_negative(name: str) -> Callable[[int], int]:
     return check
 
 
+def _check_retries(value: int) -> int:
+    if value < 0 or value > 10:
+        raise ValueError("MAX_RETRIES must be between 0 and 10")
+    return value
+
+
 def _check_tasks(value: str) -> str:
     if value not in ("forward", "skip"):
         raise ValueError("TASKS must be 'forward' or 'skip'")
@@ -138,6 +145,9 @@ def _check_tasks(value: str) -> str:
 
 class HistoryValves(BaseModel):
     """The valves of the history service, shared by the Helix pipe and the session filter."""
+
+    # A validation error must not echo the value: it may be a store URL with its password.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     HISTORY_ENABLED: bool = Field(
         default_factory=_env("HISTORY_ENABLED", True),
@@ -230,7 +240,7 @@ class HelixValves(HistoryValves):
         "a whole answer may take 600 s).",
     )
     MAX_RETRIES: int = Field(
-        default_factory=_env("MAX_RETRIES", 2, _not_negative("MAX_RETRIES")),
+        default_factory=_env("MAX_RETRIES", 2, _check_retries),
         description="Retries when Helix cannot be reached or answers 429/502/503/504 before any answer began.",
     )
     TASKS: Literal["forward", "skip"] = Field(
@@ -252,16 +262,14 @@ class HelixValves(HistoryValves):
     @field_validator("CONNECT_TIMEOUT_S", "READ_TIMEOUT_S")
     @classmethod
     def _timeouts(cls, value: float) -> float:
-        if value <= 0:
+        if not (math.isfinite(value) and value > 0):
             raise ValueError("timeouts must be a number of seconds greater than 0")
         return value
 
     @field_validator("MAX_RETRIES")
     @classmethod
     def _retries(cls, value: int) -> int:
-        if value < 0 or value > 10:
-            raise ValueError("MAX_RETRIES must be between 0 and 10")
-        return value
+        return _check_retries(value)
 
     def header_names(self) -> tuple[str, ...]:
         return tuple(parse_csv(self.CONVERSATION_HEADERS))
