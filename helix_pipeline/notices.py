@@ -25,12 +25,18 @@ def notice_for(exc: HelixPipelineError, *, cut_off: bool = False) -> str:
     """The chat message for ``exc``; ``cut_off`` when part of the answer was already shown."""
     if cut_off:
         return (
-            f"{_CUT_OFF}{exc.message} "
+            f"{_CUT_OFF}{_sentence(exc.message)} "
             f"What arrived above is kept; ask again to continue. {_DETAILS}"
         )
     if isinstance(exc, ConfigError):
         return f"{_MARK} helix-pipeline is misconfigured: {exc.message} {_DETAILS}"
     return f"{_MARK} {exc.message} {_DETAILS}"
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending with a full stop, so that the next sentence does not run on."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
 
 
 def without_notices(messages: Sequence[Message]) -> list[Message]:

@@ -1,0 +1,506 @@
+"""Helix failing in every way we know: the person always gets a clear chat message, the turn is
+recorded (a cut-off answer as partial), and the next turn works.
+
+Each fault runs twice: in-process through :class:`HelixPipe` (streaming and not), and through the
+real Open WebUI Pipelines server, where the stream must also end properly (the server's closing
+chunk and ``[DONE]``) and no traceback may reach its log. The real server's answers also produce
+the "fault: what the person sees" table in ``docs/reliability.md``; run with
+``HELIX_WRITE_FAULT_TABLE=1`` to rewrite it after a notice changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helix_pipeline.conversation import ConversationKey
+from helix_pipeline.messages import Message
+from helix_pipeline.pipe import HelixPipe
+from helix_pipeline.stores import open_store
+from helix_pipeline.testing import FakeHelix, Fault
+from helix_pipeline.valves import HelixValves
+
+from .pipelines_server import PIPELINES, PipelinesServer, free_port
+
+MODEL = "helix.helix-consultant"
+USER = {"id": "user-ana", "name": "Ana", "email": "ana@example.com", "role": "user"}
+READ_TIMEOUT_S = 0.3
+FAULT_DELAY_S = 1.0
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+TABLE_START = "<!-- fault-table:start -->"
+TABLE_END = "<!-- fault-table:end -->"
+TRACEBACK = "Traceback (most recent call last)"
+WARNING_SIGN = "⚠️"
+
+BASE_VALVES: dict[str, Any] = {
+    "READ_TIMEOUT_S": READ_TIMEOUT_S,
+    "CONNECT_TIMEOUT_S": 1.0,
+    "MAX_RETRIES": 1,
+}
+
+
+@dataclass(frozen=True)
+class FaultCase:
+    """One way Helix fails, and what the person must see."""
+
+    label: str
+    expect: str
+    """A fragment of the chat message the person sees."""
+    fault: Fault = Fault.NONE
+    answered: bool = False
+    """Helix's answer still arrives whole (the fault is absorbed)."""
+    partial: bool = False
+    """Part of the answer streams before the failure (streaming only)."""
+    valves: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
+    message: str = "hello there"
+    helix_down: bool = False
+    api_key: str | None = None
+
+
+LONG = "x" * 100_001
+CASES = [
+    FaultCase("Helix is down (connection refused)", "refused the connection", helix_down=True),
+    FaultCase(
+        "Helix drops the connection before answering", "dropped the connection", Fault.DISCONNECT
+    ),
+    FaultCase(
+        "Helix refuses the API key (401)",
+        "Check the HELIX_API_KEY valve",
+        api_key="the-right-key",
+        valves={"HELIX_API_KEY": "a-wrong-key"},
+    ),
+    FaultCase(
+        f"first byte later than READ_TIMEOUT_S ({READ_TIMEOUT_S:g} s)",
+        "Raise the READ_TIMEOUT_S valve",
+        Fault.SLOW_FIRST_BYTE,
+    ),
+    FaultCase("500 with Helix's flat error body", "HTTP 500", Fault.SERVER_ERROR),
+    FaultCase(
+        "400 with a `detail` (message too long)",
+        "too long",
+        message=LONG,
+        valves={"MAX_MESSAGE_CHARS": 150_000},  # above Helix's limit: a misconfiguration
+    ),
+    FaultCase("422 validation `detail` list", "temperature", body={"temperature": 5}),
+    FaultCase("429 with Retry-After, on every retry", "rate limiting", Fault.RATE_LIMITED),
+    FaultCase("503 with a `detail`", "Helix is restarting", Fault.UNAVAILABLE),
+    FaultCase("500, plain text", "Internal Server Error", Fault.PLAIN_TEXT_ERROR),
+    FaultCase("502 from a proxy, plain text", "Bad Gateway", Fault.BAD_GATEWAY),
+    FaultCase("502 from a proxy, HTML page", "502 Bad Gateway nginx", Fault.HTML_ERROR),
+    FaultCase("200 whose text starts `Fehler:`", "Fehler: Claude Code", Fault.FEHLER),
+    FaultCase("a malformed SSE chunk", "Helix reply", Fault.MALFORMED_CHUNK, answered=True),
+    FaultCase("stream cut mid-way", "The answer was cut off", Fault.DROP_MID_STREAM, partial=True),
+    FaultCase(
+        "stream silent mid-way past READ_TIMEOUT_S",
+        "went silent",
+        Fault.STALL_MID_STREAM,
+        partial=True,
+    ),
+    FaultCase(
+        "an `error` chunk inside the stream",
+        "Claude Code crashed",
+        Fault.ERROR_IN_STREAM,
+        partial=True,
+    ),
+    FaultCase("stream ends without [DONE]", "Helix reply", Fault.NO_DONE, answered=True),
+    FaultCase("JSON reply to a stream request", "Helix reply", Fault.JSON_TO_STREAM, answered=True),
+]
+COMPLETE_OUTCOME: dict[Fault, tuple[str, bool]] = {
+    Fault.DROP_MID_STREAM: ("closed the connection", False),
+    Fault.STALL_MID_STREAM: ("sent nothing", False),
+    Fault.ERROR_IN_STREAM: ("Helix reply", True),
+}
+"""Without streaming, a mid-answer fault is a whole failure (or, for an error chunk, no fault)."""
+
+
+def outcome(case: FaultCase, stream: bool) -> tuple[str, bool]:
+    """The fragment the person must see, and whether Helix's answer arrives."""
+    if not stream and case.fault in COMPLETE_OUTCOME:
+        return COMPLETE_OUTCOME[case.fault]
+    return case.expect, case.answered
+
+
+def _case_id(case: FaultCase) -> str:
+    return "-".join(
+        word.strip("`()").lower() for word in case.label.split()[:5] if word.strip("`()")
+    )
+
+
+CASE_PARAMS = [pytest.param(case, id=_case_id(case)) for case in CASES]
+
+
+# --------------------------------------------------------------------------------- the chat
+
+
+@dataclass
+class Shown:
+    """What one turn showed the person, and how it arrived."""
+
+    text: str
+    items: list[str] = field(default_factory=list)
+    done: bool = True
+    finish_reason: str | None = "stop"
+
+
+class Chat:
+    """One Open WebUI chat: keeps the message list as Open WebUI does and runs each turn's
+    inlet, pipe and outlet, in-process or through the real Pipelines server."""
+
+    def __init__(self, transport: Callable[[dict[str, Any], dict[str, Any], bool], Shown]):
+        self.chat_id = str(uuid.uuid4())
+        self.messages: list[dict[str, Any]] = []
+        self._transport = transport
+
+    def turn(self, text: str, *, stream: bool = True, body: dict[str, Any] | None = None) -> Shown:
+        user_id, assistant_id = str(uuid.uuid4()), str(uuid.uuid4())
+        self.messages.append({"id": user_id, "role": "user", "content": text})
+        request = {
+            "model": MODEL,
+            "stream": stream,
+            "messages": [dict(m) for m in self.messages],
+            "metadata": {
+                "chat_id": self.chat_id,
+                "message_id": assistant_id,
+                "user_message_id": user_id,
+                "user_id": USER["id"],
+            },
+            **(body or {}),
+        }
+        outlet = {
+            "model": MODEL,
+            "chat_id": self.chat_id,
+            "id": assistant_id,
+            "session_id": "socket-1",
+        }
+        shown = self._transport(request, outlet, stream)
+        self.messages.append({"id": assistant_id, "role": "assistant", "content": shown.text})
+        return shown
+
+    def outlet_body(self, outlet: dict[str, Any], shown_text: str) -> dict[str, Any]:
+        return {
+            **outlet,
+            "messages": [
+                *[dict(m) for m in self.messages],
+                {"id": outlet["id"], "role": "assistant", "content": shown_text},
+            ],
+        }
+
+
+def in_process(pipe: HelixPipe) -> Callable[[], Chat]:
+    def make() -> Chat:
+        chat: Chat
+
+        def transport(request: dict[str, Any], outlet: dict[str, Any], stream: bool) -> Shown:
+            body = pipe.inlet(json.loads(json.dumps(request)), dict(USER))
+            pipe_body = {k: v for k, v in body.items() if k not in ("metadata",)}
+            pipe_body["user"] = dict(USER)
+            result = pipe.pipe(
+                request["messages"][-1]["content"],
+                "helix-consultant",
+                pipe_body["messages"],
+                pipe_body,
+            )
+            if stream:
+                assert not isinstance(result, str) or result, "a stream answer must not be empty"
+                items = [result] if isinstance(result, str) else list(result)
+            else:
+                assert isinstance(result, str), "a non-streaming answer must be one string"
+                items = [result]
+            shown = Shown("".join(items), items)
+            pipe.outlet(chat.outlet_body(outlet, shown.text), dict(USER))
+            return shown
+
+        chat = Chat(transport)
+        return chat
+
+    return make
+
+
+def through_server(server: PipelinesServer) -> Callable[[], Chat]:
+    def make() -> Chat:
+        chat: Chat
+
+        def transport(request: dict[str, Any], outlet: dict[str, Any], stream: bool) -> Shown:
+            body = server.inlet(MODEL, request, USER)
+            pipe_body = {k: v for k, v in body.items() if k not in ("metadata", "features")}
+            pipe_body["user"] = dict(USER)
+            reply = server.chat(pipe_body)
+            assert reply.status_code == 200, reply.raw[:500]
+            shown = Shown(reply.content, [], reply.done, reply.finish_reason)
+            server.outlet(MODEL, chat.outlet_body(outlet, shown.text), USER)
+            return shown
+
+        chat = Chat(transport)
+        return chat
+
+    return make
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def stored(url: str, chat: Chat) -> list[Message]:
+    store = open_store(url)
+    try:
+        return store.load(ConversationKey(USER["id"], chat.chat_id))
+    finally:
+        store.close()
+
+
+def check_fault_turn(case: FaultCase, shown: Shown, stream: bool, history: list[Message]) -> None:
+    """The person sees a clear message; the turn is recorded as far as it got."""
+    assert shown.text.strip(), "the person saw an empty answer"
+    assert TRACEBACK not in shown.text
+    assert all(item for item in shown.items), "a blank chunk was yielded to the Pipelines server"
+    assert not any(item.startswith("data:") for item in shown.items)
+    if " What arrived above" in shown.text:  # the cut-off notice reads as sentences
+        assert shown.text.split(" What arrived above")[0][-1] in ".!?…"
+    expect, answered = outcome(case, stream)
+    assert expect in shown.text, shown.text
+    if answered:
+        assert WARNING_SIGN not in shown.text
+    else:
+        assert WARNING_SIGN in shown.text
+    assert history, "nothing was recorded"
+    assert history[0].role == "user" and history[0].content == case.message
+    if case.partial and stream:
+        assert len(history) >= 2 and history[1].role == "assistant"
+        assert history[1].partial, "a cut-off answer must be recorded as partial"
+        assert history[1].content and history[1].content in shown.text
+    if answered:
+        assert history[1].role == "assistant" and not history[1].partial
+
+
+def check_next_turn(helix: FakeHelix, chat: Chat, shown: Shown, history: list[Message]) -> None:
+    """The turn after the fault reaches Helix with the whole conversation and is recorded."""
+    assert "Helix reply" in shown.text and WARNING_SIGN not in shown.text
+    sent = helix.chat_requests[-1].body["messages"]
+    users = [m["content"] for m in sent if m["role"] == "user"]
+    assert users[-1] == "and again"
+    assert len(users) == 2, "the failed turn's own message must reach Helix once"
+    assert [m.role for m in history][-2:] == ["user", "assistant"]
+    assert history[-1].content.strip() and not history[-1].partial
+    assert sum(1 for m in history if m.role == "user") == 2
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def helix() -> Iterator[FakeHelix]:
+    with FakeHelix(fault_delay=FAULT_DELAY_S, retry_after=0.05) as server:
+        yield server
+
+
+def arm(helix: FakeHelix, case: FaultCase) -> None:
+    helix.reset()
+    helix.api_key = case.api_key
+    helix.fault = case.fault
+
+
+def disarm(helix: FakeHelix) -> None:
+    helix.fault = Fault.NONE
+    helix.api_key = None
+
+
+def dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+class TestInProcess:
+    """HelixPipe alone: every fault, streaming and not."""
+
+    @pytest.mark.parametrize(
+        "stream", [pytest.param(True, id="stream"), pytest.param(False, id="complete")]
+    )
+    @pytest.mark.parametrize("case", CASE_PARAMS)
+    def test_a_fault_gives_a_clear_message_records_the_turn_and_the_next_turn_works(
+        self, helix: FakeHelix, tmp_path: Path, case: FaultCase, stream: bool
+    ) -> None:
+        url = f"sqlite:///{tmp_path / 'sessions.db'}"
+        healthy = {**BASE_VALVES, "HELIX_BASE_URL": helix.url, "SESSION_STORE_URL": url}
+        current = HelixValves(**healthy, **case.valves)
+        if case.helix_down:
+            current = HelixValves(**{**healthy, "HELIX_BASE_URL": dead_url()})
+        pipe = HelixPipe(lambda: current)
+        try:
+            chat = in_process(pipe)()
+            arm(helix, case)
+            shown = chat.turn(case.message, stream=stream, body=case.body)
+            disarm(helix)
+            check_fault_turn(case, shown, stream, stored(url, chat))
+            current = HelixValves(**healthy)  # the admin fixed the valves, Helix is back
+            after = chat.turn("and again", stream=stream)
+            check_next_turn(helix, chat, after, stored(url, chat))
+        finally:
+            disarm(helix)
+            pipe.shutdown()
+
+
+class TestRetries:
+    """A single refusal that says when to come back is retried; the person never sees it."""
+
+    @pytest.mark.parametrize(
+        "fault",
+        [pytest.param(Fault.RATE_LIMITED, id="429"), pytest.param(Fault.UNAVAILABLE, id="503")],
+    )
+    def test_one_refusal_with_retry_after_is_retried_after_the_pause(
+        self, helix: FakeHelix, tmp_path: Path, fault: Fault
+    ) -> None:
+        helix.reset()
+        helix.retry_after = 0.2
+        values = {
+            **BASE_VALVES,
+            "HELIX_BASE_URL": helix.url,
+            "SESSION_STORE_URL": f"sqlite:///{tmp_path / 's.db'}",
+        }
+        pipe = HelixPipe(lambda: HelixValves(**values))
+        try:
+            helix.fail_next(fault)
+            started = time.monotonic()
+            shown = in_process(pipe)().turn("hello there")
+            elapsed = time.monotonic() - started
+        finally:
+            helix.retry_after = 0.05
+            pipe.shutdown()
+        assert "Helix reply" in shown.text and WARNING_SIGN not in shown.text
+        assert elapsed >= 0.2, "Retry-After was not respected"
+        assert len(helix.chat_requests) == 2
+
+
+# ----------------------------------------------------------------- the real Pipelines server
+
+
+@dataclass
+class ServerRun:
+    server: PipelinesServer
+    url: str
+    rows: dict[str, tuple[Shown, list[Message]]] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def pipelines(helix: FakeHelix) -> Iterator[ServerRun]:
+    with tempfile.TemporaryDirectory(prefix="helix-faults-") as tmp:
+        root = Path(tmp)
+        env = {
+            "HELIX_BASE_URL": helix.url,
+            "HELIX_DATA_DIR": str(root / "data"),
+            **{name: str(value) for name, value in BASE_VALVES.items()},
+        }
+        with PipelinesServer(root, [PIPELINES / "helix.py"], env=env) as server:
+            yield ServerRun(server, f"sqlite:///{root / 'data' / 'sessions.db'}")
+
+
+@contextlib.contextmanager
+def fault_armed(helix: FakeHelix, server: PipelinesServer, case: FaultCase) -> Iterator[None]:
+    """Set the case's valves on the server and its fault on Helix; restore both afterwards."""
+    changes = dict(case.valves)
+    if case.helix_down:
+        changes["HELIX_BASE_URL"] = dead_url()
+    saved = server.valves("helix")
+    if changes:
+        server.update_valves("helix", {**saved, **changes})
+    arm(helix, case)
+    try:
+        yield
+    finally:
+        disarm(helix)
+        if changes:
+            server.update_valves("helix", saved)
+
+
+NON_STREAMING_SAMPLE = [
+    param
+    for param in CASE_PARAMS
+    if param.values[0].helix_down  # type: ignore[union-attr]
+    or param.values[0].fault  # type: ignore[union-attr]
+    in (Fault.SERVER_ERROR, Fault.FEHLER, Fault.DROP_MID_STREAM, Fault.SLOW_FIRST_BYTE)
+]
+
+
+@pytest.mark.integration
+class TestThroughThePipelinesServer:
+    """The same faults through the real server: the stream always ends with [DONE]."""
+
+    @pytest.mark.parametrize("case", CASE_PARAMS)
+    def test_a_fault_ends_the_stream_properly_with_a_clear_message(
+        self, helix: FakeHelix, pipelines: ServerRun, case: FaultCase
+    ) -> None:
+        server = pipelines.server
+        mark = server.log_mark()
+        chat = through_server(server)()
+        with fault_armed(helix, server, case):
+            shown = chat.turn(case.message, body=case.body)
+        history = stored(pipelines.url, chat)
+        pipelines.rows[case.label] = (shown, history)
+        assert shown.done, "the stream did not end with [DONE]"
+        assert shown.finish_reason == "stop"
+        check_fault_turn(case, shown, True, history)
+        after = chat.turn("and again")
+        check_next_turn(helix, chat, after, stored(pipelines.url, chat))
+        assert server.tracebacks(mark) == 0, server.log(mark)[-3000:]
+
+    @pytest.mark.parametrize("case", NON_STREAMING_SAMPLE)
+    def test_a_fault_in_a_non_streaming_request_is_a_complete_answer_with_the_message(
+        self, helix: FakeHelix, pipelines: ServerRun, case: FaultCase
+    ) -> None:
+        server = pipelines.server
+        mark = server.log_mark()
+        chat = through_server(server)()
+        with fault_armed(helix, server, case):
+            shown = chat.turn(case.message, stream=False, body=case.body)
+        check_fault_turn(case, shown, False, stored(pipelines.url, chat))
+        assert server.tracebacks(mark) == 0, server.log(mark)[-3000:]
+
+    def test_the_fault_table_in_the_docs_matches_what_the_server_shows(
+        self, pipelines: ServerRun, helix: FakeHelix
+    ) -> None:
+        missing = [case.label for case in CASES if case.label not in pipelines.rows]
+        if missing:
+            pytest.skip(f"run the whole class to build the table (missing: {missing[:2]})")
+        table = fault_table(pipelines.rows)
+        docs = DOCS.read_text(encoding="utf-8")
+        before, _, rest = docs.partition(TABLE_START)
+        _, _, after = rest.partition(TABLE_END)
+        current = f"{TABLE_START}\n{table}{TABLE_END}"
+        if os.environ.get("HELIX_WRITE_FAULT_TABLE") == "1":
+            DOCS.write_text(f"{before}{current}{after}", encoding="utf-8")
+        assert current in docs or os.environ.get("HELIX_WRITE_FAULT_TABLE") == "1", (
+            "docs/reliability.md's fault table is out of date: rerun with "
+            "HELIX_WRITE_FAULT_TABLE=1 pytest tests/test_reliability_faults.py -k Pipelines"
+        )
+
+
+def fault_table(rows: dict[str, tuple[Shown, list[Message]]]) -> str:
+    lines = [
+        "| Fault | What the person sees (streamed, through the real Pipelines server) | Recorded |",
+        "|---|---|---|",
+    ]
+    for case in CASES:
+        shown, history = rows[case.label]
+        text = re.sub(r"http://127\.0\.0\.1:\d+", "<HELIX_BASE_URL>", shown.text)
+        if case.partial and WARNING_SIGN in text:
+            text = "*(the answer so far)* " + text[text.index(WARNING_SIGN) :]
+        elif case.answered:
+            text = "Helix's whole answer, no warning"
+        text = " ".join(text.split()).replace("|", "\\|")
+        if case.answered:
+            recorded = "the whole turn"
+        elif any(m.role == "assistant" and m.partial for m in history):
+            recorded = "the message and the answer so far, marked partial"
+        else:
+            recorded = "the person's message"
+        lines.append(f"| {case.label} | {text} | {recorded} |")
+    return "\n".join(lines) + "\n"
