@@ -196,9 +196,11 @@ class PostgresStore:
         self._password = urlsplit(url).password
         self._psycopg = psycopg
         self._pool_timeout_error = pool_module.PoolTimeout
-        connect_options = {"autocommit": True, "connect_timeout": connect_timeout}
+        connect_options: dict[str, Any] = {"autocommit": True}
         with self._translated("opening the database"):
             try:
+                if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(url):
+                    connect_options["connect_timeout"] = connect_timeout
                 first = psycopg.connect(url, **connect_options)
             except psycopg.ProgrammingError as exc:
                 raise _url_error(url, "PostgreSQL cannot read it") from exc
@@ -221,7 +223,10 @@ class PostgresStore:
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
-        """Open ``postgresql://...``; libpq reads the URL, query parameters included."""
+        """Open ``postgresql://...``; libpq reads the URL, its query parameters included.
+
+        ``connect_timeout`` defaults to 3 s unless the URL sets it.
+        """
         return cls(url)
 
     def load(self, key: ConversationKey) -> list[Message]:
@@ -384,6 +389,7 @@ class PostgresStore:
             detail = " ".join(str(exc).split())
             if self._password:
                 detail = detail.replace(self._password, "***")
+            # A failed login has no SQLSTATE in psycopg: libpq's message tells the cause.
             sqlstate = getattr(exc, "sqlstate", None) or ""
             conversation_id = key.conversation_id if key is not None else None
             where = f"The PostgreSQL session store {self.url} failed while {doing} ({detail})"
@@ -392,9 +398,11 @@ class PostgresStore:
                     "no connection could be had in time; check that PostgreSQL is running and "
                     "reachable at the host and port of SESSION_STORE_URL"
                 )
-            elif sqlstate.startswith("28"):
+            elif sqlstate.startswith("28") or any(
+                words in detail for words in ("authentication failed", "no password supplied")
+            ):
                 hint = "check the user name and password in SESSION_STORE_URL"
-            elif sqlstate == "3D000":
+            elif sqlstate == "3D000" or ("database" in detail and "does not exist" in detail):
                 hint = "create the database, or name an existing one in SESSION_STORE_URL"
             elif isinstance(exc, self._psycopg.OperationalError) and (
                 not sqlstate or sqlstate.startswith(("08", "57P"))
