@@ -8,6 +8,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ class TestPersistence:
             second.close()
 
     def test_the_file_is_in_wal_mode(self, sqlite_store: SQLiteStore, db_path: Path) -> None:
-        with sqlite3.connect(db_path) as raw:
+        with closing(sqlite3.connect(db_path)) as raw:
             assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -140,7 +141,7 @@ class TestMigrations:
     def test_a_new_file_records_every_migration(
         self, sqlite_store: SQLiteStore, db_path: Path
     ) -> None:
-        with sqlite3.connect(db_path) as raw:
+        with closing(sqlite3.connect(db_path)) as raw:
             assert applied_migrations(raw) == {m.__name__ for m in MIGRATIONS}
 
     def test_migrating_twice_applies_nothing_the_second_time(self, db_path: Path) -> None:
@@ -191,7 +192,7 @@ class TestQueryPlan:
             sqlite_store.record(key, [Message("user", "q"), Message("assistant", "a")])
             sqlite_store.record(key, [Message("user", "edited")], after=0)
 
-        with sqlite3.connect(db_path) as raw:
+        with closing(sqlite3.connect(db_path)) as raw:
             raw.execute("ANALYZE")
             plan = [
                 row[3]
@@ -267,6 +268,49 @@ class TestFileErrors:
             holder.close()
             store.close()
 
+    def test_opening_waits_for_a_reader_of_an_old_file_to_finish(self, db_path: Path) -> None:
+        reader = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        try:
+            reader.execute("CREATE TABLE legacy (x)")
+            reader.execute("BEGIN")
+            reader.execute("SELECT * FROM legacy").fetchall()
+            with pytest.raises(StoreError, match=r"busy timeout of 0\.05 s"):
+                SQLiteStore(db_path, busy_timeout=0.05)
+            release = threading.Timer(0.2, reader.execute, args=("COMMIT",))
+            release.start()
+            store = SQLiteStore(db_path, busy_timeout=10)
+            release.join()
+            store.close()
+        finally:
+            reader.close()
+        with closing(sqlite3.connect(db_path)) as fresh:
+            assert fresh.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+    @pytest.mark.parametrize("busy_answers", [1, 5], ids=["once", "five-times"])
+    def test_switching_to_wal_retries_while_another_opener_is_switching(
+        self, sqlite_store: SQLiteStore, db_path: Path, busy_answers: int
+    ) -> None:
+        # Two processes opening a new file at once: SQLite answers the second "database is
+        # locked" at once, without its busy handler, so the store must wait by itself.
+        db = sqlite3.connect(db_path, isolation_level=None, factory=_BusyForAWhile)
+        db.busy_answers = busy_answers
+        try:
+            sqlite_store._use_wal(db)
+            assert db.busy_answers == 0
+        finally:
+            db.close()
+
+    def test_switching_to_wal_gives_up_after_the_busy_timeout(self, db_path: Path) -> None:
+        store = SQLiteStore(db_path, busy_timeout=0.05)
+        db = sqlite3.connect(db_path, isolation_level=None, factory=_BusyForAWhile)
+        db.busy_answers = 10**6
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                store._use_wal(db)
+        finally:
+            db.close()
+            store.close()
+
     def test_a_closed_store_refuses_to_work(self, db_path: Path) -> None:
         store = SQLiteStore(db_path)
         store.close()
@@ -289,6 +333,18 @@ class TestTextSQLiteCannotEncode:
         ]
         assert sqlite_store.users() == ["user-\ud800"]
         assert sqlite_store.load(ConversationKey("user-\ud800", "chat-\udffe")) == []
+
+
+class _BusyForAWhile(sqlite3.Connection):
+    """A connection whose first ``busy_answers`` journal mode switches find the file locked."""
+
+    busy_answers = 0
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if "journal_mode" in sql and self.busy_answers > 0:
+            self.busy_answers -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().execute(sql, *args)
 
 
 def _expected_ids(workers: int, each: int, shared: int) -> list[str]:

@@ -380,8 +380,8 @@ _HINTS = (
         _BUSY_NAMES,
         _BUSY_WORDS,
         False,
-        "another connection held the write lock longer than the busy timeout of {timeout:g} s; "
-        "retry, or raise it with ?timeout=SECONDS in SESSION_STORE_URL",
+        "another connection kept the database locked longer than the busy timeout of "
+        "{timeout:g} s; retry, or raise it with ?timeout=SECONDS in SESSION_STORE_URL",
     ),
     (
         ("SQLITE_NOTADB", "SQLITE_CORRUPT"),
