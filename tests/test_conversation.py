@@ -212,6 +212,39 @@ class TestEveryRecordedPipeCallClassifies:
         assert conversation.chat_id is None
 
 
+def _copied_context_cases() -> Iterator[Any]:
+    for index, record in records(RUN1 / "pipe_inlet.jsonl"):
+        if record["hook"] == "pipe":
+            yield pytest.param(record, id=f"pipe_inlet-{index}")
+
+
+class TestRecordedPipeBodiesWithACopiedContext:
+    """The capture's pipe had its own inlet, which copied the chat context into ``x_owui``."""
+
+    @pytest.mark.parametrize("record", list(_copied_context_cases()))
+    def test_the_context_under_our_key_is_read_exactly(self, record: dict[str, Any]) -> None:
+        body = dict(record["body"])
+        context = body.pop("x_owui")
+        del body["chat_id"]
+        body[PRIVATE_KEY] = context
+        conversation = read_conversation(body, body["user"])
+        assert conversation.kind is (ChatKind.TASK if context["task"] else ChatKind.SAVED)
+        assert conversation.task == context["task"]
+        assert conversation.key == ConversationKey(USER_ID, CHAT_E)
+        assert conversation.message_id == context["message_id"]
+        assert conversation.user_message_id == context["user_message_id"]
+        assert conversation.session_id == context["session_id"]
+
+    @pytest.mark.parametrize("record", list(_copied_context_cases()))
+    def test_a_top_level_chat_id_and_the_prompt_alone_still_classify(
+        self, record: dict[str, Any]
+    ) -> None:
+        body = record["body"]
+        conversation = read_conversation(body, body["user"])
+        assert conversation.kind is (ChatKind.TASK if body["x_owui"]["task"] else ChatKind.SAVED)
+        assert conversation.chat_id == CHAT_E
+
+
 class TestThePrivateKeyRoundTrip:
     @pytest.mark.parametrize(
         "name",
