@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,8 +131,9 @@ class PipelinesServer:
         self.port = 0
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {api_key}"
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -231,7 +233,11 @@ class PipelinesServer:
 
     def stop(self) -> None:
         """Stop the server gracefully (its ``on_shutdown`` hooks run); kill it if it hangs."""
-        self.http.close()
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -245,8 +251,6 @@ class PipelinesServer:
     def restart(self) -> None:
         """Stop and start again on the same folder (valves.json and stores are kept)."""
         self.stop()
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {self.api_key}"
         self.start()
 
     # -- the log -------------------------------------------------------------------------------
@@ -270,6 +274,15 @@ class PipelinesServer:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
+    def _session(self) -> requests.Session:
+        """One keep-alive session per thread: tests may play several chats at once."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
     def request(
         self,
         method: str,
@@ -280,12 +293,14 @@ class PipelinesServer:
         auth: bool = True,
         stream: bool = False,
     ) -> requests.Response:
-        session = self.http if auth else requests
-        return session.request(
+        sent = dict(headers or {})
+        if auth:
+            sent["Authorization"] = f"Bearer {self.api_key}"
+        return self._session().request(
             method,
             f"{self.url}{path}",
             json=json_body,
-            headers=dict(headers or {}),
+            headers=sent,
             timeout=REQUEST_TIMEOUT_S,
             stream=stream,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from helix_pipeline.testing import FakeHelix, Fault, RecordedRequest
 from .conftest import load_fixture
 from .pipelines_server import (
     PIPELINES,
+    Exchange,
     OpenWebUI,
     PipelinesServer,
     free_port,
@@ -490,6 +492,88 @@ class TestHelixFailures:
         assert [m.role for m in kept] == ["user", "assistant"]
         assert kept[1].partial
         assert reply.content.startswith(kept[1].content)
+
+    @pytest.mark.parametrize(
+        "fault",
+        [
+            pytest.param(Fault.SERVER_ERROR, id="failed-before-answering"),
+            pytest.param(Fault.DROP_MID_STREAM, id="cut-off"),
+        ],
+    )
+    def test_the_next_turn_never_sends_the_notice_to_helix(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore, fault: Fault
+    ) -> None:
+        helix.fail_next(fault)
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+        ui.replay(A[1:3])  # Open WebUI saw a complete answer (the notice) and ran the outlet
+
+        ui.replay(A[5:7])
+
+        after = turns_to_helix(helix)[-1].body["messages"]
+        assert [m["content"][:6] for m in after if m["role"] == "user"] == ["[A-t1]", "[A-t2]"]
+        assert not any("⚠️" in m["content"] for m in after)
+        assert not any("⚠️" in text for _, text in stored(sessions, user, chat_id))
+        assert [role for role, _ in stored(sessions, user, chat_id)][-2:] == ["user", "assistant"]
+
+
+class TestConcurrency:
+    def test_chats_played_at_once_keep_their_own_histories(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        players = [(new_user(), str(uuid.uuid4())) for _ in range(4)]
+
+        def play(user: dict[str, Any], chat_id: str) -> list[Exchange]:
+            return open_webui(server, user, chat_id).replay(A_THREE_TURNS)
+
+        with ThreadPoolExecutor(max_workers=len(players)) as pool:
+            played = list(pool.map(lambda p: play(*p), players))
+
+        for (user, chat_id), exchanges in zip(players, played, strict=True):
+            last = [e for e in exchanges if e.hook == "outlet"][-1].sent["messages"]
+            assert stored_ids(sessions, user, chat_id) == [m["id"] for m in last]
+            requests = [
+                r for r in turns_to_helix(helix) if r.header("X-OpenWebUI-Chat-Id") == chat_id
+            ]
+            assert [len(r.body["messages"]) for r in requests] == [1, 3, 5]
+
+    def test_a_title_task_racing_the_first_turn_is_not_recorded(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        title, turn = open_webui(server, user, chat_id), open_webui(server, user, chat_id)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            racing = [pool.submit(title.replay, A[:1]), pool.submit(turn.replay, A[1:3])]
+            for future in racing:
+                future.result()
+
+        assert stored_ids(sessions, user, chat_id) == [
+            "ad101b8f-cacc-48e7-bc00-9497760e39f6",
+            "2bf6ab90-bf2e-438d-b58b-849714e0e078",
+        ]
+
+
+class TestRestart:
+    def test_history_and_valves_survive_a_restart_of_the_server(
+        self,
+        server: PipelinesServer,
+        helix: FakeHelix,
+        valves: Callable[..., dict[str, Any]],
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        valves(TASKS="skip")
+        first_reply = plain_api_turn(server, user, chat_id, "My name is Ana.")
+
+        server.restart()
+
+        assert server.valves("helix")["TASKS"] == "skip"
+        plain_api_turn(server, user, chat_id, "What is my name?")
+        assert helix.chat_requests[-1].body["messages"] == [
+            {"role": "user", "content": "My name is Ana."},
+            {"role": "assistant", "content": first_reply},
+            {"role": "user", "content": "What is my name?"},
+        ]
 
 
 class TestOutlet:
