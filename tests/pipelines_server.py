@@ -437,11 +437,12 @@ class Exchange:
 class OpenWebUI:
     """Replays recorded Open WebUI 0.12.4 traffic against a Pipelines server, with our ids.
 
-    For a chat turn Open WebUI calls ``/{target}/filter/inlet``, then ``answer`` (for a pipe model:
-    ``POST /chat/completions`` with the inlet's answer minus ``metadata``, plus ``tools`` and
-    ``user``), then ``/{target}/filter/outlet`` with the whole chat and its message ids. The
-    recorded backend's replies are replaced by the real ones as they come, so the history Open
-    WebUI sends back is the history this run produced.
+    For a chat turn Open WebUI calls ``/{id}/filter/inlet`` for each of ``filters`` (the global
+    filters, by priority) and then for ``target`` (the model itself, or a filter); then
+    ``answer`` (for a pipe model: ``POST /chat/completions`` with the inlet's answer minus
+    ``metadata``, plus ``tools`` and ``user``); then ``/{id}/filter/outlet`` in the same order,
+    with the whole chat and its message ids. The recorded backend's replies are replaced by the
+    real ones as they come, so the history Open WebUI sends back is the history this run produced.
     """
 
     def __init__(
@@ -454,9 +455,11 @@ class OpenWebUI:
         recorded_chat_id: str,
         model: str,
         recorded_model: str,
+        filters: Sequence[str] = (),
     ) -> None:
         self.server = server
         self.target = target
+        self.chain = [*filters, target]
         self.user = dict(user)
         self.model = model
         self.replacements: dict[str, str] = {
@@ -505,13 +508,17 @@ class OpenWebUI:
         for index, record in enumerate(records):
             body = self.prepare(record)
             if record["hook"] == "outlet":
-                returned = self.server.outlet(self.target, body, self.user)
+                returned = body
+                for hook_owner in self.chain:
+                    returned = self.server.outlet(hook_owner, returned, self.user)
                 done.append(Exchange("outlet", body, returned))
                 continue
             task = (body.get("metadata") or {}).get("task")
             if stream is not None and not task:
                 body["stream"] = stream
-            returned = self.server.inlet(self.target, body, self.user)
+            returned = body
+            for hook_owner in self.chain:
+                returned = self.server.inlet(hook_owner, returned, self.user)
             reply = self.answer(returned, task=bool(task))
             if reply.status_code != 200:
                 raise PipelinesServerError(f"the answer failed: {reply.raw[:500]}")

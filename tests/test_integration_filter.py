@@ -313,3 +313,47 @@ class TestPlainApiCallers:
         sent, returned = plain_api_inlet(server, bob, chat_id, "What is Ana's secret?")
 
         assert returned == sent
+
+
+@pytest.fixture(scope="module")
+def beside_the_pipe(
+    helix: FakeHelix, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PipelinesServer]:
+    """Both files in one server, sharing the default session file, as an admin may install them."""
+    root = tmp_path_factory.mktemp("both-server")
+    files = [PIPELINES / "helix_session_filter.py", PIPELINES / "helix.py"]
+    with PipelinesServer(root, files, env={"HELIX_BASE_URL": helix.url}) as running:
+        yield running
+
+
+class TestBesideTheHelixPipe:
+    """With ``pipelines: ["*"]`` the filter also runs for the Helix pipe's own model."""
+
+    def test_each_turn_reaches_helix_once_and_is_stored_once(
+        self, beside_the_pipe: PipelinesServer, helix: FakeHelix
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = OpenWebUI(
+            beside_the_pipe,
+            "helix.helix-consultant",
+            filters=[FILTER],
+            user=user,
+            chat_id=chat_id,
+            recorded_chat_id=CHAT_A,
+            model="helix.helix-consultant",
+            recorded_model="helix-test",
+        )
+
+        exchanges = ui.replay(A_THREE_TURNS)
+
+        turns = [r for r in helix.chat_requests if r.header("X-OpenWebUI-Chat-Id")]
+        assert [len(r.body["messages"]) for r in turns] == [1, 3, 5]
+        store_file = beside_the_pipe.pipelines_dir / "helix_data" / "sessions.db"
+        sessions = open_store(f"sqlite:///{store_file}")
+        try:
+            branches = sessions.branches(ConversationKey(user["id"], chat_id))
+        finally:
+            sessions.close()
+        last = [e for e in exchanges if e.hook == "outlet"][-1].sent["messages"]
+        assert len(branches) == 1
+        assert [m.message_id for m in branches[0]] == [m["id"] for m in last]
