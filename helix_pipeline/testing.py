@@ -585,8 +585,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is Fault.STALL_MID_STREAM:
             helix._sleep(helix.fault_delay)
         elif fault is Fault.ERROR_IN_STREAM:
+            helix._stream_completed()
             self._event({"error": {"message": "Claude Code crashed", "type": "server_error"}})
-            self._end_stream()
+            self._end_stream(counted=True)
             return
         elif fault is Fault.MALFORMED_CHUNK:
             self._write(b'data: {"id": "chatcmpl-broken", "choices": [\n\n')
@@ -597,8 +598,10 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is Fault.NO_DONE and (event == "[DONE]" or _is_final(event)):
                 break
             helix._sleep(pause)
+            if event == "[DONE]":
+                helix._stream_completed()
             self._event(event)
-        self._end_stream()
+        self._end_stream(counted=event == "[DONE]")
 
     def _wait_for_hold(self) -> None:
         hold, deadline = self.helix.hold, time.monotonic() + 10
@@ -606,11 +609,12 @@ class _Handler(BaseHTTPRequestHandler):
             if self.helix._stopping.is_set():
                 return
 
-    def _end_stream(self) -> None:
+    def _end_stream(self, counted: bool = False) -> None:
+        if not counted:  # counted before the last bytes go out, so a client never sees it lag
+            self.helix._stream_completed()
         if self.helix.chunked:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        self.helix._stream_completed()
 
     def _event(self, event: object) -> None:
         data = event if isinstance(event, str) else json.dumps(event)
