@@ -113,9 +113,12 @@ class HelixClient:
         backoff_base: float = 0.2,
         backoff_max: float = 5.0,
         retry_after_max: float = 30.0,
+        completion_timeout: float = 660.0,
     ) -> None:
         """``read_timeout`` is an idle timeout: the longest silence between two bytes, not the
-        length of the whole answer (Helix may work for 600 s, sending a heartbeat every 10 s)."""
+        length of the whole answer (Helix may work for 600 s, sending a heartbeat every 10 s).
+        A non-streaming answer comes in one piece when Helix is done, so :meth:`complete` waits
+        ``max(read_timeout, completion_timeout)`` for it (Helix's own limit is 600 s)."""
         self.base_url = _normalise_base_url(base_url)
         self.api_key = api_key or None
         self.conversation_headers = tuple(h.strip() for h in conversation_headers if h.strip())
@@ -128,6 +131,7 @@ class HelixClient:
             raise ConfigError("max_retries must be 0 or more", setting="max_retries")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.completion_timeout = completion_timeout
         self.max_retries = max_retries
         self.extra_fields = _check_extra_fields(extra_fields)
         self._sleep = sleep
@@ -198,12 +202,13 @@ class HelixClient:
         starts with ``Fehler:`` is Helix's own error and raises :class:`BackendError`.
         """
         body = {**payload, "stream": False}
-        response = self._send("POST", "/v1/chat/completions", body, conversation_id)
+        waited = max(self.read_timeout, self.completion_timeout)
+        response = self._send("POST", "/v1/chat/completions", body, conversation_id, waited)
         with response:
             if _is_event_stream(response):
                 text = "".join(self._deltas(response))
                 return _synthetic_completion(body, text)
-            completion = self._read_json(response, "/v1/chat/completions")
+            completion = self._read_json(response, "/v1/chat/completions", waited)
         error = describe_error(completion)
         if error is not None:
             raise BackendError(f"Helix reported an error: {error}", status_code=200)
@@ -265,8 +270,10 @@ class HelixClient:
         path: str,
         body: Mapping[str, Any] | None,
         conversation_id: str | None,
+        read_timeout: float | None = None,
     ) -> requests.Response:
         """Send, retrying only while no answer has begun; a 2xx response is returned unread."""
+        read_timeout = read_timeout or self.read_timeout
         stream = bool(body and body.get("stream"))
         headers = self._headers(conversation_id, stream=stream)
         attempt = 0
@@ -277,7 +284,7 @@ class HelixClient:
                     self._url(path),
                     json=body,
                     headers=headers,
-                    timeout=(self.connect_timeout, self.read_timeout),
+                    timeout=(self.connect_timeout, read_timeout),
                     stream=True,
                 )
             except requests.RequestException as exc:
@@ -285,7 +292,7 @@ class HelixClient:
                     self._wait_before_retry(attempt, None, type(exc).__name__)
                     attempt += 1
                     continue
-                raise self._to_backend_error(exc) from exc
+                raise self._to_backend_error(exc, read_timeout=read_timeout) from exc
             if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
                 retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
                 response.close()
@@ -316,8 +323,10 @@ class HelixClient:
         with response:
             return self._read_json(response, path)
 
-    def _read_json(self, response: requests.Response, path: str) -> dict[str, Any]:
-        raw = self._read_body(response, _MAX_COMPLETION_BODY)
+    def _read_json(
+        self, response: requests.Response, path: str, read_timeout: float | None = None
+    ) -> dict[str, Any]:
+        raw = self._read_body(response, _MAX_COMPLETION_BODY, read_timeout)
         try:
             data = json.loads(raw)
         except ValueError:
@@ -332,7 +341,9 @@ class HelixClient:
             )
         return data
 
-    def _read_body(self, response: requests.Response, limit: int) -> str:
+    def _read_body(
+        self, response: requests.Response, limit: int, read_timeout: float | None = None
+    ) -> str:
         """The body as text, at most ``limit`` bytes; read failures are translated."""
         parts: list[bytes] = []
         size = 0
@@ -343,7 +354,9 @@ class HelixClient:
                 if size >= limit:
                     break
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise self._to_backend_error(exc, content_began=size > 0) from exc
+            raise self._to_backend_error(
+                exc, content_began=size > 0, read_timeout=read_timeout
+            ) from exc
         encoding = response.encoding or "utf-8"
         try:
             return b"".join(parts)[:limit].decode(encoding, errors="replace")
@@ -372,20 +385,22 @@ class HelixClient:
         failure: requests.RequestException | urllib3.exceptions.HTTPError | requests.Response,
         *,
         content_began: bool = False,
+        read_timeout: float | None = None,
     ) -> BackendError:
         """The one translation of a transport failure or an HTTP error answer into our errors."""
         if isinstance(failure, requests.Response):
             return self._status_error(failure)
         url = self._shown_url
+        waited = read_timeout or self.read_timeout
         if _is_read_timeout(failure):
             if content_began:
                 return BackendProtocolError(
-                    f"Helix at {url} went silent for {self.read_timeout:g} s in the middle of its "
+                    f"Helix at {url} went silent for {waited:g} s in the middle of its "
                     "answer, so the answer is incomplete; raise the READ_TIMEOUT_S valve if Helix "
                     "needs longer pauses."
                 )
             return BackendUnavailable(
-                f"Helix at {url} sent nothing for {self.read_timeout:g} s: it may be busy or "
+                f"Helix at {url} sent nothing for {waited:g} s: it may be busy or "
                 "stuck. Raise the READ_TIMEOUT_S valve if its answers take longer to start."
             )
         # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.

@@ -179,8 +179,8 @@ class TestTimeouts:
         self, helix: FakeHelix, sleeps: SleepRecorder, streaming: bool
     ) -> None:
         helix.fault, helix.fault_delay = Fault.SLOW_FIRST_BYTE, 1.0
-        client = HelixClient(helix.url, read_timeout=0.2, sleep=sleeps)
-        with client, pytest.raises(BackendUnavailable, match="READ_TIMEOUT_S"):
+        client = HelixClient(helix.url, read_timeout=0.2, completion_timeout=0.1, sleep=sleeps)
+        with client, pytest.raises(BackendUnavailable, match=r"nothing for 0\.2 s.*READ_TIMEOUT_S"):
             if streaming:
                 list(client.stream(PAYLOAD, conversation_id="c1"))
             else:
@@ -197,6 +197,17 @@ class TestTimeouts:
         assert received == [FIRST_CHUNK]
         assert "incomplete" in str(caught.value)
         assert len(helix.chat_requests) == 1
+
+    def test_a_plain_completion_may_take_longer_than_the_idle_timeout(
+        self, helix: FakeHelix
+    ) -> None:
+        helix.fail_next(Fault.SLOW_FIRST_BYTE)
+        helix.fault_delay = 0.3
+        with HelixClient(helix.url, read_timeout=0.1, completion_timeout=2) as client:
+            assert completion_text(client.complete(PAYLOAD, conversation_id="c1")) == REPLY
+            helix.fail_next(Fault.SLOW_FIRST_BYTE)
+            with pytest.raises(BackendUnavailable, match=r"nothing for 0\.1 s"):
+                list(client.stream(PAYLOAD, conversation_id="c1"))
 
     def test_a_slow_start_within_the_read_timeout_is_fine(self, helix: FakeHelix) -> None:
         helix.fail_next(Fault.SLOW_FIRST_BYTE)
