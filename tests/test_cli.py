@@ -1,0 +1,706 @@
+"""The ``helix-pipeline`` command in-process: sessions, doctor, install, and how it fails."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from email import policy
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import helix_pipeline
+from helix_pipeline import cli
+from helix_pipeline.cli import main, pipeline_files, plural, preview
+from helix_pipeline.conversation import ConversationKey
+from helix_pipeline.messages import Message
+from helix_pipeline.stores import MemoryStore, SessionStore, open_store
+from helix_pipeline.testing import FakeHelix
+
+from .store_servers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ANA = ConversationKey("ana", "chat-1")
+ANA_OTHER = ConversationKey("ana", "chat-2")
+BEN = ConversationKey("ben", "chat-1")
+PIPELINE_NAMES = ["helix.py", "helix_session_filter.py"]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def fill(store: SessionStore) -> None:
+    """Ana's chat with a regenerated answer (two branches), her second chat, and Ben's chat."""
+    store.record(
+        ANA,
+        [
+            Message("user", "What is 2+2?", "u1"),
+            Message("assistant", "[Starte Claude Code...]\n\n---\n\nIt is 4.\n<!-- STEP: x -->"),
+        ],
+    )
+    store.record(ANA, [Message("assistant", "Four.", "a1-regen")], after=1)
+    store.record(ANA_OTHER, [Message("user", "Hello", "u9")])
+    store.record(BEN, [Message("user", "Ben's question", "b1")])
+
+
+class KeptMemoryStore(MemoryStore):
+    """A memory store that outlives the command's ``close()``, so the test can look inside."""
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, SessionStore]]:
+    """A filled store of each engine and the ``--store`` URL the command opens it by."""
+    opened: SessionStore
+    if request.param == "memory":
+        opened = KeptMemoryStore("memory://")
+        monkeypatch.setattr(cli, "open_store", lambda url: opened)
+        url = "memory://"
+    else:
+        url = f"sqlite:///{tmp_path / 'sessions.db'}"
+        opened = open_store(url)
+    fill(opened)
+    yield url, opened
+    opened.close()
+
+
+class TestTheCommand:
+    def test_version_prints_the_package_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert run(["--version"], capsys) == (
+            0,
+            f"helix-pipeline {helix_pipeline.__version__}\n",
+            "",
+        )
+
+    def test_no_command_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = run([], capsys)
+
+        assert code == 2
+        assert "usage: helix-pipeline" in err
+
+    def test_an_unknown_store_scheme_fails_in_one_line_naming_the_setting(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, err = run(["sessions", "--store", "mongodb://x", "list"], capsys)
+
+        assert (code, out) == (1, "")
+        assert err.count("\n") == 1
+        assert "SESSION_STORE_URL" in err
+        assert "Traceback" not in err
+
+
+class TestSessionsList:
+    def test_lists_every_users_conversations_with_counts(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(["sessions", "--store", store[0], "list"], capsys)
+
+        assert code == 0
+        rows = [line.split()[:4] for line in out.splitlines()[1:]]
+        assert sorted(rows) == [
+            ["ana", "chat-1", "2", "2"],
+            ["ana", "chat-2", "1", "1"],
+            ["ben", "chat-1", "1", "1"],
+        ]
+        assert out.splitlines()[0].split() == [
+            "USER",
+            "CONVERSATION",
+            "MESSAGES",
+            "BRANCHES",
+            "LAST",
+            "ACTIVITY",
+        ]
+        assert out.splitlines()[1].endswith("UTC")
+
+    def test_lists_only_the_given_user(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        _, out, _ = run(["sessions", "--store", store[0], "list", "--user", "ben"], capsys)
+
+        assert [line.split()[0] for line in out.splitlines()[1:]] == ["ben"]
+
+    def test_says_so_when_there_is_nothing(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(["sessions", "--store", "memory://", "list"], capsys)
+
+        assert (code, out) == (0, "No conversations in memory://.\n")
+
+    def test_never_prints_the_store_password(self, capsys: pytest.CaptureFixture[str]) -> None:
+        _, out, err = run(["sessions", "--store", "memory://admin:s3cret@host", "list"], capsys)
+
+        assert "memory://admin:***@host" in out
+        assert "s3cret" not in out + err
+
+    def test_the_store_defaults_to_session_store_url(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url = f"sqlite:///{tmp_path / 'from-env.db'}"
+        seeded = open_store(url)
+        fill(seeded)
+        seeded.close()
+        monkeypatch.setenv("SESSION_STORE_URL", url)
+
+        _, out, _ = run(["sessions", "list", "--user", "ben"], capsys)
+
+        assert "chat-1" in out
+
+    def test_without_it_the_default_sqlite_file_is_used(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.delenv("SESSION_STORE_URL", raising=False)
+        monkeypatch.setenv("HELIX_DATA_DIR", str(tmp_path / "data"))
+
+        _, out, _ = run(["sessions", "list"], capsys)
+
+        assert out == f"No conversations in sqlite:///{tmp_path / 'data' / 'sessions.db'}.\n"
+
+
+class TestSessionsShow:
+    def test_shows_the_active_branch_the_older_ones_and_the_helix_session(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(
+            ["sessions", "--store", store[0], "show", "--user", "ana", "chat-1"], capsys
+        )
+
+        assert code == 0
+        assert out.splitlines()[:3] == [
+            "Conversation chat-1 of user ana",
+            "Helix session: conv-chat-1",
+            "Active branch: 2 messages (1 older branch)",
+        ]
+        assert out.splitlines()[3].split() == ["0", "user", "What", "is", "2+2?"]
+        assert out.splitlines()[4].split() == ["1", "assistant", "Four."]
+
+    def test_the_helix_session_follows_helix_normalisation(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        memory = KeptMemoryStore()
+        memory.record(ConversationKey("ana", "abc_123"), [Message("user", "hi")])
+        monkeypatch.setattr(cli, "open_store", lambda url: memory)
+
+        _, out, _ = run(["sessions", "show", "--user", "ana", "abc_123"], capsys)
+
+        assert "Helix session: conv-abc-123" in out
+
+    @pytest.mark.parametrize(
+        ("user", "conversation"),
+        [
+            pytest.param("ana", "chat-9", id="unknown-chat"),
+            pytest.param("ben", "chat-2", id="another-users-chat"),
+        ],
+    )
+    def test_a_conversation_the_user_does_not_have_is_an_error(
+        self,
+        user: str,
+        conversation: str,
+        store: tuple[str, SessionStore],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        code, out, err = run(
+            ["sessions", "--store", store[0], "show", "--user", user, conversation], capsys
+        )
+
+        assert (code, out) == (1, "")
+        assert f"sessions list --user {user}" in err
+
+
+class TestSessionsExport:
+    def test_writes_json_lines_to_stdout_and_the_summary_to_stderr(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, err = run(["sessions", "--store", store[0], "export"], capsys)
+
+        assert code == 0
+        records = [json.loads(line) for line in out.splitlines()]
+        assert len(records) == 2 + 2 + 1 + 1
+        assert err == "Exported 6 messages (4 branches of 3 conversations) to stdout.\n"
+
+    def test_writes_one_users_messages_to_a_file(
+        self, store: tuple[str, SessionStore], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        target = tmp_path / "ben.jsonl"
+
+        code, out, _ = run(
+            ["sessions", "--store", store[0], "export", "--user", "ben", "-o", str(target)], capsys
+        )
+
+        assert code == 0
+        (record,) = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+        assert (record["user"], record["content"], record["message_id"]) == (
+            "ben",
+            "Ben's question",
+            "b1",
+        )
+        assert out == f"Exported 1 message (1 branch of 1 conversation) to {target}.\n"
+
+
+class TestSessionsImport:
+    @pytest.fixture
+    def export_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+        source_url = f"sqlite:///{tmp_path / 'source.db'}"
+        source = open_store(source_url)
+        fill(source)
+        source.close()
+        target = tmp_path / "all.jsonl"
+        assert run(["sessions", "--store", source_url, "export", "-o", str(target)], capsys)[0] == 0
+        return target
+
+    def test_an_export_moves_to_another_sqlite_store_with_its_branches(
+        self, export_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url = f"sqlite:///{tmp_path / 'target.db'}"
+
+        code, out, _ = run(["sessions", "--store", url, "import", str(export_file)], capsys)
+
+        assert code == 0
+        assert out.startswith("Imported 6 messages (4 branches of 3 conversations) into sqlite:")
+        original, copy = open_store(f"sqlite:///{tmp_path / 'source.db'}"), open_store(url)
+        try:
+            for key in (ANA, ANA_OTHER, BEN):
+                assert [
+                    [(m.role, m.content, m.message_id) for m in b] for b in copy.branches(key)
+                ] == [
+                    [(m.role, m.content, m.message_id) for m in b] for b in original.branches(key)
+                ]
+        finally:
+            original.close()
+            copy.close()
+
+    def test_importing_twice_duplicates_nothing(
+        self, export_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url = f"sqlite:///{tmp_path / 'target.db'}"
+        run(["sessions", "--store", url, "import", str(export_file)], capsys)
+
+        code, out, _ = run(["sessions", "--store", url, "import", str(export_file)], capsys)
+
+        assert code == 0
+        assert "Imported 0 messages (0 branches of 0 conversations)" in out
+        assert out.endswith("; 4 branches held already.\n")
+        _, listing, _ = run(["sessions", "--store", url, "list", "--user", "ana"], capsys)
+        rows = {line.split()[1]: line.split()[2:4] for line in listing.splitlines()[1:]}
+        assert rows == {"chat-1": ["2", "2"], "chat-2": ["1", "1"]}
+
+    def test_reads_stdin_for_a_dash(
+        self, export_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(export_file.read_text(encoding="utf-8")))
+
+        code, out, _ = run(["sessions", "--store", "memory://", "import", "-"], capsys)
+
+        assert code == 0
+        assert out.startswith("Imported 6 messages")
+
+    @pytest.mark.parametrize(
+        ("content", "problem"),
+        [
+            pytest.param(None, "cannot read", id="missing-file"),
+            pytest.param(b"{broken\n", "line 1 is not JSON", id="not-json"),
+            pytest.param(b"\xff\xfe\x00", "not UTF-8", id="binary"),
+        ],
+    )
+    def test_an_unreadable_file_fails_in_one_line(
+        self,
+        content: bytes | None,
+        problem: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        path = tmp_path / "export.jsonl"
+        if content is not None:
+            path.write_bytes(content)
+
+        code, _, err = run(["sessions", "--store", "memory://", "import", str(path)], capsys)
+
+        assert code == 1
+        assert problem in err
+        assert err.count("\n") == 1
+
+
+class TestSessionsDelete:
+    def test_deletes_one_conversation_and_nobody_elses(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url, opened = store
+
+        code, out, _ = run(
+            ["sessions", "--store", url, "delete", "--user", "ana", "chat-1"], capsys
+        )
+
+        assert code == 0
+        assert out == "Deleted conversation chat-1 of user ana.\n"
+        assert opened.branches(ANA) == []
+        assert opened.load(ANA_OTHER) and opened.load(BEN)
+
+    def test_all_deletes_every_conversation_of_the_user_only(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url, opened = store
+
+        code, out, _ = run(["sessions", "--store", url, "delete", "--user", "ana", "--all"], capsys)
+
+        assert code == 0
+        assert out == "Deleted 2 conversations of user ana.\n"
+        assert opened.conversations("ana") == []
+        assert opened.users() == ["ben"]
+
+    def test_an_unknown_conversation_is_an_error(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, _, err = run(
+            ["sessions", "--store", store[0], "delete", "--user", "ben", "chat-2"], capsys
+        )
+
+        assert code == 1
+        assert "nothing deleted" in err
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            pytest.param(["--user", "ana"], id="neither"),
+            pytest.param(["--user", "ana", "--all", "chat-1"], id="both"),
+            pytest.param(["chat-1"], id="no-user"),
+        ],
+    )
+    def test_needs_a_user_and_exactly_one_target(
+        self, argv: list[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert run(["sessions", "--store", "memory://", "delete", *argv], capsys)[0] == 2
+
+
+class TestSessionsPurge:
+    def test_purges_only_conversations_inactive_for_longer(
+        self,
+        store: tuple[str, SessionStore],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        url, opened = store
+        old = ConversationKey("carl", "ancient")
+        forty_days_ago = time.time() - 40 * 86400
+        with monkeypatch.context() as patch:
+            patch.setattr(time, "time", lambda: forty_days_ago)
+            opened.record(old, [Message("user", "long ago")])
+
+        code, out, _ = run(["sessions", "--store", url, "purge", "--older-than-days", "30"], capsys)
+
+        assert code == 0
+        assert out.startswith("Purged 1 conversation inactive since before ")
+        assert opened.load(old) == []
+        assert sorted(opened.users()) == ["ana", "ben"]
+
+    @pytest.mark.parametrize("days", ["0", "-3", "soon"])
+    def test_needs_a_positive_number_of_days(
+        self, days: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, _, err = run(
+            ["sessions", "--store", "memory://", "purge", "--older-than-days", days], capsys
+        )
+
+        assert code == 2
+        assert "1 or more" in err
+
+
+class TestDoctor:
+    @pytest.fixture
+    def store_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path / 'doctor.db'}"
+
+    def test_passes_when_helix_and_the_store_work(
+        self, fake_helix: FakeHelix, store_url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(["doctor", "--helix-url", fake_helix.url, "--store", store_url], capsys)
+
+        assert code == 0, out
+        assert "ok    Helix models: helix-consultant" in out
+        assert "ok    session store" in out
+        assert out.endswith("All checks passed.\n")
+        store = open_store(store_url)
+        assert store.users() == [], "the probe conversation was deleted"
+        store.close()
+
+    def test_reads_helix_base_url_from_the_environment(
+        self,
+        fake_helix: FakeHelix,
+        store_url: str,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        monkeypatch.setenv("HELIX_BASE_URL", fake_helix.url)
+
+        assert run(["doctor", "--store", store_url], capsys)[0] == 0
+
+    def test_a_helix_that_is_down_fails_and_names_helix_base_url(
+        self, store_url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url = f"http://127.0.0.1:{free_port()}"
+
+        code, out, _ = run(["doctor", "--helix-url", url, "--store", store_url], capsys)
+
+        assert code == 1
+        assert "FAIL  Helix:" in out
+        fix = next(line for line in out.splitlines() if line.strip().startswith("fix:"))
+        assert "HELIX_BASE_URL" in fix
+        assert "ok    session store" in out
+        assert out.endswith("1 of 2 checks failed.\n")
+
+    def test_a_missing_api_key_names_the_variable_to_set(
+        self, store_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.delenv("MY_HELIX_KEY", raising=False)
+        with FakeHelix(api_key="k-123") as helix:
+            argv = ["doctor", "--helix-url", helix.url, "--store", store_url]
+            failed = run([*argv, "--api-key-env", "MY_HELIX_KEY"], capsys)
+            monkeypatch.setenv("MY_HELIX_KEY", "k-123")
+            passed = run([*argv, "--api-key-env", "MY_HELIX_KEY"], capsys)
+
+        assert failed[0] == 1
+        assert "fix: put Helix's API key in the environment variable MY_HELIX_KEY" in failed[1]
+        assert passed[0] == 0, passed[1]
+        assert "k-123" not in failed[1] + passed[1]
+
+    def test_a_store_it_cannot_write_fails_and_names_session_store_url(
+        self, fake_helix: FakeHelix, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a folder", encoding="utf-8")
+        url = f"sqlite:///{blocker / 'sessions.db'}"
+
+        code, out, _ = run(["doctor", "--helix-url", fake_helix.url, "--store", url], capsys)
+
+        assert code == 1
+        assert "FAIL  session store" in out
+        assert "SESSION_STORE_URL" in out
+
+
+class UploadServer:
+    """A stand-in for the Pipelines server's ``POST /pipelines/upload``, keeping what it got."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        self.uploads: list[tuple[str | None, bytes]] = []
+        self.problems: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path != "/pipelines/upload":
+                    owner.problems.append(f"path {self.path}")
+                    self.answer(404, {"detail": "Not Found"})
+                elif self.headers.get("Authorization") != f"Bearer {owner.api_key}":
+                    self.answer(401, {"detail": "Invalid API key"})
+                else:
+                    fields = form_fields(self.headers["Content-Type"], body)
+                    if set(fields) != {"file"}:
+                        owner.problems.append(f"fields {sorted(fields)}")
+                    owner.uploads.extend(fields.values())
+                    self.answer(200, {"status": True, "detail": "Pipeline uploaded successfully"})
+
+            def answer(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> UploadServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def form_fields(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """A multipart/form-data body's fields: name -> (file name, content)."""
+    head = f"Content-Type: {content_type}\r\n\r\n".encode()
+    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return fields
+
+
+class TestInstall:
+    def test_the_shipped_files_are_the_repositorys_pipeline_files(self) -> None:
+        files = pipeline_files()
+
+        assert sorted(files) == PIPELINE_NAMES
+        for name, data in files.items():
+            assert data == (ROOT / "pipelines" / name).read_bytes()
+
+    def test_copies_both_files_into_a_pipelines_folder(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        folder = tmp_path / "pipelines-dir" / "new"
+
+        code, out, _ = run(["install", str(folder)], capsys)
+
+        assert code == 0
+        assert sorted(p.name for p in folder.iterdir()) == PIPELINE_NAMES
+        for name in PIPELINE_NAMES:
+            assert (folder / name).read_bytes() == (ROOT / "pipelines" / name).read_bytes()
+            assert f"Installed {folder / name}" in out
+
+    def test_a_folder_it_cannot_write_fails_in_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("x", encoding="utf-8")
+
+        code, _, err = run(["install", str(blocker / "pipelines")], capsys)
+
+        assert code == 1
+        assert "PIPELINES_DIR" in err and err.count("\n") == 1
+
+    def test_uploads_both_files_as_the_file_field_with_the_bearer_key(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("PIPELINES_API_KEY", "pipe-key-1")
+        with UploadServer("pipe-key-1") as server:
+            code, out, err = run(["install", "--url", server.url + "/"], capsys)
+
+        assert code == 0, err
+        assert server.problems == []
+        assert server.uploads == [
+            (name, (ROOT / "pipelines" / name).read_bytes()) for name in PIPELINE_NAMES
+        ]
+        assert out.count("Pipeline uploaded successfully") == 2
+        assert "pipe-key-1" not in out + err
+
+    def test_a_refused_key_names_the_variable_and_never_shows_it(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("OTHER_KEY", "wrong-key")
+        with UploadServer("right-key") as server:
+            code, out, err = run(
+                ["install", "--url", server.url, "--api-key-env", "OTHER_KEY"], capsys
+            )
+
+        assert code == 1
+        assert "OTHER_KEY" in err and "401" in err
+        assert "wrong-key" not in out + err
+        assert server.uploads == []
+
+    def test_a_missing_key_names_the_variable(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.delenv("PIPELINES_API_KEY", raising=False)
+
+        code, _, err = run(["install", "--url", "http://127.0.0.1:9099"], capsys)
+
+        assert code == 1
+        assert "PIPELINES_API_KEY" in err
+
+    def test_an_unreachable_server_fails_in_one_line(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("PIPELINES_API_KEY", "k")
+
+        code, _, err = run(["install", "--url", f"http://127.0.0.1:{free_port()}"], capsys)
+
+        assert code == 1
+        assert "cannot reach the Pipelines server" in err and err.count("\n") == 1
+
+    def test_a_folder_and_a_url_together_are_a_usage_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert run(["install", str(tmp_path), "--url", "http://x"], capsys)[0] == 2
+
+    @pytest.mark.slow
+    def test_a_built_wheel_carries_the_pipeline_files(self, tmp_path: Path) -> None:
+        source = tmp_path / "src"
+        shutil.copytree(
+            ROOT,
+            source,
+            symlinks=True,
+            ignore=shutil.ignore_patterns(
+                ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "*.db"
+            ),
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                str(source),
+                "-w",
+                str(tmp_path / "dist"),
+                "--no-deps",
+                "-q",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        (wheel,) = (tmp_path / "dist").glob("helix_pipeline-*.whl")
+
+        with zipfile.ZipFile(wheel) as archive:
+            for name in PIPELINE_NAMES:
+                shipped = archive.read(f"helix_pipeline/pipelines/{name}")
+                assert shipped == (ROOT / "pipelines" / name).read_bytes()
+            entry_points = archive.read(
+                f"helix_pipeline-{helix_pipeline.__version__}.dist-info/entry_points.txt"
+            ).decode()
+        assert "helix-pipeline = helix_pipeline.cli:main" in entry_points
+
+
+class TestReadableOutput:
+    @pytest.mark.parametrize(
+        ("text", "shown"),
+        [
+            pytest.param("plain answer", "plain answer", id="plain"),
+            pytest.param("\n\n  first\nsecond", "first", id="first-non-empty-line"),
+            pytest.param(
+                "[Starte Claude Code...]\n\n---\n\n<!-- STEP: a -->\nThe answer.",
+                "The answer.",
+                id="helix-notice-and-markers",
+            ),
+            pytest.param("x" * 100, "x" * 71 + "…", id="long"),
+        ],
+    )
+    def test_a_preview_is_the_first_line_worth_reading(self, text: str, shown: str) -> None:
+        assert preview(text) == shown
+
+    @pytest.mark.parametrize(
+        ("count", "noun", "text"),
+        [
+            pytest.param(1, "message", "1 message", id="one"),
+            pytest.param(0, "message", "0 messages", id="none"),
+            pytest.param(2, "branch", "2 branches", id="branches"),
+        ],
+    )
+    def test_counts_read_as_english(self, count: int, noun: str, text: str) -> None:
+        assert plural(count, noun) == text
