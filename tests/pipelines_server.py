@@ -383,6 +383,8 @@ RECORDED_USER_ID = "55add4cf-2ad0-40f4-9334-c6eb6d9eacf1"
 """The user of every recorded run (``Capture Admin``)."""
 PIPE_BODY_DROPPED = ("metadata", "features", "tool_ids")
 """Keys of the inlet's answer that Open WebUI does not send on to ``/chat/completions``."""
+TITLE_MAX_TOKENS = 1000
+"""What Open WebUI adds to a title task's body after the inlet (``run1 pipe.jsonl`` line 1)."""
 
 
 def recorded(path: str, chat_id: str) -> list[dict[str, Any]]:
@@ -474,11 +476,13 @@ class OpenWebUI:
         body: dict[str, Any] = rewrite(record["body"], self.replacements)
         return body
 
-    def pipe_body(self, inlet_answer: Mapping[str, Any], *, task: bool) -> dict[str, Any]:
+    def pipe_body(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> dict[str, Any]:
         """What Open WebUI posts to ``/chat/completions`` after the inlet answered."""
         body = {k: v for k, v in inlet_answer.items() if k not in PIPE_BODY_DROPPED}
         if not task:
             body["tools"] = recorded_tools()
+        elif task == "title_generation":
+            body["max_tokens"] = TITLE_MAX_TOKENS
         body["user"] = {key: self.user[key] for key in ("name", "id", "email", "role")}
         return body
 
@@ -493,7 +497,7 @@ class OpenWebUI:
             "X-OpenWebUI-Chat-Id": chat_id,
         }
 
-    def answer(self, inlet_answer: Mapping[str, Any], *, task: bool) -> ChatReply:
+    def answer(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> ChatReply:
         """Get the model's answer for the body the inlet returned (the Pipelines pipe here)."""
         chat_id = str((inlet_answer.get("metadata") or {}).get("chat_id") or "")
         return self.server.chat(
@@ -519,7 +523,7 @@ class OpenWebUI:
             returned = body
             for hook_owner in self.chain:
                 returned = self.server.inlet(hook_owner, returned, self.user)
-            reply = self.answer(returned, task=bool(task))
+            reply = self.answer(returned, task=task)
             if reply.status_code != 200:
                 raise PipelinesServerError(f"the answer failed: {reply.raw[:500]}")
             if not task:

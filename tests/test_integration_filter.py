@@ -22,14 +22,12 @@ from helix_pipeline.testing import FakeHelix
 
 from .conftest import load_fixture
 from .pipelines_server import (
-    PIPE_BODY_DROPPED,
     PIPELINES,
     ChatReply,
     OpenWebUI,
     PipelinesServer,
     parse_sse,
     recorded,
-    recorded_tools,
     rewrite,
 )
 
@@ -54,10 +52,9 @@ class OpenWebUIWithHelixConnection(OpenWebUI):
         super().__init__(*args, **kwargs)
         self.helix = helix
 
-    def answer(self, inlet_answer: Mapping[str, Any], *, task: bool) -> ChatReply:
-        body = {k: v for k, v in inlet_answer.items() if k not in PIPE_BODY_DROPPED}
-        if not task:
-            body["tools"] = recorded_tools()
+    def answer(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> ChatReply:
+        body = self.pipe_body(inlet_answer, task=task)
+        del body["user"]  # sent to a pipe, not to an OpenAI connection (recorded backend.jsonl)
         chat_id = str(inlet_answer["metadata"].get("chat_id") or "")
         response = requests.post(
             f"{self.helix.url}/v1/chat/completions",
@@ -170,7 +167,7 @@ def plain_api_turn(
 ) -> tuple[dict[str, Any], dict[str, Any], str]:
     sent, returned = plain_api_inlet(server, user, chat_id, text)
     ui = open_webui(server, helix, user, chat_id)
-    reply = ui.answer(returned, task=False).content
+    reply = ui.answer(returned, task=None).content
     plain_api_outlet(server, user, chat_id, text, reply)
     return sent, returned, reply
 
@@ -357,3 +354,25 @@ class TestBesideTheHelixPipe:
         last = [e for e in exchanges if e.hook == "outlet"][-1].sent["messages"]
         assert len(branches) == 1
         assert [m.message_id for m in branches[0]] == [m["id"] for m in last]
+
+
+class TestHistoryToggle:
+    def test_history_off_leaves_the_body_alone_until_it_is_on_again(
+        self, server: PipelinesServer, helix: FakeHelix
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        plain_api_turn(server, helix, user, chat_id, "My name is Ana.")
+        try:
+            server.update_valves(FILTER, {"HISTORY_ENABLED": False})
+            sent, returned = plain_api_inlet(server, user, chat_id, "What is my name?")
+            assert returned == sent
+        finally:
+            server.update_valves(FILTER, {})
+
+        sent, returned = plain_api_inlet(server, user, chat_id, "What is my name?")
+
+        assert [m["content"] for m in returned["messages"]][::2] == [
+            "My name is Ana.",
+            "What is my name?",
+        ]
+        assert server.valves(FILTER)["pipelines"] == ["*"], "an update resets omitted valves"

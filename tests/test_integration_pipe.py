@@ -152,7 +152,7 @@ def plain_api_turn(server: PipelinesServer, user: dict[str, Any], chat_id: str, 
     body["messages"] = [{"role": "user", "content": text}]
     ui = open_webui(server, user, chat_id)
     answered = server.inlet(MODEL, body, user)
-    reply = ui.answer(answered, task=False)
+    reply = ui.answer(answered, task=None)
     outlet = load_fixture("openwebui-0.12.4/examples/22_plain_api_outlet_no_chat.json")
     out = rewrite(outlet["body"], {"helix-test": MODEL})
     out["chat_id"] = chat_id
@@ -174,6 +174,16 @@ class TestModels:
 
     def test_models_are_refused_without_the_bearer_key(self, server: PipelinesServer) -> None:
         assert server.request("GET", "/models", auth=False).status_code in (401, 403)
+
+    def test_the_models_valve_is_only_a_fallback_for_when_helix_cannot_be_asked(
+        self, server: PipelinesServer, valves: Callable[..., dict[str, Any]]
+    ) -> None:
+        valves(HELIX_MODELS="fallback-model")
+        assert [m["id"] for m in server.models()] == [MODEL]
+
+        valves(HELIX_MODELS="fallback-model", HELIX_BASE_URL=f"http://127.0.0.1:{free_port()}")
+
+        assert [m["id"] for m in server.models()] == ["helix.fallback-model"]
 
 
 class TestThreeTurnChat:
@@ -259,6 +269,7 @@ class TestBackgroundTasks:
             assert [request.header(h) for h in CONVERSATION_HEADERS] == [None, None]
             assert request.body["stream"] is False
             assert set(request.body) <= ALLOWED_KEYS
+        assert tasks[0].body["max_tokens"] == 1000  # the title task's, forwarded
         assert not any(text.startswith("###") for _, text in stored(sessions, user, chat_id))
 
     def test_the_skip_valve_answers_tasks_locally_without_calling_helix(
@@ -458,11 +469,13 @@ class TestHelixFailures:
             helix.fail_next(failure)
         user, chat_id = new_user(), str(uuid.uuid4())
         ui = open_webui(server, user, chat_id)
+        mark = server.log_mark()
 
         exchanges = ui.replay(A[1:2], stream=stream)
 
         reply = exchanges[0].reply
         assert reply is not None
+        assert f"Helix failed for conversation {chat_id}" in server.log(mark)
         assert reply.status_code == 200
         assert reply.done
         assert reply.finish_reason == "stop"
@@ -515,6 +528,31 @@ class TestHelixFailures:
         assert not any("⚠️" in m["content"] for m in after)
         assert not any("⚠️" in text for _, text in stored(sessions, user, chat_id))
         assert [role for role, _ in stored(sessions, user, chat_id)][-2:] == ["user", "assistant"]
+
+    def test_a_wrong_api_key_is_named_but_never_shown(
+        self,
+        server: PipelinesServer,
+        helix: FakeHelix,
+        valves: Callable[..., dict[str, Any]],
+    ) -> None:
+        helix.api_key = "right-key-5b1e"
+        try:
+            valves(HELIX_API_KEY="wrong-key-9c4d")
+            mark = server.log_mark()
+            ui = open_webui(server, new_user(), str(uuid.uuid4()))
+            reply = ui.replay(A[1:2])[0].reply
+            valves(HELIX_API_KEY="right-key-5b1e")
+            answered = ui.replay(A[1:2])[0].reply
+        finally:
+            helix.api_key = None
+
+        assert reply is not None
+        assert "HELIX_API_KEY" in reply.content
+        assert "wrong-key-9c4d" not in reply.content
+        assert "wrong-key-9c4d" not in server.log(mark)
+        assert answered is not None
+        assert "Helix reply #1" in answered.content
+        assert helix.chat_requests[-1].header("Authorization") == "Bearer right-key-5b1e"
 
 
 class TestConcurrency:
