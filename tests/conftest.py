@@ -11,7 +11,13 @@ import pytest
 
 from helix_pipeline.stores import SessionStore, open_store
 
-from .store_servers import ENGINES, postgres_server, redis_server, store_url  # noqa: F401
+from .store_servers import (  # noqa: F401  (session fixtures)
+    ENGINES,
+    postgres_server,
+    redis_cluster_server,
+    redis_server,
+    store_url,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

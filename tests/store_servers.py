@@ -1,13 +1,15 @@
 """Store URLs for the contract suite: one per engine, on throwaway servers where one is needed.
 
-Memory and SQLite need nothing. Redis and PostgreSQL are started once per session on free loopback
-ports when their binaries are installed (``.ci/install-services`` installs them), else taken from
-``HELIX_TEST_REDIS_URL`` / ``HELIX_TEST_POSTGRES_URL`` (that database is flushed by the tests!),
-else the test is skipped with the reason. Every test gets an empty store: Redis is flushed, and
-PostgreSQL gets a new schema.
+Memory and SQLite need nothing. Redis (standalone, and a one-node Redis Cluster) and PostgreSQL
+are started once per session on free loopback ports when their binaries are installed
+(``.ci/install-services`` installs them), else taken from ``HELIX_TEST_REDIS_URL``,
+``HELIX_TEST_REDIS_CLUSTER_URL`` and ``HELIX_TEST_POSTGRES_URL`` (those databases are flushed by
+the tests!), else the test is skipped with the reason. Every test gets an empty store: Redis is
+flushed, and PostgreSQL gets a new schema.
 
 Other tests reuse :func:`running_redis` / :func:`running_postgres` (a private server of their own,
-which they may stop and start) or the session fixtures ``redis_server`` / ``postgres_server``.
+which they may stop and start) or the session fixtures ``redis_server``,
+``redis_cluster_server`` and ``postgres_server``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from urllib.parse import quote
 
 import pytest
 
-ENGINES = ("memory", "sqlite", "redis", "postgres")
+ENGINES = ("memory", "sqlite", "redis", "redis-cluster", "postgres")
 
 REDIS_URL_ENV = "HELIX_TEST_REDIS_URL"
+REDIS_CLUSTER_URL_ENV = "HELIX_TEST_REDIS_CLUSTER_URL"
 POSTGRES_URL_ENV = "HELIX_TEST_POSTGRES_URL"
 POSTGRES_PASSWORD = "helix-test-secret"
 """The password of our own cluster's ``postgres`` user: TCP logins need it, so tests can check
@@ -48,6 +51,10 @@ def store_url(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> st
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         redis_server.flush()
         return redis_server.url
+    if engine == "redis-cluster":
+        cluster: RedisServer = request.getfixturevalue("redis_cluster_server")
+        cluster.flush()
+        return cluster.url
     if engine == "postgres":
         postgres_server: PostgresServer = request.getfixturevalue("postgres_server")
         return postgres_server.fresh_url()
@@ -73,48 +80,99 @@ def _wait_for_port(port: int, what: str) -> None:
 
 
 class RedisServer:
-    """A redis-server of our own on a loopback port (or an external one, which cannot restart)."""
+    """A redis-server of our own on a loopback port (or an external one, which cannot restart).
 
-    def __init__(self, url: str, *, port: int | None = None, directory: Path | None = None):
+    With ``cluster=True`` it is a one-node Redis Cluster holding every slot, and :attr:`url`
+    carries ``?cluster=true``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        port: int | None = None,
+        directory: Path | None = None,
+        cluster: bool = False,
+    ):
         self.url = url
         self.port = port
         self.directory = directory
+        self.cluster = cluster
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def restartable(self) -> bool:
         return self.port is not None
 
+    @property
+    def address(self) -> str:
+        """:attr:`url` without our own query parameters, for redis-py itself."""
+        return self.url.split("?", 1)[0]
+
     def start(self) -> None:
         """Start the server (again, on the same port, empty: nothing is saved)."""
         if self.port is None or self.directory is None:
-            pytest.skip(f"the Redis server from {REDIS_URL_ENV} cannot be started or stopped")
+            pytest.skip("an external Redis server cannot be started or stopped")
         binary = shutil.which("redis-server")
         assert binary is not None
+        cluster_options = (
+            (
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self.directory / "nodes.conf"),
+            )
+            if self.cluster
+            else ()
+        )
         self._process = subprocess.Popen(
             [
                 binary,
                 *("--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
+                *cluster_options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         _wait_for_port(self.port, "redis-server")
+        if self.cluster:
+            self._wait_for_cluster()
+
+    def _wait_for_cluster(self) -> None:
+        redis = pytest.importorskip("redis", reason="pip install helix-pipeline[redis]")
+        client = redis.Redis.from_url(self.address)
+        try:
+            if not int(client.cluster("info")["cluster_slots_assigned"]):
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            deadline = time.monotonic() + _STARTUP_S
+            while client.cluster("info")["cluster_state"] != "ok":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the one-node Redis Cluster did not become ready")
+                time.sleep(0.05)
+        finally:
+            client.close()
 
     def stop(self) -> None:
         """Stop the server; clients see their connections refused until :meth:`start`."""
         if self.port is None:
-            pytest.skip(f"the Redis server from {REDIS_URL_ENV} cannot be started or stopped")
+            pytest.skip("an external Redis server cannot be started or stopped")
         if self._process is not None:
             self._process.terminate()
             self._process.wait(timeout=10)
             self._process = None
 
     def flush(self) -> None:
-        """Empty the database of :attr:`url`."""
+        """Empty the database of :attr:`url` (every primary's, on a cluster)."""
         redis = pytest.importorskip("redis", reason="pip install helix-pipeline[redis]")
-        client = redis.Redis.from_url(self.url)
+        if self.cluster:
+            cluster = redis.cluster.RedisCluster.from_url(self.address)
+            try:
+                cluster.flushdb(target_nodes=cluster.PRIMARIES)
+            finally:
+                cluster.close()
+            return
+        client = redis.Redis.from_url(self.address)
         try:
             client.flushdb()
         finally:
@@ -122,17 +180,26 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis() -> Iterator[RedisServer]:
-    """A throwaway Redis: our own redis-server, else ``HELIX_TEST_REDIS_URL``, else a skip."""
+def running_redis(*, cluster: bool = False) -> Iterator[RedisServer]:
+    """A throwaway Redis: our own redis-server, else the environment's URL, else a skip.
+
+    The environment variable is ``HELIX_TEST_REDIS_URL``, or ``HELIX_TEST_REDIS_CLUSTER_URL``
+    (any node of a cluster) with ``cluster=True``.
+    """
     if shutil.which("redis-server") is None:
-        external = os.environ.get(REDIS_URL_ENV)
+        variable = REDIS_CLUSTER_URL_ENV if cluster else REDIS_URL_ENV
+        external = os.environ.get(variable)
         if not external:
-            pytest.skip(f"redis-server is not installed and {REDIS_URL_ENV} is not set")
-        yield RedisServer(external)
+            pytest.skip(f"redis-server is not installed and {variable} is not set")
+        query = "?cluster=true" if cluster else ""
+        yield RedisServer(external + query, cluster=cluster)
         return
     directory = Path(tempfile.mkdtemp(prefix="helix-redis-"))
     port = free_port()
-    server = RedisServer(f"redis://127.0.0.1:{port}/0", port=port, directory=directory)
+    query = "?cluster=true" if cluster else ""
+    server = RedisServer(
+        f"redis://127.0.0.1:{port}/0{query}", port=port, directory=directory, cluster=cluster
+    )
     try:
         server.start()
         yield server
@@ -262,6 +329,13 @@ def running_postgres() -> Iterator[PostgresServer]:
 def redis_server() -> Iterator[RedisServer]:
     """One Redis for the whole session; tests flush it, and must not stop it."""
     with running_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server() -> Iterator[RedisServer]:
+    """One one-node Redis Cluster for the whole session; tests flush it, and must not stop it."""
+    with running_redis(cluster=True) as server:
         yield server
 
 

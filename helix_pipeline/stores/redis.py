@@ -19,7 +19,8 @@ one ``LRANGE``. The index keys share the tag ``{idx}`` and change through small 
 the conversation's own transaction. The index may briefly list a conversation that is gone (it is
 skipped and cleaned up when read); a process killed between the two steps leaves a conversation
 unlisted until its next turn or its expiry. Every key expires ``ttl_days`` after the last change
-(``?ttl_days=``, ``0`` keeps them forever).
+(``?ttl_days=``, ``0`` keeps them forever). Needs Redis 6.2 or newer; ``?cluster=true`` for a
+Redis Cluster.
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ return 1
 """
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_RESPONSE_HINTS = (
+    # (words in Redis's answer, unavailable?, what to do)
+    ("OOM", False, "Redis is out of memory: raise its maxmemory, or lower ttl_days"),
+    ("READONLY", True, "SESSION_STORE_URL names a read-only replica: point it at the primary"),
+    ("DB index is out of range", True, "use a database number the server has (/0 to /15)"),
+    ("MOVED", True, "SESSION_STORE_URL names a Redis Cluster node: add ?cluster=true"),
+)
+
+
 def _import_redis() -> Any:
     try:
         import redis
@@ -98,10 +109,13 @@ class RedisStore:
         *,
         ttl_days: float = DEFAULT_TTL_DAYS,
         prefix: str = "helix",
+        cluster: bool = False,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         command_timeout: float = COMMAND_TIMEOUT_S,
     ) -> None:
         """Connect to the Redis server at ``url`` (no ``ttl_days``/``prefix`` in its query).
+
+        ``cluster=True`` talks to a Redis Cluster, ``url`` naming any of its nodes.
 
         Raises :class:`ConfigError` when the redis package is missing or a setting is invalid,
         :class:`StoreUnavailable` when the server cannot be reached.
@@ -116,26 +130,31 @@ class RedisStore:
         self.prefix = prefix
         self._password = urlsplit(url).password
         self._errors = redis.exceptions
-        try:
-            self._client: Any = redis.Redis.from_url(
-                url,
-                socket_connect_timeout=connect_timeout,
-                socket_timeout=command_timeout,
-                retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
-            )
-        except (ValueError, TypeError) as exc:
-            raise _url_error(url, "Redis cannot read it") from exc
+        client_class = redis.cluster.RedisCluster if cluster else redis.Redis
+        with self._translated("connecting"):
+            try:
+                # One quick retry without back-off: a connection a server restart cut is replaced
+                # at once, and a server that is down is reported at once.
+                self._client: Any = client_class.from_url(
+                    url,
+                    socket_connect_timeout=connect_timeout,
+                    socket_timeout=command_timeout,
+                    retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+                )
+                self._client.ping()
+            except (ValueError, TypeError) as exc:
+                # redis-py hands unknown URL parameters on to its connections: a TypeError.
+                raise _url_error(url, f"redis-py cannot use it ({exc})") from exc
         self._index = self._client.register_script(_INDEX_SCRIPT)
         self._unindex = self._client.register_script(_UNINDEX_SCRIPT)
-        with self._translated("connecting"):
-            self._client.ping()
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
         """Open ``redis://[:password@]host:port/db`` or ``rediss://...`` (TLS).
 
-        Query parameters of our own: ``ttl_days`` (default 30, ``0`` = never expire) and
-        ``prefix`` (default ``helix``); any other is passed on to redis-py.
+        Query parameters of our own: ``ttl_days`` (default 30, ``0`` = never expire),
+        ``prefix`` (default ``helix``) and ``cluster`` (``true`` for Redis Cluster); any other
+        is passed on to redis-py.
         """
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("redis", "rediss"):
@@ -150,6 +169,10 @@ class RedisStore:
                     options["ttl_days"] = -1.0
             elif name == "prefix":
                 options["prefix"] = value
+            elif name == "cluster":
+                if value.lower() not in _BOOLEANS:
+                    raise _url_error(url, "cluster must be true or false")
+                options["cluster"] = _BOOLEANS[value.lower()]
             else:
                 rest.append((name, value))
         return cls(urlunsplit(parts._replace(query=urlencode(rest))), **options)
@@ -163,7 +186,10 @@ class RedisStore:
         self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
     ) -> RecordResult:
         meta_key, active_key = self._meta_key(key), self._active_key(key)
-        with self._translated("recording a turn", key), self._client.pipeline() as pipe:
+        with (
+            self._translated("recording a turn", key),
+            self._client.pipeline(transaction=True) as pipe,
+        ):
             for _attempt in range(_MAX_ATTEMPTS):
                 try:
                     pipe.watch(meta_key)
@@ -185,7 +211,11 @@ class RedisStore:
                         active[position] = active[position].with_id(message_id)
                         pipe.lset(active_key, position, _encode_message(active[position]))
                     if plan.fork_at is not None:
-                        pipe.rename(active_key, self._branch_key(key, branches - 1))
+                        # Not pipe.rename(): redis-py blocks that name in cluster pipelines, as
+                        # keys may be in two slots; ours share one hash tag.
+                        pipe.execute_command(
+                            "RENAME", active_key, self._branch_key(key, branches - 1)
+                        )
                         new_active = [*active[: plan.fork_at], *stamped]
                         pipe.rpush(active_key, *map(_encode_message, new_active))
                         branches += 1
@@ -309,7 +339,7 @@ class RedisStore:
         A conversation that is gone but still indexed under ``index_token`` leaves the index.
         """
         meta_key = self._meta_key(key)
-        with self._client.pipeline() as pipe:
+        with self._client.pipeline(transaction=True) as pipe:
             for _attempt in range(_MAX_ATTEMPTS):
                 try:
                     pipe.watch(meta_key)
@@ -384,26 +414,39 @@ class RedisStore:
         """The one place that turns redis-py errors into :class:`StoreError`."""
         try:
             yield
-        except self._errors.RedisError as exc:
+        except (self._errors.RedisError, self._errors.RedisClusterException) as exc:
             detail = str(exc)
             if self._password:
                 detail = detail.replace(self._password, "***")
-            conversation_id = key.conversation_id if key is not None else None
             where = f"The Redis session store {self.url} failed while {doing} ({detail})"
-            if isinstance(exc, self._errors.AuthenticationError):
-                raise StoreUnavailable(
-                    f"{where}: check the user name and password in SESSION_STORE_URL",
-                    store=self.url,
-                    conversation_id=conversation_id,
-                ) from exc
-            if isinstance(exc, (self._errors.ConnectionError, self._errors.TimeoutError)):
-                raise StoreUnavailable(
-                    f"{where}: check that Redis is running and reachable at the host and port "
-                    "of SESSION_STORE_URL",
-                    store=self.url,
-                    conversation_id=conversation_id,
-                ) from exc
-            raise StoreError(where, store=self.url, conversation_id=conversation_id) from exc
+            unavailable, hint = self._hint(exc, detail)
+            error = StoreUnavailable if unavailable else StoreError
+            raise error(
+                f"{where}: {hint}" if hint else where,
+                store=self.url,
+                conversation_id=key.conversation_id if key is not None else None,
+            ) from exc
+        except TypeError as exc:  # redis-py passes unknown URL parameters on to its connections
+            raise _url_error(
+                self.url, f"Redis does not know one of its parameters ({exc})"
+            ) from exc
+
+    def _hint(self, exc: Exception, detail: str) -> tuple[bool, str]:
+        """Whether ``exc`` means Redis cannot be used at all, and what to check."""
+        errors = self._errors
+        if isinstance(exc, errors.AuthenticationError):
+            return True, "check the user name and password in SESSION_STORE_URL"
+        if isinstance(exc, (errors.ConnectionError, errors.TimeoutError)) or (
+            isinstance(exc, errors.RedisClusterException) and "connect" in detail
+        ):
+            return True, (
+                "check that Redis is running and reachable at the host and port of "
+                "SESSION_STORE_URL (and that rediss:// is used exactly when it expects TLS)"
+            )
+        for words, unavailable, hint in _RESPONSE_HINTS:
+            if words in detail:
+                return unavailable, hint
+        return False, ""
 
 
 def _bytes(text: str) -> bytes:
