@@ -113,12 +113,13 @@ class HelixClient:
         backoff_base: float = 0.2,
         backoff_max: float = 5.0,
         retry_after_max: float = 30.0,
-        completion_timeout: float = 660.0,
+        completion_timeout: float | None = None,
     ) -> None:
         """``read_timeout`` is an idle timeout: the longest silence between two bytes, not the
         length of the whole answer (Helix may work for 600 s, sending a heartbeat every 10 s).
-        A non-streaming answer comes in one piece when Helix is done, so :meth:`complete` waits
-        ``max(read_timeout, completion_timeout)`` for it (Helix's own limit is 600 s)."""
+        A non-streaming answer comes in one piece when Helix is done (Helix allows itself 600 s),
+        with no heartbeat: give ``completion_timeout`` (e.g. 660) to let :meth:`complete` wait
+        ``max(read_timeout, completion_timeout)`` for it."""
         self.base_url = _normalise_base_url(base_url)
         self.api_key = api_key or None
         self.conversation_headers = tuple(h.strip() for h in conversation_headers if h.strip())
@@ -202,7 +203,7 @@ class HelixClient:
         starts with ``Fehler:`` is Helix's own error and raises :class:`BackendError`.
         """
         body = {**payload, "stream": False}
-        waited = max(self.read_timeout, self.completion_timeout)
+        waited = max(self.read_timeout, self.completion_timeout or 0.0)
         response = self._send("POST", "/v1/chat/completions", body, conversation_id, waited)
         with response:
             if _is_event_stream(response):
