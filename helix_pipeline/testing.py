@@ -37,7 +37,19 @@ from pydantic import BaseModel, Field, ValidationError
 
 from .conversation import helix_session_id
 
-__all__ = ["FakeHelix", "Fault", "HelixSession", "RecordedRequest", "main"]
+__all__ = [
+    "FIRST_CHUNK",
+    "MODEL_ID",
+    "SEPARATOR",
+    "FakeHelix",
+    "Fault",
+    "HelixSession",
+    "RecordedRequest",
+    "adr029_stable_session_id",
+    "helix_rejection",
+    "main",
+    "validation_errors",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +64,11 @@ _HEADER_BY_MODE: dict[str, str] = {"current": "X-OpenWebUI-Chat-Id", "adr029": "
 
 
 class Fault(str, Enum):
-    """Ways the next chat completion can fail (see :attr:`FakeHelix.fault`, :meth:`fail_next`)."""
+    """Ways a chat completion can fail (:attr:`FakeHelix.fault`, :meth:`FakeHelix.fail_next`).
+
+    Faults apply to ``POST /v1/chat/completions`` only; stream faults (drop, stall, no [DONE],
+    malformed chunk, error in stream) act on stream requests, and drop/stall on plain ones too.
+    """
 
     NONE = "none"
     DISCONNECT = "disconnect"  # close the connection without any answer
@@ -104,7 +120,15 @@ Reply = Callable[[list[dict[str, Any]]], str]
 class FakeHelix:
     """A Helix look-alike on a background thread; a context manager (``with FakeHelix() as h``).
 
-    Every attribute below may be changed while the server runs (per test).
+    Every option is also an attribute that a test may change while the server runs:
+    ``header_mode`` (``"current"`` reads X-OpenWebUI-Chat-Id and starts a random session without
+    it; ``"adr029"`` reads X-Conversation-ID and falls back to a hash of the first user message),
+    ``api_key`` (require ``Authorization: Bearer <key>``), ``reply`` (``messages -> text``, else
+    ``Helix reply #<turn> to: <last user message[:60]>`` plus a STEP marker), ``heartbeats`` and
+    ``heartbeat_interval`` (``.`` chunks after the first), ``chunk_delay`` (between words),
+    ``fault`` / ``fault_delay`` / ``retry_after`` / ``fehler_text``, ``chunked`` (False: an
+    HTTP/1.0-style stream that ends by closing) and ``hold`` (an Event each stream waits for
+    after its first chunk, up to 10 s).
     """
 
     def __init__(
