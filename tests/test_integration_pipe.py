@@ -8,6 +8,7 @@ Each turn goes inlet -> ``/chat/completions`` -> outlet over HTTP with the recor
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -252,6 +253,90 @@ class TestThreeTurnChat:
         assert added == {"helix_conversation"}
         assert {k: v for k, v in inlet.returned.items() if k not in added} == inlet.sent
         assert outlet.returned == outlet.sent
+
+
+class TestWhatOpenWebUISends:
+    def test_an_image_message_and_a_system_prompt_reach_helix_as_text_and_are_not_stored(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+        body = ui.prepare(A[1])
+        body["messages"] = [
+            {"role": "system", "content": "You are Helix."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is on this picture?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                    },
+                ],
+            },
+        ]
+
+        reply = ui.answer(server.inlet(MODEL, body, user), task=None)
+
+        assert reply.done
+        assert helix.chat_requests[-1].body["messages"] == [
+            {"role": "system", "content": "You are Helix."},
+            {"role": "user", "content": "What is on this picture?\n[image]"},
+        ]
+        assert [role for role, _ in stored(sessions, user, chat_id)] == ["user", "assistant"]
+
+    def test_a_chat_id_that_is_not_ascii_travels_in_a_safe_header_and_keeps_its_history(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), "chät-ü-1"
+        ui = open_webui(server, user, chat_id)
+
+        ui.replay(A[1:3] + A[5:7])
+
+        headers = {r.header("X-OpenWebUI-Chat-Id") for r in turns_to_helix(helix)}
+        assert headers == {"ch%C3%A4t-%C3%BC-1"}
+        assert len(stored(sessions, user, chat_id)) == 4
+
+    def test_the_answer_streams_through_the_server_while_helix_is_still_writing(
+        self, server: PipelinesServer, helix: FakeHelix
+    ) -> None:
+        ui = open_webui(server, new_user(), str(uuid.uuid4()))
+        answered = server.inlet(MODEL, ui.prepare(A[1]), ui.user)
+        helix.hold = threading.Event()
+        try:
+            response = server.request(
+                "POST",
+                "/chat/completions",
+                json_body=ui.pipe_body(answered, task=None),
+                stream=True,
+            )
+            with response:
+                lines = response.iter_lines(decode_unicode=True)
+                first = next(line for line in lines if line)
+                assert helix.streams_completed == 0
+                helix.hold.set()
+                rest = [line for line in lines if line]
+        finally:
+            helix.hold.set()
+            helix.hold = None
+
+        assert "[Starte Claude Code...]" in first
+        assert rest[-1] == "data: [DONE]"
+
+
+class TestValves:
+    def test_an_invalid_valve_is_refused_and_the_old_valves_stay(
+        self, server: PipelinesServer, helix: FakeHelix
+    ) -> None:
+        response = server.request(
+            "POST", "/helix/valves/update", json_body={"HELIX_BASE_URL": "ftp://nowhere"}
+        )
+
+        assert response.status_code == 500
+        assert "HELIX_BASE_URL must be an http:// or https:// URL" in response.text
+        assert server.valves("helix")["HELIX_BASE_URL"] == helix.url
+        ui = open_webui(server, new_user(), str(uuid.uuid4()))
+        assert "Helix reply #1" in ui.replay(A[1:2])[0].reply.content  # type: ignore[union-attr]
 
 
 class TestBackgroundTasks:
