@@ -27,6 +27,7 @@ from helix_pipeline.messages import Message
 from helix_pipeline.stores import MemoryStore, SessionStore, open_store
 from helix_pipeline.testing import FakeHelix
 
+from .pipelines_server import API_KEY, TRACEBACK, PipelinesServer
 from .store_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -704,3 +705,26 @@ class TestReadableOutput:
     )
     def test_counts_read_as_english(self, count: int, noun: str, text: str) -> None:
         assert plural(count, noun) == text
+
+
+@pytest.mark.integration
+class TestInstallIntoTheRealPipelinesServer:
+    def test_uploaded_files_load_as_the_helix_models_and_the_filter(
+        self,
+        fake_helix: FakeHelix,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        env = {"HELIX_BASE_URL": fake_helix.url, "HELIX_DATA_DIR": str(tmp_path / "data")}
+        monkeypatch.setenv("PIPELINES_API_KEY", API_KEY)
+        with PipelinesServer(tmp_path / "server", [], env=env) as server:
+            code, out, err = run(["install", "--url", server.url], capsys)
+            models = {model["id"] for model in server.models()}
+            log = server.log()
+
+        assert code == 0, err
+        assert out.count("Uploaded") == 2
+        assert {"helix.helix-consultant", "helix_session_filter"} <= models
+        assert TRACEBACK not in log
+        assert not (tmp_path / "server" / "pipelines" / "failed").exists()

@@ -11,7 +11,8 @@ import requests
 
 from helix_pipeline.cli import main
 from helix_pipeline.conversation import ChatKind, ConversationKey, read_conversation
-from helix_pipeline.demo import DEMO_TURNS, OpenWebUIChat, RecordingRelay, pipe_arguments
+from helix_pipeline.demo import DEMO_TURNS, RecordingRelay
+from helix_pipeline.openwebui import OpenWebUIChat, pipe_arguments
 from helix_pipeline.stores import open_store
 from helix_pipeline.testing import FakeHelix, Fault
 
