@@ -53,7 +53,9 @@ NEVER_FORWARDED = frozenset({"tools", "tool_choice", "metadata", "features", "us
 """Open WebUI's own keys, which other OpenAI-compatible servers reject; never sent to Helix."""
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_ERROR_PREFIX = "Fehler:"
+_HELIX_ERROR = re.compile(r"\s*(?:❌\s*)?(?:Unerwarteter )?Fehler(?: bei der Verarbeitung)?:")
+"""How Helix words its own failures in a 200 answer ("Fehler: ...", and in its non-streaming
+path also "Fehler bei der Verarbeitung: ..." and "Unerwarteter Fehler: ...")."""
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_COMPLETION_BODY = 64 * 1024 * 1024
 _MAX_SUMMARY = 300
@@ -366,13 +368,13 @@ class HelixClient:
 
     def _deltas(self, response: requests.Response) -> Iterator[str]:
         """Content deltas of a streamed answer; a ``Fehler:`` answer raises instead."""
-        began = False
+        began = checked = False
         deltas = iter_deltas(_body_chunks(response))
         try:
             for delta in deltas:
-                if not began and delta.strip():
-                    began = True
-                    if delta.lstrip().startswith(_ERROR_PREFIX):
+                if not checked and delta.strip():
+                    checked = True
+                    if _HELIX_ERROR.match(delta):
                         _raise_for_helix_error(delta + _rest(deltas, 2_000))
                 began = True
                 yield delta
@@ -541,7 +543,7 @@ def _rest(deltas: Iterator[str], limit: int) -> str:
 
 def _raise_for_helix_error(text: str) -> None:
     """Helix reports its own failures as a 200 answer that starts with ``Fehler:``."""
-    if text.lstrip().startswith(_ERROR_PREFIX):
+    if _HELIX_ERROR.match(text):
         raise BackendError(f"Helix reported an error: {_summarise_text(text)}", status_code=200)
 
 

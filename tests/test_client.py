@@ -339,6 +339,31 @@ class TestComplete:
         assert caught.value.status_code == 200
         assert not isinstance(caught.value, BackendUnavailable)
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "Fehler bei der Verarbeitung:\n```\nboom\n```",
+            "Unerwarteter Fehler: boom",
+            "❌ Fehler: boom",
+            "  Fehler: boom",
+        ],
+    )
+    def test_every_way_helix_words_its_own_failure_raises(
+        self, mock: responses.RequestsMock, client: HelixClient, text: str
+    ) -> None:
+        mock.post(CHAT, json=completion(text))
+        with pytest.raises(BackendError, match="boom"):
+            client.complete(PAYLOAD, conversation_id="c")
+
+    @pytest.mark.parametrize(
+        "text", ["Fehlerbehandlung: so geht's", "Der Fehler: liegt hier", "Fehler"]
+    )
+    def test_answers_that_merely_mention_fehler_are_answers(
+        self, mock: responses.RequestsMock, client: HelixClient, text: str
+    ) -> None:
+        mock.post(CHAT, json=completion(text))
+        assert completion_text(client.complete(PAYLOAD, conversation_id="c")) == text
+
     def test_an_error_object_with_status_200_raises(
         self, mock: responses.RequestsMock, client: HelixClient
     ) -> None:
@@ -394,6 +419,13 @@ class TestStream:
     ) -> None:
         mock.post(CHAT, body=sse_body("Fehler: ", "Claude Code ", "ist weg"), content_type=SSE)
         with pytest.raises(BackendError, match="Fehler: Claude Code ist weg"):
+            list(client.stream(PAYLOAD, conversation_id="c"))
+
+    def test_fehler_after_leading_white_space_deltas_still_counts_as_first_content(
+        self, mock: responses.RequestsMock, client: HelixClient
+    ) -> None:
+        mock.post(CHAT, body=sse_body("\n", "Fehler: kaputt"), content_type=SSE)
+        with pytest.raises(BackendError, match="Fehler: kaputt"):
             list(client.stream(PAYLOAD, conversation_id="c"))
 
     def test_fehler_later_in_the_answer_is_just_text(
