@@ -158,8 +158,8 @@ class TestTimeouts:
     def test_a_connection_that_is_never_accepted_times_out_naming_the_valve(
         self, unanswered_port: int
     ) -> None:
-        client = HelixClient(f"http://127.0.0.1:{unanswered_port}", connect_timeout=0.2)
-        client.max_retries = 0
+        base = f"http://127.0.0.1:{unanswered_port}"
+        client = HelixClient(base, connect_timeout=0.2, max_retries=0)
         started = time.monotonic()
         with client, pytest.raises(BackendUnavailable, match="CONNECT_TIMEOUT_S"):
             client.health()
