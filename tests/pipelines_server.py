@@ -328,6 +328,22 @@ class PipelinesServer:
         """``POST /{model}/filter/outlet`` with ``{"body", "user"}``; the body it returned."""
         return self.ok_json("POST", f"/{model}/filter/outlet", {"body": body, "user": user})
 
+    def upload(self, file: Path) -> dict[str, Any]:
+        """``POST /pipelines/upload`` (multipart ``file``), as an admin installs a pipeline."""
+        response = self._session().post(
+            f"{self.url}/pipelines/upload",
+            files={"file": (file.name, file.read_bytes(), "text/x-python")},
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=REQUEST_TIMEOUT_S,
+        )
+        if response.status_code != 200:
+            raise PipelinesServerError(
+                f"upload of {file.name}: HTTP {response.status_code} {response.text[:500]}\n"
+                f"{self.log_tail()}"
+            )
+        answer: dict[str, Any] = response.json()
+        return answer
+
     def valves(self, pipeline_id: str) -> dict[str, Any]:
         valves: dict[str, Any] = self.ok_json("GET", f"/{pipeline_id}/valves")
         return valves

@@ -324,6 +324,52 @@ class TestWhatOpenWebUISends:
         assert rest[-1] == "data: [DONE]"
 
 
+class TestInstalling:
+    def test_uploaded_files_load_answer_and_keep_the_history_across_reloads(
+        self, helix: FakeHelix, tmp_path: Path
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        with PipelinesServer(tmp_path, [], env={"HELIX_BASE_URL": helix.url}) as fresh:
+            assert fresh.models() == []
+
+            fresh.upload(PIPELINES / "helix.py")
+            first = plain_api_turn(fresh, user, chat_id, "My name is Ana.")
+            fresh.upload(PIPELINES / "helix_session_filter.py")  # reloads every pipeline
+            plain_api_turn(fresh, user, chat_id, "What is my name?")
+
+            assert {m["id"] for m in fresh.models()} == {MODEL, "helix_session_filter"}
+            assert not (fresh.pipelines_dir / "failed").exists()
+            assert TRACEBACK not in fresh.log()
+        assert helix.chat_requests[-1].body["messages"][:2] == [
+            {"role": "user", "content": "My name is Ana."},
+            {"role": "assistant", "content": first},
+        ]
+        assert (fresh.pipelines_dir / "helix_data" / "sessions.db").is_file()
+
+
+class TestHelixLimits:
+    def test_a_long_chat_reaches_helix_within_its_limits(
+        self, server: PipelinesServer, helix: FakeHelix
+    ) -> None:
+        ui = open_webui(server, new_user(), str(uuid.uuid4()))
+        body = ui.prepare(A[1])
+        history: list[dict[str, str]] = []
+        for turn in range(60):
+            history.append({"role": "user", "content": f"question {turn}"})
+            history.append({"role": "assistant", "content": f"answer {turn}"})
+        history.append({"role": "user", "content": "x" * 150_000})
+        body["messages"] = history
+
+        reply = ui.answer(server.inlet(MODEL, body, ui.user), task=None)
+
+        assert "Helix reply #1" in reply.content
+        sent = helix.chat_requests[-1].body["messages"]
+        assert len(sent) <= 100
+        assert sent[0] == {"role": "user", "content": "question 0"}
+        assert max(len(m["content"]) for m in sent) <= 100_000
+        assert sent[-1]["content"].startswith("xxxx")
+
+
 class TestValves:
     def test_an_invalid_valve_is_refused_and_the_old_valves_stay(
         self, server: PipelinesServer, helix: FakeHelix
