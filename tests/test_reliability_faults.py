@@ -36,7 +36,7 @@ from .pipelines_server import PIPELINES, PipelinesServer, free_port
 MODEL = "helix.helix-consultant"
 USER = {"id": "user-ana", "name": "Ana", "email": "ana@example.com", "role": "user"}
 READ_TIMEOUT_S = 0.3
-FAULT_DELAY_S = 1.0
+FAULT_DELAY_S = 5.0  # far past READ_TIMEOUT_S, so that a loaded machine cannot blur them
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 TABLE_START = "<!-- fault-table:start -->"
 TABLE_END = "<!-- fault-table:end -->"
@@ -158,10 +158,11 @@ class Chat:
     """One Open WebUI chat: keeps the message list as Open WebUI does and runs each turn's
     inlet, pipe and outlet, in-process or through the real Pipelines server."""
 
-    def __init__(self, transport: Callable[[dict[str, Any], dict[str, Any], bool], Shown]):
+    def __init__(self, transport: Transport):
         self.chat_id = str(uuid.uuid4())
         self.messages: list[dict[str, Any]] = []
-        self._transport = transport
+        self.transport = transport
+        """How turns travel; replace it to continue the chat on another pipe or server."""
 
     def turn(self, text: str, *, stream: bool = True, body: dict[str, Any] | None = None) -> Shown:
         user_id, assistant_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -184,7 +185,7 @@ class Chat:
             "id": assistant_id,
             "session_id": "socket-1",
         }
-        shown = self._transport(request, outlet, stream)
+        shown = self.transport(self, request, outlet, stream)
         self.messages.append({"id": assistant_id, "role": "assistant", "content": shown.text})
         return shown
 
@@ -198,54 +199,53 @@ class Chat:
         }
 
 
-def in_process(pipe: HelixPipe) -> Callable[[], Chat]:
-    def make() -> Chat:
-        chat: Chat
-
-        def transport(request: dict[str, Any], outlet: dict[str, Any], stream: bool) -> Shown:
-            body = pipe.inlet(json.loads(json.dumps(request)), dict(USER))
-            pipe_body = {k: v for k, v in body.items() if k not in ("metadata",)}
-            pipe_body["user"] = dict(USER)
-            result = pipe.pipe(
-                request["messages"][-1]["content"],
-                "helix-consultant",
-                pipe_body["messages"],
-                pipe_body,
-            )
-            if stream:
-                assert not isinstance(result, str) or result, "a stream answer must not be empty"
-                items = [result] if isinstance(result, str) else list(result)
-            else:
-                assert isinstance(result, str), "a non-streaming answer must be one string"
-                items = [result]
-            shown = Shown("".join(items), items)
-            pipe.outlet(chat.outlet_body(outlet, shown.text), dict(USER))
-            return shown
-
-        chat = Chat(transport)
-        return chat
-
-    return make
+Transport = Callable[["Chat", dict[str, Any], dict[str, Any], bool], Shown]
 
 
-def through_server(server: PipelinesServer) -> Callable[[], Chat]:
-    def make() -> Chat:
-        chat: Chat
+def in_process(pipe: HelixPipe) -> Transport:
+    """Turns through ``pipe``'s inlet, pipe and outlet, as the Pipelines server calls them."""
 
-        def transport(request: dict[str, Any], outlet: dict[str, Any], stream: bool) -> Shown:
-            body = server.inlet(MODEL, request, USER)
-            pipe_body = {k: v for k, v in body.items() if k not in ("metadata", "features")}
-            pipe_body["user"] = dict(USER)
-            reply = server.chat(pipe_body)
-            assert reply.status_code == 200, reply.raw[:500]
-            shown = Shown(reply.content, [], reply.done, reply.finish_reason)
-            server.outlet(MODEL, chat.outlet_body(outlet, shown.text), USER)
-            return shown
+    def transport(
+        chat: Chat, request: dict[str, Any], outlet: dict[str, Any], stream: bool
+    ) -> Shown:
+        body = pipe.inlet(json.loads(json.dumps(request)), dict(USER))
+        pipe_body = {k: v for k, v in body.items() if k not in ("metadata",)}
+        pipe_body["user"] = dict(USER)
+        result = pipe.pipe(
+            request["messages"][-1]["content"],
+            "helix-consultant",
+            pipe_body["messages"],
+            pipe_body,
+        )
+        if stream:
+            assert not isinstance(result, str) or result, "a stream answer must not be empty"
+            items = [result] if isinstance(result, str) else list(result)
+        else:
+            assert isinstance(result, str), "a non-streaming answer must be one string"
+            items = [result]
+        shown = Shown("".join(items), items)
+        pipe.outlet(chat.outlet_body(outlet, shown.text), dict(USER))
+        return shown
 
-        chat = Chat(transport)
-        return chat
+    return transport
 
-    return make
+
+def through_server(server: PipelinesServer) -> Transport:
+    """Turns over HTTP through the real Pipelines server, as Open WebUI sends them."""
+
+    def transport(
+        chat: Chat, request: dict[str, Any], outlet: dict[str, Any], stream: bool
+    ) -> Shown:
+        body = server.inlet(MODEL, request, USER)
+        pipe_body = {k: v for k, v in body.items() if k not in ("metadata", "features")}
+        pipe_body["user"] = dict(USER)
+        reply = server.chat(pipe_body)
+        assert reply.status_code == 200, reply.raw[:500]
+        shown = Shown(reply.content, [], reply.done, reply.finish_reason)
+        server.outlet(MODEL, chat.outlet_body(outlet, shown.text), USER)
+        return shown
+
+    return transport
 
 
 # ------------------------------------------------------------------------------ checks
@@ -336,7 +336,7 @@ class TestInProcess:
             current = HelixValves(**{**healthy, "HELIX_BASE_URL": dead_url()})
         pipe = HelixPipe(lambda: current)
         try:
-            chat = in_process(pipe)()
+            chat = Chat(in_process(pipe))
             arm(helix, case)
             shown = chat.turn(case.message, stream=stream, body=case.body)
             disarm(helix)
@@ -370,7 +370,7 @@ class TestRetries:
         try:
             helix.fail_next(fault)
             started = time.monotonic()
-            shown = in_process(pipe)().turn("hello there")
+            shown = Chat(in_process(pipe)).turn("hello there")
             elapsed = time.monotonic() - started
         finally:
             helix.retry_after = 0.05
@@ -440,7 +440,7 @@ class TestThroughThePipelinesServer:
     ) -> None:
         server = pipelines.server
         mark = server.log_mark()
-        chat = through_server(server)()
+        chat = Chat(through_server(server))
         with fault_armed(helix, server, case):
             shown = chat.turn(case.message, body=case.body)
         history = stored(pipelines.url, chat)
@@ -458,7 +458,7 @@ class TestThroughThePipelinesServer:
     ) -> None:
         server = pipelines.server
         mark = server.log_mark()
-        chat = through_server(server)()
+        chat = Chat(through_server(server))
         with fault_armed(helix, server, case):
             shown = chat.turn(case.message, stream=False, body=case.body)
         check_fault_turn(case, shown, False, stored(pipelines.url, chat))

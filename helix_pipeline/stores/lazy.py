@@ -17,18 +17,21 @@ from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..messages import Message
 from .base import ConversationSummary, RecordResult, SessionStore
 
-__all__ = ["LazyStore"]
+__all__ = ["RETRY_OPEN_S", "LazyStore"]
+
+RETRY_OPEN_S = 5.0
+"""Seconds a failed open is remembered before the next use tries again (the default ``retry_s``)."""
 
 
 class LazyStore:
     """Opens ``open_engine()`` when first needed; after a failed open, waits ``retry_s`` to retry."""
 
     def __init__(
-        self, url: str, open_engine: Callable[[], SessionStore], *, retry_s: float = 5.0
+        self, url: str, open_engine: Callable[[], SessionStore], *, retry_s: float | None = None
     ) -> None:
         self.url = url
         self._open_engine = open_engine
-        self._retry_s = retry_s
+        self._retry_s = RETRY_OPEN_S if retry_s is None else retry_s
         self._engine: SessionStore | None = None
         self._failure: StoreUnavailable | None = None
         self._failed_at = 0.0
