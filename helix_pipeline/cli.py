@@ -12,31 +12,21 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from importlib import resources
 from pathlib import Path
 from typing import TextIO
-from uuid import uuid4
-
-import requests
 
 from . import __version__
-from .client import HelixClient
 from .conversation import ConversationKey, header_safe, helix_session_id
-from .errors import ConfigError, HelixPipelineError, InputError, StoreError
+from .errors import HelixPipelineError, InputError
 from .export import export_jsonl, import_jsonl
-from .messages import Message
 from .stores import SessionStore, open_store, redact_url
-from .valves import HelixValves, default_store_url
+from .valves import default_store_url
 
-__all__ = ["build_parser", "main", "pipeline_files", "plural", "preview", "store_url_from"]
+__all__ = ["build_parser", "main", "plural", "preview", "store_url_from"]
 
 log = logging.getLogger(__name__)
 
-PIPELINE_FILES = ("helix.py", "helix_session_filter.py")
-UPLOAD_TIMEOUT_S = (5.0, 300.0)  # the server pip-installs the requirements before it answers
-DOCTOR_USER = "helix-pipeline-doctor"
 PREVIEW_CHARS = 72
 HELIX_SEPARATOR = "\n\n---\n\n"
 
@@ -331,172 +321,25 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-# ----------------------------------------------------------------------------------- doctor
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One doctor check: what was checked, whether it passed, and the fix when it did not."""
-
-    name: str
-    passed: bool
-    detail: str
-    fix: str = ""
+# ------------------------------------------------------------------------- doctor, install
 
 
 def _doctor(args: argparse.Namespace, out: TextIO) -> int:
-    checks = [*_helix_checks(args), _store_check(store_url_from(args.store))]
-    for check in checks:
-        out.write(f"{'ok  ' if check.passed else 'FAIL'}  {check.name}: {check.detail}\n")
-        if not check.passed:
-            out.write(f"      fix: {check.fix}\n")
-    failed = sum(not c.passed for c in checks)
-    out.write(
-        "All checks passed.\n" if not failed else f"{failed} of {len(checks)} checks failed.\n"
+    from .doctor import run_doctor
+
+    return run_doctor(
+        out,
+        helix_url=args.helix_url,
+        store_url=store_url_from(args.store),
+        api_key_env=args.api_key_env,
     )
-    return 0 if not failed else 1
-
-
-def _helix_checks(args: argparse.Namespace) -> list[Check]:
-    url = args.helix_url or HelixValves().HELIX_BASE_URL
-    key_env: str = args.api_key_env
-    reach_fix = (
-        "start Helix (it listens on port 8001 by default), or set HELIX_BASE_URL (the "
-        "HELIX_BASE_URL valve) to where it listens; --helix-url tries another address"
-    )
-    key_fix = (
-        f"put Helix's API key in the environment variable {key_env} (in the pipeline: the "
-        "HELIX_API_KEY valve)"
-    )
-    shown = redact_url(url)
-    try:
-        client = HelixClient(
-            url,
-            api_key=os.environ.get(key_env) or None,
-            connect_timeout=3.0,
-            read_timeout=10.0,
-            max_retries=0,
-        )
-    except ConfigError as exc:
-        return [Check("Helix", False, str(exc), reach_fix)]
-    with client:
-        try:
-            health = client.health()
-        except HelixPipelineError as exc:
-            refused = getattr(exc, "status_code", None) in (401, 403)
-            return [Check("Helix", False, str(exc), key_fix if refused else reach_fix)]
-        checks = [Check("Helix", True, f"{shown} answered GET /health with {health}")]
-        try:
-            models = client.models()
-        except HelixPipelineError as exc:
-            refused = getattr(exc, "status_code", None) in (401, 403)
-            fix = key_fix if refused else "check that HELIX_BASE_URL points at Helix itself"
-            return [*checks, Check("Helix models", False, str(exc), fix)]
-    if not models:
-        fix = "check Helix's configuration; the HELIX_MODELS valve names the models to offer"
-        return [*checks, Check("Helix models", False, "GET /v1/models lists no model", fix)]
-    return [*checks, Check("Helix models", True, ", ".join(models))]
-
-
-def _store_check(url: str) -> Check:
-    name = f"session store {redact_url(url)}"
-    fix = (
-        "set SESSION_STORE_URL (the SESSION_STORE_URL valve) to a store this process can "
-        "write, e.g. sqlite:///var/lib/pipelines/sessions.db; Redis and PostgreSQL need "
-        "`pip install helix-pipeline[redis]` / `helix-pipeline[postgres]`"
-    )
-    key = ConversationKey(DOCTOR_USER, f"probe-{uuid4().hex}")
-    try:
-        store = open_store(url)
-    except HelixPipelineError as exc:
-        return Check(name, False, f"cannot open it: {exc}", fix)
-    try:
-        store.record(key, [Message("user", "helix-pipeline doctor probe")])
-        wrote = [m.content for m in store.load(key)] == ["helix-pipeline doctor probe"]
-        deleted = store.delete(key)
-    except StoreError as exc:
-        return Check(name, False, f"cannot write to it: {exc}", fix)
-    finally:
-        store.close()
-    if not (wrote and deleted):
-        return Check(name, False, "a probe conversation did not read back as written", fix)
-    return Check(name, True, "opened, wrote and deleted a probe conversation")
-
-
-# ---------------------------------------------------------------------------------- install
-
-
-def pipeline_files() -> dict[str, bytes]:
-    """The two pipeline files a Pipelines server loads, as shipped inside the package."""
-    folder = resources.files("helix_pipeline") / "pipelines"
-    return {name: (folder / name).read_bytes() for name in PIPELINE_FILES}
 
 
 def _install(args: argparse.Namespace, out: TextIO) -> int:
-    files = pipeline_files()
+    from .install import install_into, upload
+
     if args.url is None:
-        folder: Path = args.pipelines_dir
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, data in files.items():
-                (folder / name).write_bytes(data)
-                out.write(f"Installed {folder / name}\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot write to {folder}: {exc.strerror}; pass the Pipelines server's "
-                "PIPELINES_DIR folder, writable by you",
-                setting="PIPELINES_DIR",
-            ) from exc
-        out.write(
-            "Restart the Pipelines server to load them (it installs helix-pipeline from their "
-            "requirements line).\n"
-        )
-        return 0
-    key_env: str = args.api_key_env
-    api_key = os.environ.get(key_env)
-    if not api_key:
-        raise ConfigError(
-            f"set the environment variable {key_env} to the Pipelines server's API key (its "
-            "PIPELINES_API_KEY), or name another variable with --api-key-env",
-            setting=key_env,
-        )
-    for name, data in files.items():
-        detail = _upload(args.url, api_key, key_env, name, data)
-        out.write(f"Uploaded {name}: {detail}\n")
+        install_into(args.pipelines_dir, out)
+    else:
+        upload(args.url, args.api_key_env, out)
     return 0
-
-
-def _upload(url: str, api_key: str, key_env: str, name: str, data: bytes) -> str:
-    """``POST /pipelines/upload`` one file; the server's answer, or an error saying what to do."""
-    endpoint = f"{url.rstrip('/')}/pipelines/upload"
-    shown = redact_url(endpoint)
-    try:
-        response = requests.post(
-            endpoint,
-            files={"file": (name, data, "text/x-python")},
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=UPLOAD_TIMEOUT_S,
-        )
-    except requests.RequestException as exc:
-        raise HelixPipelineError(
-            f"cannot reach the Pipelines server at {shown} ({type(exc).__name__}); check --url "
-            "and that the server runs"
-        ) from exc
-    with response:
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-    detail = answer.get("detail") if isinstance(answer, dict) else None
-    text = detail if isinstance(detail, str) else response.text[:200].strip()
-    if response.status_code in (401, 403):
-        raise ConfigError(
-            f"the Pipelines server at {shown} refused the API key in {key_env} "
-            f"({response.status_code}); set {key_env} to its PIPELINES_API_KEY",
-            setting=key_env,
-        )
-    if response.status_code != 200:
-        raise HelixPipelineError(
-            f"uploading {name} to {shown} failed with HTTP {response.status_code}: {text}"
-        )
-    return text or "uploaded"

@@ -21,8 +21,9 @@ import pytest
 
 import helix_pipeline
 from helix_pipeline import cli
-from helix_pipeline.cli import main, pipeline_files, plural, preview
+from helix_pipeline.cli import main, plural, preview
 from helix_pipeline.conversation import ConversationKey
+from helix_pipeline.install import pipeline_files
 from helix_pipeline.messages import Message
 from helix_pipeline.stores import MemoryStore, SessionStore, open_store
 from helix_pipeline.testing import FakeHelix
