@@ -41,8 +41,12 @@ CHAT_A = "8854fe74-68d4-4c99-9c9d-c0d0c58e1887"
 """Recorded chat A: a title task, three streamed turns, a regeneration and an edit."""
 CHAT_E = "cd1e8527-676d-43a7-af82-97301c0f2d7f"
 """Recorded chat E: three turns to a pipe with its own inlet and outlet."""
+CHAT_L2 = "54f4cf88-3b66-420c-a872-83d4353adfbd"
+"""Recorded chat L2: a pipe model whose outlet an older client runs twice, the second time
+without the user's message ids."""
 A = recorded("run1_forward_headers/filter.jsonl", CHAT_A)
 E = recorded("run1_forward_headers/pipe_inlet.jsonl", CHAT_E)
+L2 = recorded("run1_forward_headers/filter.jsonl", CHAT_L2)
 A_THREE_TURNS = A[:11]  # title task, t1, outlet, follow-up, tags, t2, outlet, follow-up, t3, ...
 A_REGENERATED = A[:14]  # ... then the third answer regenerated
 CONVERSATION_HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
@@ -441,6 +445,39 @@ class TestEditsAndRegenerations:
         assert branches[0][-1].message_id == "fb3fa54d-c914-4903-9a17-962849ead9f7"
         assert branches[0][-1].content != branches[1][-1].content
 
+    def test_an_edit_of_the_first_question_starts_over_with_only_that_question(
+        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = open_webui(server, user, chat_id)
+        ui.replay(A[1:3] + A[5:7])
+        edit = ui.prepare(A[1])
+        edited_id, reply_id = str(uuid.uuid4()), str(uuid.uuid4())
+        edit["messages"] = [{"role": "user", "content": "[A-t1] EDITED: hello, I am Bo."}]
+        edit["metadata"].update(user_message_id=edited_id, message_id=reply_id)
+        edit["metadata"]["user_message"].update(id=edited_id, content="[A-t1] EDITED")
+
+        reply = ui.answer(server.inlet(MODEL, edit, user), task=None)
+        server.outlet(
+            MODEL,
+            {
+                "model": MODEL,
+                "messages": [
+                    {"id": edited_id, "role": "user", "content": edit["messages"][0]["content"]},
+                    {"id": reply_id, "role": "assistant", "content": reply.content},
+                ],
+                "chat_id": chat_id,
+                "session_id": "socket-1",
+                "id": reply_id,
+            },
+            user,
+        )
+
+        assert helix.chat_requests[-1].body["messages"] == [edit["messages"][0]]
+        branches = sessions.branches(ConversationKey(user["id"], chat_id))
+        assert [len(b) for b in branches] == [4, 2]
+        assert [m.message_id for m in branches[-1]] == [edited_id, reply_id]
+
     def test_an_edit_sends_helix_the_edited_history_and_starts_a_new_branch(
         self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
     ) -> None:
@@ -541,6 +578,19 @@ class TestConversations:
         written = b"".join(p.read_bytes() for p in data_dir.iterdir() if p.is_file())
         assert user["id"].encode() not in written
         assert chat_id.encode() not in written
+
+    def test_a_temporary_chat_is_kept_when_the_valve_says_so(
+        self,
+        server: PipelinesServer,
+        sessions: SessionStore,
+        valves: Callable[..., dict[str, Any]],
+    ) -> None:
+        valves(STORE_TEMPORARY_CHATS=True)
+        user, chat_id = new_user(), f"local:{uuid.uuid4().hex[:20]}"
+
+        open_webui(server, user, chat_id).replay(A[1:3])
+
+        assert [c.conversation_id for c in sessions.conversations(user["id"])] == [chat_id]
 
 
 class TestHistoryToggle:
@@ -759,3 +809,25 @@ class TestOutlet:
         assert again == exchanges[2].sent
         assert sessions.branches(ConversationKey(user["id"], chat_id)) == before
         assert [m.message_id for m in before[0]] == [m["id"] for m in exchanges[2].sent["messages"]]
+
+    def test_an_older_client_running_each_outlet_twice_stores_every_message_once(
+        self, server: PipelinesServer, sessions: SessionStore
+    ) -> None:
+        user, chat_id = new_user(), str(uuid.uuid4())
+        ui = OpenWebUI(
+            server,
+            MODEL,
+            user=user,
+            chat_id=chat_id,
+            recorded_chat_id=CHAT_L2,
+            model=MODEL,
+            recorded_model="capture_pipe",
+        )
+
+        exchanges = ui.replay(L2)
+
+        outlets = [e.sent["messages"] for e in exchanges if e.hook == "outlet"]
+        assert len(outlets) == 6
+        branches = sessions.branches(ConversationKey(user["id"], chat_id))
+        assert len(branches) == 1
+        assert [m.message_id for m in branches[0]] == [m["id"] for m in outlets[-2]]
