@@ -18,6 +18,7 @@ from .history import Budget, Trim, fit_budget, merge_history, split_system
 from .messages import Message
 from .notices import without_notices
 from .stores import MemoryStore, SessionStore
+from .stores.base import plan_record
 
 __all__ = ["HistoryService", "Turn"]
 
@@ -149,8 +150,12 @@ class HistoryService:
             return True
         try:
             complete = conversation.kind is not ChatKind.API and all(m.message_id for m in chat)
-            merge = merge_history(store.load(conversation.key), chat, complete=complete)
-            store.record(conversation.key, chat, after=merge.attached)
+            stored = store.load(conversation.key)
+            merge = merge_history(stored, chat, complete=complete)
+            # Usually the pipe recorded this turn, ids included: skip the write transaction (and
+            # its second read of the branch) when recording would change nothing.
+            if plan_record(stored, chat, merge.attached).changes_anything:
+                store.record(conversation.key, chat, after=merge.attached)
         except StoreError as exc:
             log.warning(
                 "could not record the outlet of conversation %s in %s: %s",
