@@ -395,8 +395,9 @@ class PostgresStore:
             where = f"The PostgreSQL session store {self.url} failed while {doing} ({detail})"
             if isinstance(exc, self._pool_timeout_error):
                 hint = (
-                    "no connection could be had in time; check that PostgreSQL is running and "
-                    "reachable at the host and port of SESSION_STORE_URL"
+                    "no connection could be opened or freed in time; check that PostgreSQL is "
+                    "running and reachable at the host and port of SESSION_STORE_URL (or, under "
+                    "heavy load, that it accepts enough connections)"
                 )
             elif sqlstate.startswith("28") or any(
                 words in detail for words in ("authentication failed", "no password supplied")

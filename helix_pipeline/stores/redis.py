@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -190,7 +191,7 @@ class RedisStore:
             self._translated("recording a turn", key),
             self._client.pipeline(transaction=True) as pipe,
         ):
-            for _attempt in range(_MAX_ATTEMPTS):
+            for attempt in range(_MAX_ATTEMPTS):
                 try:
                     pipe.watch(meta_key)
                     meta = pipe.hgetall(meta_key)
@@ -242,6 +243,7 @@ class RedisStore:
                     pipe.execute()
                 except self._errors.WatchError:
                     pipe.reset()
+                    _back_off(attempt)
                     continue
                 self._add_to_index(key, now, token)
                 return RecordResult(
@@ -340,7 +342,7 @@ class RedisStore:
         """
         meta_key = self._meta_key(key)
         with self._client.pipeline(transaction=True) as pipe:
-            for _attempt in range(_MAX_ATTEMPTS):
+            for attempt in range(_MAX_ATTEMPTS):
                 try:
                     pipe.watch(meta_key)
                     meta = pipe.hgetall(meta_key)
@@ -358,6 +360,7 @@ class RedisStore:
                     pipe.execute()
                 except self._errors.WatchError:
                     pipe.reset()
+                    _back_off(attempt)
                     continue
                 self._remove_from_index(key, meta[b"token"])
                 return True
@@ -447,6 +450,12 @@ class RedisStore:
             if words in detail:
                 return unavailable, hint
         return False, ""
+
+
+def _back_off(attempt: int) -> None:
+    """After a WATCH conflict: retry at once, then after short random pauses (no lockstep)."""
+    if attempt:
+        time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
 
 
 def _bytes(text: str) -> bytes:
