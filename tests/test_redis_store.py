@@ -82,6 +82,7 @@ class TestOpening:
         opened = RedisStore.from_url(f"{server.url}?ttl_days=2&prefix=team-a")
         try:
             assert (opened.ttl_seconds, opened.prefix) == (2 * 86_400, "team-a")
+            assert opened.url == f"{server.url}?ttl_days=2&prefix=team-a"
         finally:
             opened.close()
 

@@ -113,10 +113,12 @@ class RedisStore:
         cluster: bool = False,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         command_timeout: float = COMMAND_TIMEOUT_S,
+        display_url: str | None = None,
     ) -> None:
         """Connect to the Redis server at ``url`` (no ``ttl_days``/``prefix`` in its query).
 
         ``cluster=True`` talks to a Redis Cluster, ``url`` naming any of its nodes.
+        ``display_url`` is the URL to show (redacted) instead of ``url``.
 
         Raises :class:`ConfigError` when the redis package is missing or a setting is invalid,
         :class:`StoreUnavailable` when the server cannot be reached.
@@ -126,7 +128,7 @@ class RedisStore:
         if not prefix or any(c in prefix for c in "{}"):
             raise _url_error(url, "prefix must be a non-empty string without { or }")
         redis = _import_redis()
-        self.url = redact_url(url)
+        self.url = redact_url(display_url or url)
         self.ttl_seconds = round(ttl_days * 86_400)
         self.prefix = prefix
         self._password = urlsplit(url).password
@@ -176,7 +178,7 @@ class RedisStore:
                 options["cluster"] = _BOOLEANS[value.lower()]
             else:
                 rest.append((name, value))
-        return cls(urlunsplit(parts._replace(query=urlencode(rest))), **options)
+        return cls(urlunsplit(parts._replace(query=urlencode(rest))), display_url=url, **options)
 
     def load(self, key: ConversationKey) -> list[Message]:
         with self._translated("loading a conversation", key):
