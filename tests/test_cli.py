@@ -310,6 +310,17 @@ class TestSessionsImport:
         assert code == 0
         assert out.startswith("Imported 6 messages")
 
+    def test_the_summary_never_shows_the_store_password(
+        self, export_file: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url = "memory://admin:s3cret@host"
+
+        code, out, err = run(["sessions", "--store", url, "import", str(export_file)], capsys)
+
+        assert code == 0
+        assert "into memory://admin:***@host;" in out
+        assert "s3cret" not in out + err + export_file.read_text(encoding="utf-8")
+
     @pytest.mark.parametrize(
         ("content", "problem"),
         [
