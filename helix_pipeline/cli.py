@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="play an Open WebUI chat through the Helix pipe against a local Helix"
     )
     demo.add_argument("--helix-url", help="a running Helix instead of the built-in FakeHelix")
-    demo.add_argument("--store", help="session store URL (default: SQLite in a temporary folder)")
+    demo.add_argument(
+        "--store", metavar="URL", help="session store URL (default: SQLite in a temporary folder)"
+    )
     demo.add_argument(
         "--stream",
         action=argparse.BooleanOptionalAction,
@@ -93,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="check that Helix and the session store work")
     doctor.add_argument("--helix-url", help="default: HELIX_BASE_URL, else http://localhost:8001")
-    doctor.add_argument("--store", help="default: SESSION_STORE_URL, else the default SQLite file")
+    doctor.add_argument(
+        "--store", metavar="URL", help="default: SESSION_STORE_URL, else the default SQLite file"
+    )
     doctor.add_argument(
         "--api-key-env",
         default="HELIX_API_KEY",
@@ -106,7 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         "install", help="copy the two pipeline files to a Pipelines folder, or upload them"
     )
     where = install.add_mutually_exclusive_group(required=True)
-    where.add_argument("pipelines_dir", nargs="?", type=Path, metavar="PIPELINES_DIR")
+    where.add_argument(
+        "pipelines_dir",
+        nargs="?",
+        type=Path,
+        metavar="PIPELINES_DIR",
+        help="the Pipelines server's pipelines folder (created if missing)",
+    )
     where.add_argument("--url", help="a running Pipelines server, e.g. http://localhost:9099")
     install.add_argument(
         "--api-key-env",
@@ -135,36 +145,54 @@ def _add_sessions(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     sessions.add_argument(
         "--store",
         default=None,
+        metavar="URL",
         help="session store URL (default: SESSION_STORE_URL, else the default SQLite file)",
     )
     actions = sessions.add_subparsers(title="actions", required=True, metavar="ACTION")
+    # --store is also taken after the action; SUPPRESS keeps an absent one from hiding the first.
+    store_after = argparse.ArgumentParser(add_help=False)
+    store_after.add_argument(
+        "--store", default=argparse.SUPPRESS, metavar="URL", help="session store URL"
+    )
 
-    listing = actions.add_parser("list", help="conversations, most recent first")
+    listing = actions.add_parser(
+        "list", parents=[store_after], help="conversations, most recent first"
+    )
     listing.add_argument("--user", help="only this user's (default: every user)")
     listing.set_defaults(command=_with_store(_list))
 
-    show = actions.add_parser("show", help="one conversation's active branch")
+    show = actions.add_parser(
+        "show", parents=[store_after], help="one conversation's active branch"
+    )
     show.add_argument("--user", required=True)
     show.add_argument("conversation", metavar="CONVERSATION_ID")
     show.set_defaults(command=_with_store(_show))
 
-    export = actions.add_parser("export", help="every message of every branch as JSON Lines")
+    export = actions.add_parser(
+        "export", parents=[store_after], help="every message of every branch as JSON Lines"
+    )
     export.add_argument("--user", help="only this user's (default: every user)")
     export.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: stdout")
     export.set_defaults(command=_with_store(_export))
 
-    importing = actions.add_parser("import", help="read an export into the store (idempotent)")
+    importing = actions.add_parser(
+        "import", parents=[store_after], help="read an export into the store (idempotent)"
+    )
     importing.add_argument("file", metavar="FILE", help="a JSON Lines export, or - for stdin")
     importing.set_defaults(command=_with_store(_import))
 
-    delete = actions.add_parser("delete", help="delete a user's conversation, or all of them")
+    delete = actions.add_parser(
+        "delete", parents=[store_after], help="delete a user's conversation, or all of them"
+    )
     delete.add_argument("--user", required=True)
     which = delete.add_mutually_exclusive_group(required=True)
     which.add_argument("conversation", nargs="?", metavar="CONVERSATION_ID")
     which.add_argument("--all", action="store_true", help="every conversation of the user")
     delete.set_defaults(command=_with_store(_delete))
 
-    purge = actions.add_parser("purge", help="delete conversations inactive for N days")
+    purge = actions.add_parser(
+        "purge", parents=[store_after], help="delete conversations inactive for N days"
+    )
     purge.add_argument("--older-than-days", type=_days, required=True, metavar="N")
     purge.set_defaults(command=_with_store(_purge))
 

@@ -60,7 +60,7 @@ class RecordingRelay:
         self.timeout = timeout
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._http = requests.Session()
+        self.session = requests.Session()
         self._server = _RelayServer(("127.0.0.1", 0), _RelayHandler)
         self._server.relay = self
         self._thread = threading.Thread(
@@ -82,7 +82,7 @@ class RecordingRelay:
     def __exit__(self, *exc_info: object) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self._http.close()
+        self.session.close()
 
     def record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -124,7 +124,7 @@ class _RelayHandler(BaseHTTPRequestHandler):
         relay.record(RecordedRequest(method, self.path, dict(self.headers.items()), body))
         self.close_connection = True
         try:
-            answer = relay._http.request(
+            answer = relay.session.request(
                 method,
                 relay.upstream + self.path,
                 data=raw or None,

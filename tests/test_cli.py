@@ -138,6 +138,14 @@ class TestSessionsList:
 
         assert [line.split()[0] for line in out.splitlines()[1:]] == ["ben"]
 
+    def test_the_store_may_also_follow_the_action(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(["sessions", "list", "--user", "ben", "--store", store[0]], capsys)
+
+        assert code == 0
+        assert [line.split()[0] for line in out.splitlines()[1:]] == ["ben"]
+
     def test_says_so_when_there_is_nothing(self, capsys: pytest.CaptureFixture[str]) -> None:
         code, out, _ = run(["sessions", "--store", "memory://", "list"], capsys)
 
