@@ -117,6 +117,21 @@ class TestTheDemoOptions:
         assert "FakeHelix at http://127.0.0.1:" in out
         assert "(temporary)" in out
 
+    def test_ignores_history_settings_meant_for_the_pipeline(
+        self,
+        fake_helix: FakeHelix,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        monkeypatch.setenv("HISTORY_ENABLED", "false")
+        monkeypatch.setenv("MAX_HISTORY_MESSAGES", "2")
+        monkeypatch.setenv("TASKS", "skip")
+
+        code, _, err = run(["demo", "--helix-url", fake_helix.url], capsys)
+
+        assert code == 0, err
+        assert len(fake_helix.chat_requests) == 4
+
     def test_no_stream_sends_every_turn_unstreamed(
         self, fake_helix: FakeHelix, capsys: pytest.CaptureFixture[str]
     ) -> None:
