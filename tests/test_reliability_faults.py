@@ -158,8 +158,15 @@ class Chat:
     """One Open WebUI chat: keeps the message list as Open WebUI does and runs each turn's
     inlet, pipe and outlet, in-process or through the real Pipelines server."""
 
-    def __init__(self, transport: Transport):
-        self.chat_id = str(uuid.uuid4())
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        user: dict[str, Any] | None = None,
+        chat_id: str | None = None,
+    ):
+        self.user = dict(user or USER)
+        self.chat_id = chat_id or str(uuid.uuid4())
         self.messages: list[dict[str, Any]] = []
         self.transport = transport
         """How turns travel; replace it to continue the chat on another pipe or server."""
@@ -175,7 +182,7 @@ class Chat:
                 "chat_id": self.chat_id,
                 "message_id": assistant_id,
                 "user_message_id": user_id,
-                "user_id": USER["id"],
+                "user_id": self.user["id"],
             },
             **(body or {}),
         }
@@ -208,9 +215,9 @@ def in_process(pipe: HelixPipe) -> Transport:
     def transport(
         chat: Chat, request: dict[str, Any], outlet: dict[str, Any], stream: bool
     ) -> Shown:
-        body = pipe.inlet(json.loads(json.dumps(request)), dict(USER))
+        body = pipe.inlet(json.loads(json.dumps(request)), dict(chat.user))
         pipe_body = {k: v for k, v in body.items() if k not in ("metadata",)}
-        pipe_body["user"] = dict(USER)
+        pipe_body["user"] = dict(chat.user)
         result = pipe.pipe(
             request["messages"][-1]["content"],
             "helix-consultant",
@@ -224,7 +231,7 @@ def in_process(pipe: HelixPipe) -> Transport:
             assert isinstance(result, str), "a non-streaming answer must be one string"
             items = [result]
         shown = Shown("".join(items), items)
-        pipe.outlet(chat.outlet_body(outlet, shown.text), dict(USER))
+        pipe.outlet(chat.outlet_body(outlet, shown.text), dict(chat.user))
         return shown
 
     return transport
@@ -236,13 +243,13 @@ def through_server(server: PipelinesServer) -> Transport:
     def transport(
         chat: Chat, request: dict[str, Any], outlet: dict[str, Any], stream: bool
     ) -> Shown:
-        body = server.inlet(MODEL, request, USER)
+        body = server.inlet(MODEL, request, chat.user)
         pipe_body = {k: v for k, v in body.items() if k not in ("metadata", "features")}
-        pipe_body["user"] = dict(USER)
+        pipe_body["user"] = dict(chat.user)
         reply = server.chat(pipe_body)
         assert reply.status_code == 200, reply.raw[:500]
         shown = Shown(reply.content, [], reply.done, reply.finish_reason)
-        server.outlet(MODEL, chat.outlet_body(outlet, shown.text), USER)
+        server.outlet(MODEL, chat.outlet_body(outlet, shown.text), chat.user)
         return shown
 
     return transport
@@ -254,7 +261,7 @@ def through_server(server: PipelinesServer) -> Transport:
 def stored(url: str, chat: Chat) -> list[Message]:
     store = open_store(url)
     try:
-        return store.load(ConversationKey(USER["id"], chat.chat_id))
+        return store.load(ConversationKey(chat.user["id"], chat.chat_id))
     finally:
         store.close()
 

@@ -66,7 +66,7 @@ def answered(shown: Shown) -> bool:
 def stored_texts(url: str, chat: Chat) -> list[str]:
     store = open_store(url)
     try:
-        return [m.content for m in store.load(ConversationKey(USER["id"], chat.chat_id))]
+        return [m.content for m in store.load(ConversationKey(chat.user["id"], chat.chat_id))]
     finally:
         store.close()
 
