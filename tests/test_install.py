@@ -1,0 +1,245 @@
+"""``helix-pipeline install``: the shipped pipeline files, copied to a folder or uploaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+from email import policy
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import helix_pipeline
+from helix_pipeline.cli import main
+from helix_pipeline.install import pipeline_files
+from helix_pipeline.testing import FakeHelix
+
+from .pipelines_server import API_KEY, TRACEBACK, PipelinesServer
+from .store_servers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE_NAMES = ["helix.py", "helix_session_filter.py"]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``helix-pipeline argv`` in-process: exit code, stdout, stderr."""
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+class UploadServer:
+    """A stand-in for the Pipelines server's ``POST /pipelines/upload``, keeping what it got."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        self.uploads: list[tuple[str | None, bytes]] = []
+        self.problems: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path != "/pipelines/upload":
+                    owner.problems.append(f"path {self.path}")
+                    self.answer(404, {"detail": "Not Found"})
+                elif self.headers.get("Authorization") != f"Bearer {owner.api_key}":
+                    self.answer(401, {"detail": "Invalid API key"})
+                else:
+                    fields = form_fields(self.headers["Content-Type"], body)
+                    if set(fields) != {"file"}:
+                        owner.problems.append(f"fields {sorted(fields)}")
+                    owner.uploads.extend(fields.values())
+                    self.answer(200, {"status": True, "detail": "Pipeline uploaded successfully"})
+
+            def answer(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> UploadServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def form_fields(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """A multipart/form-data body's fields: name -> (file name, content)."""
+    head = f"Content-Type: {content_type}\r\n\r\n".encode()
+    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return fields
+
+
+class TestInstall:
+    def test_the_shipped_files_are_the_repositorys_pipeline_files(self) -> None:
+        files = pipeline_files()
+
+        assert sorted(files) == PIPELINE_NAMES
+        for name, data in files.items():
+            assert data == (ROOT / "pipelines" / name).read_bytes()
+
+    def test_copies_both_files_into_a_pipelines_folder(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        folder = tmp_path / "pipelines-dir" / "new"
+
+        code, out, _ = run(["install", str(folder)], capsys)
+
+        assert code == 0
+        assert sorted(p.name for p in folder.iterdir()) == PIPELINE_NAMES
+        for name in PIPELINE_NAMES:
+            assert (folder / name).read_bytes() == (ROOT / "pipelines" / name).read_bytes()
+            assert f"Installed {folder / name}" in out
+
+    def test_a_folder_it_cannot_write_fails_in_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("x", encoding="utf-8")
+
+        code, _, err = run(["install", str(blocker / "pipelines")], capsys)
+
+        assert code == 1
+        assert "PIPELINES_DIR" in err and err.count("\n") == 1
+
+    def test_uploads_both_files_as_the_file_field_with_the_bearer_key(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("PIPELINES_API_KEY", "pipe-key-1")
+        with UploadServer("pipe-key-1") as server:
+            code, out, err = run(["install", "--url", server.url + "/"], capsys)
+
+        assert code == 0, err
+        assert server.problems == []
+        assert server.uploads == [
+            (name, (ROOT / "pipelines" / name).read_bytes()) for name in PIPELINE_NAMES
+        ]
+        assert out.count("Pipeline uploaded successfully") == 2
+        assert "pipe-key-1" not in out + err
+
+    def test_a_refused_key_names_the_variable_and_never_shows_it(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("OTHER_KEY", "wrong-key")
+        with UploadServer("right-key") as server:
+            code, out, err = run(
+                ["install", "--url", server.url, "--api-key-env", "OTHER_KEY"], capsys
+            )
+
+        assert code == 1
+        assert "OTHER_KEY" in err and "401" in err
+        assert "wrong-key" not in out + err
+        assert server.uploads == []
+
+    def test_a_missing_key_names_the_variable(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.delenv("PIPELINES_API_KEY", raising=False)
+
+        code, _, err = run(["install", "--url", "http://127.0.0.1:9099"], capsys)
+
+        assert code == 1
+        assert "PIPELINES_API_KEY" in err
+
+    def test_an_unreachable_server_fails_in_one_line(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("PIPELINES_API_KEY", "k")
+
+        code, _, err = run(["install", "--url", f"http://127.0.0.1:{free_port()}"], capsys)
+
+        assert code == 1
+        assert "cannot reach the Pipelines server" in err and err.count("\n") == 1
+
+    def test_a_folder_and_a_url_together_are_a_usage_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert run(["install", str(tmp_path), "--url", "http://x"], capsys)[0] == 2
+
+    @pytest.mark.slow
+    def test_a_built_wheel_carries_the_pipeline_files(self, tmp_path: Path) -> None:
+        source = tmp_path / "src"
+        shutil.copytree(
+            ROOT,
+            source,
+            symlinks=True,
+            ignore=shutil.ignore_patterns(
+                ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "*.db"
+            ),
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                str(source),
+                "-w",
+                str(tmp_path / "dist"),
+                "--no-deps",
+                "-q",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        (wheel,) = (tmp_path / "dist").glob("helix_pipeline-*.whl")
+
+        with zipfile.ZipFile(wheel) as archive:
+            for name in PIPELINE_NAMES:
+                shipped = archive.read(f"helix_pipeline/pipelines/{name}")
+                assert shipped == (ROOT / "pipelines" / name).read_bytes()
+            entry_points = archive.read(
+                f"helix_pipeline-{helix_pipeline.__version__}.dist-info/entry_points.txt"
+            ).decode()
+        assert "helix-pipeline = helix_pipeline.cli:main" in entry_points
+
+
+@pytest.mark.integration
+class TestInstallIntoTheRealPipelinesServer:
+    def test_uploaded_files_load_as_the_helix_models_and_the_filter(
+        self,
+        fake_helix: FakeHelix,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        env = {"HELIX_BASE_URL": fake_helix.url, "HELIX_DATA_DIR": str(tmp_path / "data")}
+        monkeypatch.setenv("PIPELINES_API_KEY", API_KEY)
+        with PipelinesServer(tmp_path / "server", [], env=env) as server:
+            code, out, err = run(["install", "--url", server.url], capsys)
+            models = {model["id"] for model in server.models()}
+            log = server.log()
+
+        assert code == 0, err
+        assert out.count("Uploaded") == 2
+        assert {"helix.helix-consultant", "helix_session_filter"} <= models
+        assert TRACEBACK not in log
+        assert not (tmp_path / "server" / "pipelines" / "failed").exists()
