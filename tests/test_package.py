@@ -47,7 +47,9 @@ class TestPipelineFiles:
         text = path.read_text(encoding="utf-8")
         assert text.startswith('"""'), "the Pipelines server reads frontmatter only at the start"
         frontmatter = dict(
-            line.split(":", 1) for line in text[3 : text.index('"""', 3)].splitlines() if ":" in line
+            line.split(":", 1)
+            for line in text[3 : text.index('"""', 3)].splitlines()
+            if ":" in line
         )
         fields = {key.strip(): value.strip() for key, value in frontmatter.items()}
         assert {"title", "author", "version", "license", "description"} <= set(fields)
@@ -59,7 +61,9 @@ class TestPipelineFiles:
         code = path.read_text(encoding="utf-8")
         assert len(code.splitlines()) < 80
         assert "print(" not in code
-        assert not re.search(r"^\s*(for|while) ", code, re.MULTILINE), "logic belongs in the library"
+        assert not re.search(r"^\s*(for|while) ", code, re.MULTILINE), (
+            "logic belongs in the library"
+        )
 
     def test_the_package_version_matches_pyproject(self) -> None:
         pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")

@@ -46,7 +46,9 @@ class Chat:
             },
         }
         reply = run_pipe(self.pipe, body, self.user)
-        self.messages.append({"role": "assistant", "content": reply, "id": f"{self.chat_id}-a{turn}"})
+        self.messages.append(
+            {"role": "assistant", "content": reply, "id": f"{self.chat_id}-a{turn}"}
+        )
         outlet = {
             "model": MODEL,
             "messages": copy.deepcopy(self.messages),
@@ -101,7 +103,9 @@ def stored(pipe: HelixPipe, user: dict[str, str], chat_id: str) -> list[str]:
 
 
 class TestAChat:
-    @pytest.mark.parametrize("stream", [pytest.param(True, id="stream"), pytest.param(False, id="json")])
+    @pytest.mark.parametrize(
+        "stream", [pytest.param(True, id="stream"), pytest.param(False, id="json")]
+    )
     def test_every_turn_reaches_helix_with_the_chat_id_and_the_whole_history(
         self, pipe: HelixPipe, fake_helix: FakeHelix, stream: bool
     ) -> None:
@@ -142,7 +146,12 @@ class TestAChat:
     ) -> None:
         Chat(pipe, "shared-id", USER_A).send("secret of A")
         intruder = {"chat_id": "shared-id", "messages": [{"role": "user", "content": "hi"}]}
-        body = {"model": MODEL, "stream": False, "messages": intruder["messages"], "metadata": {"chat_id": "shared-id"}}
+        body = {
+            "model": MODEL,
+            "stream": False,
+            "messages": intruder["messages"],
+            "metadata": {"chat_id": "shared-id"},
+        }
         run_pipe(pipe, body, USER_B)
         contents = [m["content"] for m in fake_helix.last_request.body["messages"]]
         assert contents == ["hi"]
@@ -151,7 +160,9 @@ class TestAChat:
 
 class TestBackgroundTasks:
     def title_task(self) -> dict[str, Any]:
-        example = load_fixture("openwebui-0.12.4/examples/04_filter_inlet_A-t1_title_generation_task.json")
+        example = load_fixture(
+            "openwebui-0.12.4/examples/04_filter_inlet_A-t1_title_generation_task.json"
+        )
         body = copy.deepcopy(example["body"])
         body["model"] = MODEL
         return body

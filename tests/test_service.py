@@ -95,7 +95,9 @@ class TestOpenWebUIChats:
     ) -> None:
         play_turn(service, open_webui_body("chat-1", ["q0"], turn=0), "a0")
         play_turn(service, open_webui_body("chat-1", ["q0", "a0", "q1"], turn=1), "a1")
-        sent = play_turn(service, open_webui_body("chat-1", ["q0", "a0", "q1 edited"], turn=2), "a2")
+        sent = play_turn(
+            service, open_webui_body("chat-1", ["q0", "a0", "q1 edited"], turn=2), "a2"
+        )
         assert sent == ["q0", "a0", "q1 edited"]
         branches = service.store.branches(ConversationKey("user-a", "chat-1"))
         assert [[m.content for m in b] for b in branches] == [
