@@ -61,16 +61,31 @@ def store_url(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> st
     raise ValueError(f"unknown store engine {engine!r}")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_port(*, with_bus: bool = False) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    ``with_bus=True`` also needs the port 10000 above it free, for a Redis Cluster's bus.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if not with_bus:
+            return port
+        if port + 10_000 <= 65_535:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10_000))
+                except OSError:
+                    continue
+            return port
 
 
-def _wait_for_port(port: int, what: str) -> None:
+def _wait_for_port(port: int, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + _STARTUP_S
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode} on port {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -135,7 +150,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_for_port(self.port, "redis-server")
+        _wait_for_port(self.port, "redis-server", self._process)
         if self.cluster:
             self._wait_for_cluster()
 
@@ -195,7 +210,7 @@ def running_redis(*, cluster: bool = False) -> Iterator[RedisServer]:
         yield RedisServer(external + query, cluster=cluster)
         return
     directory = Path(tempfile.mkdtemp(prefix="helix-redis-"))
-    port = free_port()
+    port = free_port(with_bus=cluster)
     query = "?cluster=true" if cluster else ""
     server = RedisServer(
         f"redis://127.0.0.1:{port}/0{query}", port=port, directory=directory, cluster=cluster
