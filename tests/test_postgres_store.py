@@ -218,6 +218,23 @@ class TestQueries:
         assert "Seq Scan" not in plan
         assert "helix_conversations_by_key" in plan
 
+    def test_loading_the_active_branch_runs_one_statement(
+        self, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store.record(ALICE, [*turn(1), *turn(2)])
+        store.record(ALICE, [Message("user", "edited")], after=2)
+        statements: list[str] = []
+        execute = psycopg.Connection.execute
+
+        def counting(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            statements.append(str(query))
+            return execute(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Connection, "execute", counting)
+
+        assert [m.content for m in store.load(ALICE)] == ["question 1", "answer 1", "edited"]
+        assert statements == [LOAD_ACTIVE_BRANCH]
+
     def test_ids_and_texts_are_stored_as_utf8_bytes(self, store: PostgresStore, conn: Any) -> None:
         store.record(ConversationKey("a\x00b", "ünï"), [Message("user", "x\x00y", "m\x00")])
 
@@ -279,6 +296,40 @@ def private_server() -> Iterator[PostgresServer]:
         if own.port is None:
             pytest.skip("needs a PostgreSQL cluster of our own to stop and start")
         yield own
+
+
+class TestLocking:
+    def test_a_writer_kept_waiting_too_long_gets_a_store_error_saying_so(
+        self, url: str, conn: Any
+    ) -> None:
+        opened = PostgresStore(url, lock_timeout=0.2)
+        try:
+            opened.record(ALICE, turn(1))
+            with conn.transaction():
+                conn.execute("SELECT * FROM helix_conversations FOR UPDATE")
+                started = time.monotonic()
+
+                with pytest.raises(StoreError, match="another writer held") as caught:
+                    opened.record(ALICE, turn(2))
+
+                assert time.monotonic() - started < 2
+                assert not isinstance(caught.value, StoreUnavailable)
+            opened.record(ALICE, turn(2))
+            assert len(opened.load(ALICE)) == 4
+        finally:
+            opened.close()
+
+    def test_a_writer_waits_for_another_to_finish(self, store: PostgresStore, conn: Any) -> None:
+        store.record(ALICE, turn(1))
+        with conn.transaction():
+            conn.execute("SELECT * FROM helix_conversations FOR UPDATE")
+            writer = threading.Thread(target=store.record, args=(ALICE, turn(2)))
+            writer.start()
+            time.sleep(0.2)
+            assert writer.is_alive()
+        writer.join(timeout=5)
+
+        assert len(store.load(ALICE)) == 4
 
 
 class TestRecovery:

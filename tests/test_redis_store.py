@@ -223,6 +223,35 @@ class TestKeys:
             second.close()
 
 
+class TestRoundTrips:
+    def commands_processed(self, client: Any) -> int:
+        return int(client.info("stats")["total_commands_processed"])
+
+    def test_loading_the_active_branch_is_one_command(self, store: RedisStore, client: Any) -> None:
+        forked_conversation(store)
+        idle = -self.commands_processed(client) + self.commands_processed(client)
+
+        before = self.commands_processed(client)
+        loaded = store.load(ALICE)
+        spent = self.commands_processed(client) - before - idle
+
+        assert [m.content for m in loaded] == ["question 1", "answer 1", "edited"]
+        assert spent == 1
+
+    def test_recording_a_turn_is_one_transaction_and_one_index_script(
+        self, store: RedisStore, client: Any
+    ) -> None:
+        store.record(ALICE, turn(1))
+        client.config_resetstat()
+
+        store.record(ALICE, turn(2))
+
+        stats = client.info("commandstats")
+        assert stats["cmdstat_exec"]["calls"] == 1
+        assert stats["cmdstat_evalsha"]["calls"] == 1
+        assert stats["cmdstat_rpush"]["calls"] == 1
+
+
 class TestIndex:
     def delete_conversation_keys(self, client: Any) -> None:
         """What expiry or an operator's DEL does: the conversation goes, its index stays."""

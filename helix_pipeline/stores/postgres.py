@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 3.0
+LOCK_TIMEOUT_S = 10
 _INSTALL = "pip install helix-pipeline[postgres]"
 _MIGRATION_LOCK = 0x48454C4958  # pg_advisory_xact_lock key: "HELIX"
 
@@ -183,6 +184,7 @@ class PostgresStore:
         max_connections: int = 8,
         connect_timeout: int = CONNECT_TIMEOUT_S,
         pool_timeout: float = POOL_TIMEOUT_S,
+        lock_timeout: float = LOCK_TIMEOUT_S,
     ) -> None:
         """Connect, apply pending migrations, and start the pool.
 
@@ -196,6 +198,7 @@ class PostgresStore:
         self._password = urlsplit(url).password
         self._psycopg = psycopg
         self._pool_timeout_error = pool_module.PoolTimeout
+        self._lock_timeout_ms = max(1, round(lock_timeout * 1000))
         connect_options: dict[str, Any] = {"autocommit": True}
         with self._translated("opening the database"):
             try:
@@ -214,6 +217,7 @@ class PostgresStore:
                 timeout=pool_timeout,
                 reconnect_timeout=pool_timeout,
                 check=_check_if_readable,
+                configure=self._configure,
                 name="helix-session-store",
                 open=False,
             )
@@ -380,6 +384,12 @@ class PostgresStore:
             conversation_id=key.conversation_id,
         )
 
+    def _configure(self, conn: Any) -> None:
+        """Settings of every pooled connection: a writer waits at most ``lock_timeout`` for
+        another's lock on a conversation, so a stuck transaction cannot hang chat turns forever.
+        """
+        conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+
     @contextmanager
     def _translated(self, doing: str, key: ConversationKey | None = None) -> Iterator[None]:
         """The one place that turns psycopg and pool errors into :class:`StoreError`."""
@@ -405,6 +415,14 @@ class PostgresStore:
                 hint = "check the user name and password in SESSION_STORE_URL"
             elif sqlstate == "3D000" or ("database" in detail and "does not exist" in detail):
                 hint = "create the database, or name an existing one in SESSION_STORE_URL"
+            elif sqlstate == "55P03":
+                raise StoreError(
+                    f"{where}: another writer held this conversation for over "
+                    f"{self._lock_timeout_ms / 1000:g} s; retry, and look for a stuck transaction "
+                    "in pg_stat_activity",
+                    store=self.url,
+                    conversation_id=conversation_id,
+                ) from exc
             elif isinstance(exc, self._psycopg.OperationalError) and (
                 not sqlstate or sqlstate.startswith(("08", "57P"))
             ):
