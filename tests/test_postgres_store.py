@@ -23,12 +23,8 @@ from .store_servers import POSTGRES_PASSWORD, PostgresServer, free_port, running
 
 psycopg = pytest.importorskip("psycopg", reason="pip install helix-pipeline[postgres]")
 
-from helix_pipeline.stores.postgres import (  # noqa: E402
-    LOAD_ACTIVE_BRANCH,
-    MIGRATIONS,
-    PostgresStore,
-    migrate,
-)
+from helix_pipeline.stores.postgres import LOAD_ACTIVE_BRANCH, PostgresStore  # noqa: E402
+from helix_pipeline.stores.postgres_migrations import MIGRATIONS, migrate  # noqa: E402
 
 ALICE = ConversationKey("alice", "chat-1")
 

@@ -4,14 +4,15 @@ Connections come from a psycopg ``ConnectionPool`` (autocommit, 3 s connect time
 whose socket shows the server went away is tested before use and replaced, so the store recovers
 by itself when the server comes back. Every ``record`` is one transaction that locks the
 conversation's row (``SELECT ... FOR UPDATE``), so concurrent writers of one conversation
-serialise, even across processes and hosts; loading the active branch is one indexed query.
+serialise, even across processes and hosts (waiting at most ``lock_timeout``, 10 s, for each
+other); loading the active branch is one indexed query.
 Every psycopg error is translated into a :class:`~helix_pipeline.errors.StoreError` in
 :meth:`PostgresStore._translated`, and nowhere else.
 
 Ids, texts and message ids are stored as UTF-8 ``bytea`` (``surrogatepass``): PostgreSQL ``text``
 cannot hold NUL characters, and ids may hold anything. Conversations are found by a SHA-256 digest
-of (user id, conversation id), so ids of any length fit the unique index. The schema is created by
-the named migrations below, recorded in ``helix_schema_migrations`` and applied on open.
+of (user id, conversation id), so ids of any length fit the unique index. The schema comes from
+the named migrations of :mod:`~helix_pipeline.stores.postgres_migrations`, applied on open.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import logging
 import select
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -32,8 +33,9 @@ from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..messages import Message
 from . import redact_url
 from .base import ConversationSummary, RecordResult, plan_record
+from .postgres_migrations import migrate
 
-__all__ = ["MIGRATIONS", "PostgresStore", "applied_migrations", "migrate"]
+__all__ = ["LOAD_ACTIVE_BRANCH", "PostgresStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,94 +43,6 @@ CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 3.0
 LOCK_TIMEOUT_S = 10
 _INSTALL = "pip install helix-pipeline[postgres]"
-_MIGRATION_LOCK = 0x48454C4958  # pg_advisory_xact_lock key: "HELIX"
-
-Migration = Callable[[Any], None]
-"""A schema change: a function ``mNNN_what_it_does(conn)`` run inside the migration transaction."""
-
-
-def m001_create_conversations(conn: Any) -> None:
-    conn.execute(
-        """
-        CREATE TABLE helix_conversations (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            key_hash bytea NOT NULL,
-            user_hash bytea NOT NULL,
-            user_id bytea NOT NULL,
-            conversation_id bytea NOT NULL,
-            active_branch integer NOT NULL,
-            message_count integer NOT NULL,
-            last_activity double precision NOT NULL
-        )
-        """
-    )
-    conn.execute("CREATE UNIQUE INDEX helix_conversations_by_key ON helix_conversations (key_hash)")
-    conn.execute(
-        "CREATE INDEX helix_conversations_by_user ON helix_conversations (user_hash, last_activity)"
-    )
-    conn.execute(
-        "CREATE INDEX helix_conversations_by_activity ON helix_conversations (last_activity)"
-    )
-
-
-def m002_create_messages(conn: Any) -> None:
-    conn.execute(
-        """
-        CREATE TABLE helix_messages (
-            conversation bigint NOT NULL
-                REFERENCES helix_conversations (id) ON DELETE CASCADE,
-            branch integer NOT NULL,
-            position integer NOT NULL,
-            role text NOT NULL,
-            content bytea NOT NULL,
-            message_id bytea,
-            partial boolean NOT NULL,
-            created_at double precision,
-            PRIMARY KEY (conversation, branch, position)
-        )
-        """
-    )
-
-
-MIGRATIONS: tuple[Migration, ...] = (m001_create_conversations, m002_create_messages)
-
-
-def applied_migrations(conn: Any) -> set[str]:
-    """The migration names recorded in ``helix_schema_migrations`` (empty for a new database)."""
-    exists = conn.execute("SELECT to_regclass('helix_schema_migrations')").fetchone()[0]
-    if exists is None:
-        return set()
-    return {name for (name,) in conn.execute("SELECT name FROM helix_schema_migrations")}
-
-
-def migrate(conn: Any, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
-    """Apply the migrations not yet recorded, in one transaction; the names applied now.
-
-    An advisory lock makes processes that open the same database at once apply each migration
-    exactly once. ``conn`` must be in autocommit mode.
-    """
-    wanted = {migration.__name__ for migration in migrations}
-    if wanted <= applied_migrations(conn):
-        return []
-    applied: list[str] = []
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS helix_schema_migrations ("
-            "name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = applied_migrations(conn)
-        for migration in migrations:
-            if migration.__name__ in done:
-                continue
-            migration(conn)
-            conn.execute(
-                "INSERT INTO helix_schema_migrations (name) VALUES (%s)", (migration.__name__,)
-            )
-            applied.append(migration.__name__)
-    return applied
-
-
 _MESSAGE_COLUMNS = "m.role, m.content, m.message_id, m.partial, m.created_at"
 _KEY_MATCH = "c.key_hash = %s AND c.user_id = %s AND c.conversation_id = %s"
 
