@@ -387,6 +387,7 @@ def helix_rejection(messages: Sequence[Mapping[str, str]]) -> str | None:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # the default 5 drops connects under load: a 1 s SYN retry each
 
     def __init__(
         self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], helix: FakeHelix
