@@ -190,8 +190,17 @@ def openwebui_tools() -> list[dict[str, Any]]:
 class OpenWebUITurn:
     """One chat turn as Open WebUI 0.12.4 sends it to a manifold pipe: inlet, pipe, outlet."""
 
-    def __init__(self, conversation: int, stored: Sequence[Message], *, stream: bool) -> None:
+    def __init__(
+        self,
+        conversation: int,
+        stored: Sequence[Message],
+        *,
+        stream: bool,
+        chat_id: str | None = None,
+    ) -> None:
         self.key = key(conversation)
+        if chat_id is not None:
+            self.key = ConversationKey(self.key.user_id, chat_id)
         self.chat_id = self.key.conversation_id
         self.stream = stream
         self.user = {**USER, "id": self.key.user_id}

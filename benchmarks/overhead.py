@@ -254,7 +254,11 @@ def run(args: argparse.Namespace) -> None:
 
         _quiet_fake_helix()
         held = stack.enter_context(FakeHelix(reply=lambda _messages: answer))
-        url = held.url if args.fake == "thread" else stack.enter_context(_fake_process(args))
+        url = (
+            held.url
+            if args.fake == "thread"
+            else stack.enter_context(fake_helix_process(args.words))
+        )
         stack.enter_context(package_logging(args.log))
         valves = [HelixValves(HELIX_BASE_URL=url, SESSION_STORE_URL=f"sqlite:///{db}")]
         pipe = HelixPipe(lambda: valves[0], pipelines_dir=None)
@@ -356,9 +360,10 @@ def _quiet_fake_helix() -> None:
 
 
 @contextmanager
-def _fake_process(args: argparse.Namespace) -> Iterator[str]:
-    """FakeHelix in a process of its own (as Helix is), so that it never holds our GIL."""
-    command = [sys.executable, __file__, "--serve-fake", "--words", str(args.words)]
+def fake_helix_process(words: int) -> Iterator[str]:
+    """FakeHelix in a process of its own (as Helix is), so that it never holds our GIL; every
+    answer is :func:`text` ``(7, words)``."""
+    command = [sys.executable, __file__, "--serve-fake", "--words", str(words)]
     with subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as child:
@@ -374,7 +379,7 @@ def _fake_process(args: argparse.Namespace) -> Iterator[str]:
 
 
 def serve_fake(words: int) -> None:
-    """The child of :func:`_fake_process`: serve, print the URL, stop when stdin closes."""
+    """The child of :func:`fake_helix_process`: serve, print the URL, stop when stdin closes."""
     _quiet_fake_helix()
     answer = text(7, words)
     with FakeHelix(reply=lambda _messages: answer) as helix:

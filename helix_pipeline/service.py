@@ -20,9 +20,12 @@ from .notices import without_notices
 from .stores import MemoryStore, SessionStore
 from .stores.base import plan_record
 
-__all__ = ["HistoryService", "Turn"]
+__all__ = ["TEMPORARY_CONVERSATIONS", "HistoryService", "Turn"]
 
 log = logging.getLogger(__name__)
+
+TEMPORARY_CONVERSATIONS = 1_000
+"""Temporary chats kept in memory at most; beyond it the least recently used one is forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +47,9 @@ class Turn:
 class HistoryService:
     """Conversation memory for one pipeline instance.
 
-    ``store`` keeps saved chats, channels and API conversations; temporary chats go to a bounded
-    in-memory store unless ``store_temporary`` is on; background tasks are never stored.
+    ``store`` keeps saved chats, channels and API conversations; temporary chats go to an
+    in-memory store bounded to :data:`TEMPORARY_CONVERSATIONS` chats unless ``store_temporary`` is
+    on; background tasks are never stored.
     """
 
     def __init__(
@@ -61,7 +65,9 @@ class HistoryService:
         self.budget = budget or Budget()
         self.store_temporary = store_temporary
         self.enabled = enabled
-        self.temporary_store = temporary_store or MemoryStore("memory://temporary")
+        self.temporary_store = temporary_store or MemoryStore(
+            "memory://temporary", max_conversations=TEMPORARY_CONVERSATIONS
+        )
 
     def store_for(self, conversation: Conversation) -> SessionStore | None:
         """Where this conversation's history lives; ``None`` for what is never recorded."""

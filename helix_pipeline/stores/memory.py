@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from ..conversation import ConversationKey
+from ..errors import ConfigError
 from ..messages import Message
 from .base import ConversationSummary, RecordResult, plan_record
 
@@ -16,18 +17,33 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore:
-    """Conversations in a dict, guarded by one lock. Lost when the process ends."""
+    """Conversations in a dict, guarded by one lock. Lost when the process ends.
 
-    def __init__(self, url: str = "memory://") -> None:
+    ``max_conversations`` bounds the store: beyond it, the least recently used conversation (the
+    one loaded or recorded longest ago) is forgotten. ``None`` keeps every conversation.
+    """
+
+    def __init__(self, url: str = "memory://", *, max_conversations: int | None = None) -> None:
+        if max_conversations is not None and max_conversations < 1:
+            raise ConfigError(
+                f"max_conversations must be 1 or more (or None to keep every conversation), "
+                f"got {max_conversations}",
+                setting="max_conversations",
+            )
         self.url = url
+        self.max_conversations = max_conversations
         self._lock = threading.Lock()
+        # Insertion order is recency order when bounded: the first key is the least recently used.
         self._branches: dict[ConversationKey, list[list[Message]]] = {}
         self._touched: dict[ConversationKey, float] = {}
 
     def load(self, key: ConversationKey) -> list[Message]:
         with self._lock:
             branches = self._branches.get(key)
-            return list(branches[-1]) if branches else []
+            if not branches:
+                return []
+            self._used(key)
+            return list(branches[-1])
 
     def record(
         self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
@@ -35,6 +51,7 @@ class MemoryStore:
         now = time.time()
         with self._lock:
             branches = self._branches.setdefault(key, [[]])
+            self._used(key)
             active = branches[-1]
             plan = plan_record(active, messages, after)
             for position, message_id in plan.attach:
@@ -46,6 +63,7 @@ class MemoryStore:
                 active.extend(stamped)
             if plan.changes_anything:
                 self._touched[key] = now
+                self._forget_least_recently_used()
             elif not active:
                 del self._branches[key]
             return RecordResult(
@@ -90,6 +108,19 @@ class MemoryStore:
                 del self._branches[key]
                 del self._touched[key]
             return len(old)
+
+    def _used(self, key: ConversationKey) -> None:
+        """Make ``key`` the most recently used conversation (the last in the dict)."""
+        if self.max_conversations is not None:
+            self._branches[key] = self._branches.pop(key)
+
+    def _forget_least_recently_used(self) -> None:
+        if self.max_conversations is None:
+            return
+        while len(self._branches) > self.max_conversations:
+            oldest = next(iter(self._branches))
+            del self._branches[oldest]
+            self._touched.pop(oldest, None)
 
     def close(self) -> None:
         with self._lock:
