@@ -235,10 +235,10 @@ def _unprivileged_user() -> str | None:
     """PostgreSQL refuses to run as root: the user to run it as, when we are root."""
     if os.geteuid() != 0:
         return None
+    import pwd  # POSIX only, like running as root
+
     for candidate in ("postgres", "nobody"):
         try:
-            import pwd
-
             pwd.getpwnam(candidate)
         except KeyError:
             continue
@@ -257,13 +257,20 @@ class PostgresServer:
     def _run(self, *command: str) -> None:
         user = _unprivileged_user()
         prefix = ["runuser", "-u", user, "--"] if user else []
-        subprocess.run(
+        done = subprocess.run(
             [*prefix, *command],
-            check=True,
+            check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=60,
         )
+        if done.returncode:
+            log = self.directory / "server.log" if self.directory else None
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise RuntimeError(
+                f"{Path(command[0]).name} {command[-1]} failed ({done.returncode}): "
+                f"{done.stderr.decode(errors='replace').strip()}\n{tail}"
+            )
 
     def _pg_ctl(self, *args: str) -> None:
         if self.port is None or self.directory is None:
@@ -293,12 +300,11 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start the cluster (again, on the same port, with its data)."""
-        assert self.directory is not None
         options = (
             f"-p {self.port} -h 127.0.0.1 -k {self.directory} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off"
         )
-        self._pg_ctl("-o", options, "-l", str(self.directory / "server.log"), "-w", "start")
+        self._pg_ctl("-o", options, "-l", f"{self.directory}/server.log", "-w", "start")
 
     def stop(self) -> None:
         """Stop the cluster at once (``-m fast``): open connections are cut."""
@@ -335,7 +341,7 @@ def running_postgres() -> Iterator[PostgresServer]:
         server.start()
         yield server
     finally:
-        with suppress(subprocess.CalledProcessError):  # a test may have stopped it already
+        with suppress(RuntimeError):  # a test may have stopped it already
             server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
