@@ -278,6 +278,16 @@ class TestIndex:
         assert store.purge(datetime.now(timezone.utc) + timedelta(days=1)) == 0
         assert client.keys("*") == []
 
+    def test_purging_drops_a_candidate_that_nothing_else_knows(
+        self, store: RedisStore, client: Any
+    ) -> None:
+        store.record(ALICE, turn(1))
+        self.delete_conversation_keys(client)
+        client.hdel(store._user_index_key("alice"), "chat-1")
+
+        assert store.purge(datetime.now(timezone.utc) + timedelta(days=1)) == 0
+        assert client.keys("*") == []
+
     def test_a_user_whose_index_expired_is_not_listed(self, store: RedisStore, client: Any) -> None:
         store.record(ALICE, turn(1))
         store.record(ConversationKey("bob", "x"), turn(1))
@@ -310,6 +320,21 @@ class TestIndex:
 
         assert store.purge(cutoff) == 0
         assert len(store.load(ALICE)) == 2
+
+
+class TestConsistentReads:
+    def test_branches_read_again_when_a_fork_lands_between_two_reads(
+        self, store: RedisStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        forked_conversation(store)
+        stale = iter([b"1"])
+        hget = store._client.hget
+        monkeypatch.setattr(store._client, "hget", lambda *args: next(stale, None) or hget(*args))
+
+        old, new = store.branches(ALICE)
+
+        assert len(old) == 4
+        assert [m.content for m in new] == ["question 1", "answer 1", "edited"]
 
 
 class TestConcurrency:

@@ -70,9 +70,11 @@ end
 return 1
 """
 
-# KEYS: users, convs, user hash. ARGV: user, conversation, pair, token the caller saw.
+# KEYS: users, convs, user hash. ARGV: user, conversation, pair, token the caller saw ('' for
+# none: then only a purge candidate without a user-index entry is dropped).
 _UNINDEX_SCRIPT = """
-if redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[4] then return 0 end
+local seen = redis.call('HGET', KEYS[3], ARGV[2])
+if seen ~= ARGV[4] and not (seen == false and ARGV[4] == '') then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
 if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('ZREM', KEYS[1], ARGV[1]) end
@@ -262,15 +264,27 @@ class RedisStore:
         )
 
     def branches(self, key: ConversationKey) -> list[list[Message]]:
+        meta_key = self._meta_key(key)
         with self._translated("loading the branches of a conversation", key):
-            count = int(self._client.hget(self._meta_key(key), "branches") or 0)
-            if not count:
-                return []
-            pipe = self._client.pipeline(transaction=True)
-            for name in (*self._older_keys(key, count), self._active_key(key)):
-                pipe.lrange(name, 0, -1)
-            lists = pipe.execute()
-        return [[_decode_message(item) for item in raw] for raw in lists]
+            count = int(self._client.hget(meta_key, "branches") or 0)
+            for attempt in range(_MAX_ATTEMPTS):
+                if not count:
+                    return []
+                pipe = self._client.pipeline(transaction=True)
+                pipe.hget(meta_key, "branches")
+                for name in (*self._older_keys(key, count), self._active_key(key)):
+                    pipe.lrange(name, 0, -1)
+                now_count, *lists = pipe.execute()
+                if int(now_count or 0) == count:
+                    return [[_decode_message(item) for item in raw] for raw in lists]
+                count = int(now_count or 0)  # a fork or a delete came in between: read again
+                _back_off(attempt)
+        raise StoreError(
+            f"The Redis session store {self.url} could not read the branches of a conversation: "
+            f"it kept changing under {_MAX_ATTEMPTS} attempts; retry",
+            store=self.url,
+            conversation_id=key.conversation_id,
+        )
 
     def conversations(self, user_id: str) -> list[ConversationSummary]:
         with self._translated("listing conversations"):
@@ -325,7 +339,7 @@ class RedisStore:
                 user_id, conversation_id = json.loads(_text(raw))
                 key = ConversationKey(user_id, conversation_id)
                 seen = self._client.hget(self._user_index_key(user_id), _bytes(conversation_id))
-                if self._delete_if(key, before=cutoff, index_token=seen):
+                if self._delete_if(key, before=cutoff, index_token=seen or b""):
                     purged += 1
         return purged
 
