@@ -108,11 +108,13 @@ class RedisServer:
         port: int | None = None,
         directory: Path | None = None,
         cluster: bool = False,
+        tls: bool = False,
     ):
         self.url = url
         self.port = port
         self.directory = directory
         self.cluster = cluster
+        self.tls = tls
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -121,8 +123,14 @@ class RedisServer:
 
     @property
     def address(self) -> str:
-        """:attr:`url` without our own query parameters, for redis-py itself."""
-        return self.url.split("?", 1)[0]
+        """:attr:`url` without our own query parameters (``cluster``), for redis-py itself."""
+        return self.url.replace("?cluster=true", "")
+
+    @property
+    def certificate(self) -> Path:
+        """The self-signed certificate of a ``tls=True`` server (its own CA)."""
+        assert self.directory is not None
+        return self.directory / "cert.pem"
 
     def start(self) -> None:
         """Start the server (again, on the same port, empty: nothing is saved)."""
@@ -130,6 +138,16 @@ class RedisServer:
             pytest.skip("an external Redis server cannot be started or stopped")
         binary = shutil.which("redis-server")
         assert binary is not None
+        tls_options = (
+            (
+                *("--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"),
+                *("--tls-cert-file", str(self.certificate)),
+                *("--tls-key-file", str(self.directory / "key.pem")),
+                *("--tls-ca-cert-file", str(self.certificate)),
+            )
+            if self.tls
+            else ()
+        )
         cluster_options = (
             (
                 "--cluster-enabled",
@@ -146,6 +164,7 @@ class RedisServer:
                 *("--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
                 *cluster_options,
+                *tls_options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -195,12 +214,17 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis(*, cluster: bool = False) -> Iterator[RedisServer]:
+def running_redis(*, cluster: bool = False, tls: bool = False) -> Iterator[RedisServer]:
     """A throwaway Redis: our own redis-server, else the environment's URL, else a skip.
 
     The environment variable is ``HELIX_TEST_REDIS_URL``, or ``HELIX_TEST_REDIS_CLUSTER_URL``
-    (any node of a cluster) with ``cluster=True``.
+    (any node of a cluster) with ``cluster=True``. ``tls=True`` needs our own server (and
+    openssl): it speaks only TLS, and its URL is ``rediss://...?ssl_ca_certs=<its certificate>``.
     """
+    if tls and shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed to make a certificate for a TLS Redis")
+    if tls and shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed for a TLS Redis of our own")
     if shutil.which("redis-server") is None:
         variable = REDIS_CLUSTER_URL_ENV if cluster else REDIS_URL_ENV
         external = os.environ.get(variable)
@@ -211,16 +235,34 @@ def running_redis(*, cluster: bool = False) -> Iterator[RedisServer]:
         return
     directory = Path(tempfile.mkdtemp(prefix="helix-redis-"))
     port = free_port(with_bus=cluster)
-    query = "?cluster=true" if cluster else ""
-    server = RedisServer(
-        f"redis://127.0.0.1:{port}/0{query}", port=port, directory=directory, cluster=cluster
-    )
+    if tls:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={quote(str(directory / 'cert.pem'))}"
+    else:
+        url = f"redis://127.0.0.1:{port}/0{'?cluster=true' if cluster else ''}"
+    server = RedisServer(url, port=port, directory=directory, cluster=cluster, tls=tls)
     try:
+        if tls:
+            _make_certificate(directory)
         server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _make_certificate(directory: Path) -> None:
+    """A self-signed certificate for 127.0.0.1 (``cert.pem``) and its key (``key.pem``)."""
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem")),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def _postgres_binary(name: str) -> str | None:

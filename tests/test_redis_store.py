@@ -119,6 +119,39 @@ class TestOpening:
         assert caught.value.store is not None and "s3cret" not in caught.value.store
 
 
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[RedisServer]:
+    with running_redis(tls=True) as own:
+        yield own
+
+
+class TestTLS:
+    def test_a_rediss_url_records_and_loads_over_tls(self, tls_server: RedisServer) -> None:
+        opened = RedisStore.from_url(f"{tls_server.url}&ttl_days=1")
+        try:
+            opened.record(ALICE, turn(1))
+
+            assert [m.message_id for m in opened.load(ALICE)] == ["u1", "a1"]
+            assert opened.ttl_seconds == 86_400
+        finally:
+            opened.close()
+
+    def test_a_certificate_that_is_not_trusted_is_refused(self, tls_server: RedisServer) -> None:
+        untrusted = tls_server.url.split("?", 1)[0]  # no ssl_ca_certs: the system CAs only
+
+        with pytest.raises(StoreUnavailable, match=r"add \?ssl_ca_certs=/path/to/ca.pem"):
+            RedisStore.from_url(untrusted)
+
+    def test_plain_redis_to_a_tls_port_says_to_check_tls(self, tls_server: RedisServer) -> None:
+        plain = tls_server.url.split("?", 1)[0].replace("rediss://", "redis://")
+        started = time.monotonic()
+
+        with pytest.raises(StoreUnavailable, match="rediss:// is used exactly when"):
+            RedisStore(plain, connect_timeout=1, command_timeout=1)
+
+        assert time.monotonic() - started < 5
+
+
 class TestPasswords:
     @pytest.fixture
     def password_user(self, client: Any) -> Iterator[str]:

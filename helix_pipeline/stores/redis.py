@@ -455,6 +455,11 @@ class RedisStore:
         errors = self._errors
         if isinstance(exc, errors.AuthenticationError):
             return True, "check the user name and password in SESSION_STORE_URL"
+        if "CERTIFICATE_VERIFY_FAILED" in detail:
+            return True, (
+                "the server's TLS certificate is not trusted: add "
+                "?ssl_ca_certs=/path/to/ca.pem to SESSION_STORE_URL"
+            )
         if isinstance(exc, (errors.ConnectionError, errors.TimeoutError)) or (
             isinstance(exc, errors.RedisClusterException) and "connect" in detail
         ):
