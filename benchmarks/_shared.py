@@ -93,7 +93,7 @@ def median(values: Sequence[float]) -> float:
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A Markdown table (pastes into benchmarks/README.md as it is)."""
     cells = [[_cell(value) for value in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     lines = [
         "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
         "|" + "|".join("-" * (w + 2) for w in widths) + "|",
@@ -125,9 +125,10 @@ def machine() -> str:
         pass
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = " ".join(["python", *[Path(sys.argv[0]).as_posix(), *sys.argv[1:]]])
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return (
         f"{now}; {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; "
-        f"command: `{command}`"
+        f"load average {load} (at the end); command: `{command}`"
     )
 
 

@@ -4,8 +4,9 @@ One process plays ``--turns`` chat turns through :class:`HelixPipe` (inlet, pipe
 and not, alternately) against FakeHelix in a process of its own (its request log is not ours).
 Turn ``n`` goes to slot ``n % --conversations``; a slot starts a new chat (a new chat id) after
 ``--messages`` messages, as people do, so 10,000 turns make 2,000 chats of 5 turns. After
-``--early`` turns and at the end it samples the peak RSS (``resource.getrusage``) and the live heap
-(``tracemalloc`` after ``gc.collect()``), and counts the conversations held in this process.
+``--early`` turns, half way and at the end it samples the peak RSS (``resource.getrusage``), the
+live objects (``sys.getallocatedblocks`` after ``gc.collect()``; ``--tracemalloc`` adds the traced
+heap, three times slower), and counts the conversations held in this process.
 
 A store on disk must not grow the process; the memory store keeps every chat (it is the reference
 store for tests); temporary chats live in the pipe's own in-process store, which must stay bounded.
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,8 +55,8 @@ class Sample:
 @dataclass(frozen=True)
 class Result:
     scenario: str
-    early: Sample
-    late: Sample
+    samples: list[Sample]
+    """At ``--early`` turns, half way, and at the end."""
     seconds: float
 
 
@@ -134,18 +135,21 @@ def measure(
         tracemalloc.start()
     started = time.perf_counter()
     try:
-        early = None
+        samples: list[Sample] = []
+        points = sample_points(args)
         for number in range(args.turns):
             turn = chats.next_turn(number)
             chats.answered(turn, play(pipe, turn))
-            if number + 1 == args.early:
-                early = sample(pipe)
-        late = sample(pipe)
-        assert early is not None
+            if number + 1 in points:
+                samples.append(sample(pipe))
     finally:
         tracemalloc.stop()
         pipe.shutdown()
-    return Result(scenario, early, late, time.perf_counter() - started)
+    return Result(scenario, samples, time.perf_counter() - started)
+
+
+def sample_points(args: argparse.Namespace) -> tuple[int, int, int]:
+    return (args.early, args.turns // 2, args.turns)
 
 
 SCENARIOS = (
@@ -179,8 +183,7 @@ def run(args: argparse.Namespace) -> list[Result]:
             results.append(
                 Result(
                     result["scenario"],
-                    Sample(**result["early"]),
-                    Sample(**result["late"]),
+                    [Sample(**fields) for fields in result["samples"]],
                     result["seconds"],
                 )
             )
@@ -201,40 +204,23 @@ def report(args: argparse.Namespace, results: Sequence[Result]) -> None:
     print(machine())
     print(
         f"{args.turns:,} turns over {args.conversations:,} slots, a new chat every "
-        f"{args.messages} messages; answers of {args.words} words; heap = tracemalloc after "
-        "gc.collect(); 'kept' = conversations held in the process"
+        f"{args.messages} messages; answers of {args.words} words; live blocks = "
+        "sys.getallocatedblocks() after gc.collect(); kept = conversations held in the process"
     )
     print()
-    early, late = f"@{args.early:,}", f"@{args.turns:,}"
-    print(
-        table(
-            [
-                "scenario",
-                f"peak RSS MB {early}",
-                late,
-                f"heap MB {early}",
-                late,
-                f"live blocks {early}",
-                late,
-                f"kept {early}",
-                late,
-            ],
-            [
-                [
-                    r.scenario,
-                    r.early.rss_mb,
-                    r.late.rss_mb,
-                    r.early.heap_mb,
-                    r.late.heap_mb,
-                    r.early.blocks,
-                    r.late.blocks,
-                    r.early.kept,
-                    r.late.kept,
-                ]
-                for r in results
-            ],
-        )
-    )
+    at = [f"@{point:,}" for point in sample_points(args)]
+    columns: list[tuple[str, Callable[[Sample], object]]] = [
+        ("peak RSS MB", lambda s: s.rss_mb),
+        ("live blocks", lambda s: s.blocks),
+        ("kept", lambda s: s.kept),
+    ]
+    if args.tracemalloc:
+        columns.insert(1, ("heap MB", lambda s: s.heap_mb))
+    headers = ["scenario"]
+    for name, _ in columns:
+        headers += [f"{name} {at[0]}", at[1], at[2]]
+    rows = [[r.scenario, *(value(s) for _, value in columns for s in r.samples)] for r in results]
+    print(table(headers, rows))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -255,8 +241,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--helix", default="", help=argparse.SUPPRESS)
     parser.add_argument("--folder", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if not 0 < args.early < args.turns:
-        parser.error("--early must be between 0 and --turns")
+    if not 0 < args.early < args.turns // 2:
+        parser.error("--early must be between 0 and half of --turns")
     return args
 
 
