@@ -23,6 +23,7 @@ from .store_servers import RedisServer, free_port, running_redis
 
 redis = pytest.importorskip("redis", reason="pip install helix-pipeline[redis]")
 
+from helix_pipeline.stores import redis as redis_store_module  # noqa: E402
 from helix_pipeline.stores.redis import RedisStore  # noqa: E402
 
 ALICE = ConversationKey("alice", "chat-1")
@@ -398,6 +399,7 @@ class TestConcurrency:
         self, store: RedisStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         store.record(ALICE, turn(1))
+        monkeypatch.setattr(redis_store_module, "_back_off", lambda attempt: None)
         conflict = redis.exceptions.WatchError("changed")
         monkeypatch.setattr(redis.client.Pipeline, "execute", lambda self, **kw: _raise(conflict))
 
