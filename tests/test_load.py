@@ -31,6 +31,7 @@ from .test_reliability_faults import Chat, Transport, in_process, through_server
 
 CHATS = 16
 TURNS = 50
+PERSISTENT_ENGINES = [engine for engine in ENGINES if engine != "memory"]
 
 
 @dataclass
@@ -152,7 +153,9 @@ def check(result: LoadResult, url: str, where: str, engine: str) -> None:
 
 
 class TestConcurrentChats:
-    @pytest.mark.parametrize("engine", ENGINES)
+    # memory:// is left out: each open_store("memory://") is a new, empty store, so what the pipe
+    # recorded could not be read back; it is the reference the contract suite checks the others by.
+    @pytest.mark.parametrize("engine", PERSISTENT_ENGINES)
     def test_sixteen_chats_of_fifty_turns_in_process_lose_and_duplicate_nothing(
         self,
         helix: FakeHelix,
@@ -161,11 +164,6 @@ class TestConcurrentChats:
         request: pytest.FixtureRequest,
     ) -> None:
         url = store_url(engine, tmp_path, request)
-        if engine == "memory":
-            pytest.skip(
-                "a memory:// store lives in its pipe: the in-process run of each "
-                "other engine covers the same code"
-            )
         valves = HelixValves(HELIX_BASE_URL=helix.url, SESSION_STORE_URL=url)
         pipe = HelixPipe(lambda: valves)
         try:
@@ -176,7 +174,7 @@ class TestConcurrentChats:
 
     @pytest.mark.slow
     @pytest.mark.integration
-    @pytest.mark.parametrize("engine", [e for e in ENGINES if e != "memory"])
+    @pytest.mark.parametrize("engine", PERSISTENT_ENGINES)
     def test_sixteen_chats_of_fifty_turns_through_the_pipelines_server(
         self,
         helix: FakeHelix,
