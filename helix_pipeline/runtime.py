@@ -34,14 +34,19 @@ def build_history(
 ) -> HistoryService:
     """A history service for ``valves``, keeping ``previous``'s stores when their URL is unchanged."""
     url = valves.store_url(pipelines_dir)
-    unchanged = previous_valves is not None and previous_valves.store_url(pipelines_dir) == url
+    unchanged = (
+        previous_valves is not None
+        and previous_valves.store_url(pipelines_dir) == url
+        and previous_valves.SESSION_TTL_DAYS == valves.SESSION_TTL_DAYS
+    )
     if previous is not None and unchanged:
         store = previous.store
         temporary = previous.temporary_store
     else:
         if previous is not None:
             previous.close()
-        store = LazyStore(redact_url(url), lambda: open_store(url))
+        ttl_days = valves.SESSION_TTL_DAYS
+        store = LazyStore(redact_url(url), lambda: open_store(url, ttl_days=ttl_days))
         temporary = None
     return HistoryService(
         store,

@@ -87,6 +87,22 @@ class TestOpening:
         finally:
             opened.close()
 
+    def test_ttl_comes_from_session_ttl_days_unless_the_url_says_otherwise(
+        self, server: RedisServer
+    ) -> None:
+        plain = open_store(server.url, ttl_days=7)
+        overridden = open_store(f"{server.url}?ttl_days=2", ttl_days=7)
+        default = open_store(server.url)
+        try:
+            assert isinstance(plain, RedisStore) and isinstance(overridden, RedisStore)
+            assert isinstance(default, RedisStore)
+            assert plain.ttl_seconds == 7 * 86_400
+            assert overridden.ttl_seconds == 2 * 86_400
+            assert default.ttl_seconds == 0, "SESSION_TTL_DAYS=0 keeps conversations forever"
+        finally:
+            for opened in (plain, overridden, default):
+                opened.close()
+
     @pytest.mark.parametrize(
         "query",
         [

@@ -30,8 +30,12 @@ __all__ = [
 SUPPORTED_SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgresql", "postgres")
 
 
-def open_store(url: str) -> SessionStore:
-    """Open the store a URL names. Engines other than memory and SQLite are imported lazily."""
+def open_store(url: str, *, ttl_days: float | None = None) -> SessionStore:
+    """Open the store a URL names. Engines other than memory and SQLite are imported lazily.
+
+    ``ttl_days`` (``SESSION_TTL_DAYS``) sets how long Redis keeps keys unless the URL says
+    ``?ttl_days=``; the other engines purge by :meth:`SessionStore.purge` instead.
+    """
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme == "memory":
         return MemoryStore(url)
@@ -42,7 +46,7 @@ def open_store(url: str) -> SessionStore:
     if scheme in ("redis", "rediss"):
         from .redis import RedisStore
 
-        return RedisStore.from_url(url)
+        return RedisStore.from_url(url, ttl_days=ttl_days)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStore
 

@@ -48,8 +48,8 @@ __all__ = ["DEFAULT_TTL_DAYS", "RedisStore"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TTL_DAYS = 30.0
-"""Days a conversation is kept after its last change, unless ``ttl_days`` says otherwise."""
+DEFAULT_TTL_DAYS = 0.0
+"""Days a conversation is kept after its last change: 0, forever, unless ``ttl_days`` says otherwise."""
 
 CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 5.0
@@ -154,17 +154,18 @@ class RedisStore:
         self._unindex = self._client.register_script(_UNINDEX_SCRIPT)
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
+    def from_url(cls, url: str, *, ttl_days: float | None = None) -> RedisStore:
         """Open ``redis://[:password@]host:port/db`` or ``rediss://...`` (TLS).
 
-        Query parameters of our own: ``ttl_days`` (default 30, ``0`` = never expire),
+        Query parameters of our own: ``ttl_days`` (default: the ``ttl_days`` argument, which the
+        pipelines set from ``SESSION_TTL_DAYS``, else ``0`` = never expire),
         ``prefix`` (default ``helix``) and ``cluster`` (``true`` for Redis Cluster); any other
         is passed on to redis-py.
         """
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("redis", "rediss"):
             raise _url_error(url, "it must start with redis:// or rediss://")
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {} if ttl_days is None else {"ttl_days": float(ttl_days)}
         rest: list[tuple[str, str]] = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             if name == "ttl_days":
