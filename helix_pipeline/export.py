@@ -4,8 +4,9 @@ Each line is an object with ``user``, ``conversation``, ``branch`` (0 = oldest),
 (0 = first message of that branch), ``role``, ``content``, ``message_id``, ``partial`` and
 ``created_at`` (ISO 8601, UTC). The store's URL is never written. :func:`import_jsonl` reads such a
 file back into any store, branch by branch in order; a branch the store already holds is skipped,
-so importing the same file twice changes nothing. The importing store stamps its own times:
-``created_at`` is kept in the file for the reader, not restored.
+so importing the same file twice changes nothing. Imported messages keep their ``created_at``
+(a time without an offset is read as UTC; ``null`` gets the time of the import), and so each
+conversation keeps its last activity for listing and for ``SESSION_TTL_DAYS``.
 """
 
 from __future__ import annotations
@@ -191,11 +192,31 @@ def _parse(raw: object, number: int) -> tuple[ConversationKey, int, int, Message
         raise InputError(f"line {number}: 'message_id' must be a non-empty string or null")
     if not isinstance(raw["partial"], bool):
         raise InputError(f"line {number}: 'partial' must be true or false")
-    created_at = raw["created_at"]
-    if created_at is not None and not isinstance(created_at, str):
-        raise InputError(f"line {number}: 'created_at' must be an ISO 8601 string or null")
-    message = Message(role, content, message_id=message_id, partial=raw["partial"])
+    message = Message(
+        role,
+        content,
+        message_id=message_id,
+        partial=raw["partial"],
+        created_at=_timestamp(raw["created_at"], number),
+    )
     return ConversationKey(user, conversation), branch, position, message
+
+
+def _timestamp(created_at: object, number: int) -> float | None:
+    """An export's ``created_at`` as Unix seconds; ``None`` stays ``None``."""
+    if created_at is None:
+        return None
+    problem = f"line {number}: 'created_at' must be an ISO 8601 string or null"
+    if not isinstance(created_at, str):
+        raise InputError(problem)
+    text = created_at[:-1] + "+00:00" if created_at.endswith(("Z", "z")) else created_at
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"{problem}, not {created_at!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def _comparable(branch: Sequence[Message]) -> tuple[tuple[str, str, str | None, bool], ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from helix_pipeline.export import (
 )
 from helix_pipeline.messages import Message
 from helix_pipeline.stores import SessionStore, open_store
+
+from .store_servers import store_url
 
 ANA = ConversationKey("ana", "chat-1")
 ANA_OTHER = ConversationKey("ana", "chat-2")
@@ -167,6 +170,90 @@ class TestImport:
         assert import_jsonl(target, io.StringIO(text)).messages == 1
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="into-sqlite"),
+        pytest.param("redis", id="into-redis"),
+        pytest.param("postgres", id="into-postgres"),
+    ]
+)
+def any_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
+    """An empty store of another engine (skipped where its server cannot be started)."""
+    store = open_store(store_url(request.param, tmp_path, request))
+    yield store
+    store.close()
+
+
+def activity(store: SessionStore) -> dict[tuple[str, str], datetime]:
+    """Every conversation's last activity, by user and conversation id."""
+    return {
+        (user, summary.conversation_id): summary.last_activity
+        for user in store.users()
+        for summary in store.conversations(user)
+    }
+
+
+def times(store: SessionStore, key: ConversationKey) -> list[tuple[int, datetime]]:
+    """Each message's creation time to the microsecond (as an export holds it), by branch."""
+    return [
+        (n, datetime.fromtimestamp(m.created_at, timezone.utc))
+        for n, branch in enumerate(store.branches(key))
+        for m in branch
+        if m.created_at is not None
+    ]
+
+
+class TestImportKeepsTheOriginalTimes:
+    def test_messages_keep_their_creation_times(
+        self, source: SessionStore, any_target: SessionStore
+    ) -> None:
+        import_jsonl(any_target, io.StringIO(exported(source)))
+
+        for key in (ANA, ANA_OTHER, BEN):
+            assert times(any_target, key) == times(source, key)
+            assert len(times(any_target, key)) == sum(map(len, source.branches(key)))
+
+    def test_conversations_keep_their_last_activity(
+        self, source: SessionStore, any_target: SessionStore
+    ) -> None:
+        import_jsonl(any_target, io.StringIO(exported(source)))
+
+        assert activity(any_target) == activity(source)
+        assert [c.conversation_id for c in any_target.conversations("ana")] == [
+            c.conversation_id for c in source.conversations("ana")
+        ]
+
+    def test_a_second_export_is_the_same_file(
+        self, source: SessionStore, target: SessionStore
+    ) -> None:
+        text = exported(source)
+        import_jsonl(target, io.StringIO(text))
+
+        assert exported(target) == text
+
+
+class TestCreationTimesInAFile:
+    @pytest.mark.parametrize(
+        ("written", "seconds"),
+        [
+            pytest.param("2024-03-01T12:00:00.250000+00:00", 0.25, id="as-exported"),
+            pytest.param("2024-03-01T13:00:00+01:00", 0.0, id="another-offset"),
+            pytest.param("2024-03-01T12:00:00Z", 0.0, id="zulu"),
+            pytest.param("2024-03-01T12:00:00", 0.0, id="no-offset-is-utc"),
+        ],
+    )
+    def test_is_read_as_that_moment(self, written: str, seconds: float) -> None:
+        ((message,),) = read_records([line(created_at=written)])[ANA]
+
+        noon = datetime(2024, 3, 1, 12, tzinfo=timezone.utc).timestamp()
+        assert message.created_at == noon + seconds
+
+    def test_null_is_left_for_the_store_to_stamp(self) -> None:
+        ((message,),) = read_records([line(created_at=None)])[ANA]
+
+        assert message.created_at is None
+
+
 def line(**changes: object) -> str:
     record: dict[str, object] = {
         "user": "ana",
@@ -198,6 +285,7 @@ class TestABrokenFile:
             pytest.param(line(message_id=""), "'message_id'", id="empty-message-id"),
             pytest.param(line(partial="no"), "'partial' must be true or false", id="text-partial"),
             pytest.param(line(created_at=12.5), "'created_at'", id="numeric-created-at"),
+            pytest.param(line(created_at="yesterday"), "'created_at'", id="text-created-at"),
             pytest.param(line(position=1), "has gaps in its positions", id="gap"),
             pytest.param(line() + "\n" + line(), "two messages at position 0", id="duplicate"),
         ],

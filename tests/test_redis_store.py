@@ -258,6 +258,25 @@ class TestKeys:
 
         assert {client.ttl(key) for key in client.keys("*")} == {-1}
 
+    def test_an_imported_conversation_expires_ttl_days_after_its_own_last_activity(
+        self, server: RedisServer, client: Any
+    ) -> None:
+        half_a_day_ago = time.time() - 43_200
+        opened = RedisStore.from_url(f"{server.url}?ttl_days=1")
+        try:
+            opened.record(ALICE, [Message("user", "q", "u1", created_at=half_a_day_ago)])
+            gone = ConversationKey("alice", "two-days-old")
+            opened.record(gone, [Message("user", "q", "u1", created_at=half_a_day_ago - 129_600)])
+
+            assert opened.load(gone) == []
+            assert [c.conversation_id for c in opened.conversations("alice")] == ["chat-1"]
+        finally:
+            opened.close()
+
+        ttls = [client.ttl(key) for key in client.keys("*") if b"{idx}" not in key]
+        assert len(ttls) == 2
+        assert all(43_200 - 60 < ttl <= 43_200 for ttl in ttls)
+
     def test_two_prefixes_keep_two_stores_apart(self, server: RedisServer) -> None:
         first = RedisStore.from_url(f"{server.url}?prefix=one")
         second = RedisStore.from_url(f"{server.url}?prefix=two")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -405,6 +406,104 @@ class TestPurge:
 
         assert store.purge(datetime.now(timezone.utc) + timedelta(seconds=1)) == 2
         assert store.users() == []
+
+
+MARCH = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc).timestamp()
+"""A time long past, as an import gives it; the fractions below are exact in binary."""
+
+
+def dated(messages: Sequence[Message], start: float) -> list[Message]:
+    """``messages`` with creation times 60.25 s apart from ``start``, as an export holds them."""
+    return [replace(m, created_at=start + 60.25 * i) for i, m in enumerate(messages)]
+
+
+class TestGivenCreationTimes:
+    def test_a_given_creation_time_is_kept_by_load_and_branches(self, store: SessionStore) -> None:
+        imported = dated(chat(2), MARCH)
+        store.record(ALICE, imported)
+
+        assert [m.created_at for m in store.load(ALICE)] == [m.created_at for m in imported]
+        assert [[m.created_at for m in b] for b in store.branches(ALICE)] == [
+            [m.created_at for m in imported]
+        ]
+
+    def test_a_forked_branch_keeps_its_given_times_and_its_copied_prefix(
+        self, store: SessionStore
+    ) -> None:
+        first = dated(chat(2), MARCH)
+        edit = dated([Message("user", "edited", "u2-edit")], MARCH + 3600.5)
+        store.record(ALICE, first)
+        store.record(ALICE, [*first[:2], *edit], after=0)
+
+        old, new = store.branches(ALICE)
+        assert [m.created_at for m in old] == [m.created_at for m in first]
+        assert [m.created_at for m in new] == [*(m.created_at for m in first[:2]), MARCH + 3600.5]
+
+    def test_only_the_messages_without_a_time_get_the_current_one(
+        self, store: SessionStore
+    ) -> None:
+        before = time.time()
+        store.record(ALICE, [*dated(turn(1), MARCH), *turn(2)])
+        after = time.time()
+
+        stamps = [m.created_at for m in store.load(ALICE)]
+        assert stamps[:2] == [MARCH, MARCH + 60.25]
+        assert all(s is not None and before - 1 <= s <= after + 1 for s in stamps[2:])
+
+    def test_the_last_activity_is_the_latest_given_time(self, store: SessionStore) -> None:
+        store.record(ALICE, dated(chat(2), MARCH))
+        store.record(ALICE, dated([Message("user", "edited", "e")], MARCH + 600.5), after=2)
+
+        (summary,) = store.conversations("alice")
+        assert summary.last_activity == datetime.fromtimestamp(MARCH + 600.5, timezone.utc)
+
+    def test_older_given_times_never_move_the_last_activity_back(self, store: SessionStore) -> None:
+        store.record(ALICE, dated(chat(1), MARCH + 86_400))
+        store.record(ALICE, dated([Message("user", "older edit", "e")], MARCH), after=0)
+
+        (summary,) = store.conversations("alice")
+        assert summary.last_activity == datetime.fromtimestamp(MARCH + 86_400 + 60.25, timezone.utc)
+        assert summary.branch_count == 2
+
+    def test_ids_attached_by_dated_messages_keep_the_dated_activity(
+        self, store: SessionStore
+    ) -> None:
+        store.record(ALICE, dated(chat(1, ids=False), MARCH))
+        result = store.record(ALICE, dated(chat(1), MARCH), after=0)
+
+        assert result.ids_attached == 2
+        (summary,) = store.conversations("alice")
+        assert summary.last_activity == datetime.fromtimestamp(MARCH + 60.25, timezone.utc)
+
+    def test_a_new_turn_after_an_import_is_activity_now(self, store: SessionStore) -> None:
+        store.record(ALICE, dated(chat(1), MARCH))
+        before = datetime.now(timezone.utc)
+        store.record(ALICE, turn(2))
+
+        (summary,) = store.conversations("alice")
+        assert summary.last_activity >= before - timedelta(seconds=1)
+
+    def test_imported_conversations_are_listed_by_their_own_activity(
+        self, store: SessionStore
+    ) -> None:
+        store.record(ConversationKey("alice", "older"), dated(chat(1), MARCH))
+        store.record(ConversationKey("alice", "fresh"), chat(1))
+        store.record(ConversationKey("alice", "newer"), dated(chat(1), MARCH + 86_400))
+
+        listed = [c.conversation_id for c in store.conversations("alice")]
+        assert listed == ["fresh", "newer", "older"]
+
+    def test_purging_removes_an_imported_conversation_whose_times_are_old(
+        self, store: SessionStore
+    ) -> None:
+        imported = ConversationKey("alice", "imported")
+        store.record(imported, dated(chat(2), MARCH))
+        store.record(imported, dated([Message("user", "edited", "e")], MARCH + 60), after=2)
+        store.record(ALICE, chat(1))
+
+        assert store.purge(datetime.now(timezone.utc) - timedelta(days=30)) == 1
+        assert store.branches(imported) == []
+        assert [c.conversation_id for c in store.conversations("alice")] == ["chat-1"]
 
 
 HOSTILE_IDS = [

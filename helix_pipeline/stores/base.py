@@ -9,7 +9,7 @@ nothing is deleted except by :meth:`SessionStore.delete` or :meth:`SessionStore.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -63,6 +63,12 @@ class SessionStore(Protocol):
         message whose id is already in the branch is not stored twice. The first message that
         differs starts a new branch (a copy of the common prefix plus the rest), which becomes
         active; the old branch stays readable. One atomic transaction.
+
+        A stored message keeps the ``created_at`` it was given (an import restores the original
+        times); one without gets the current time. The conversation's last activity becomes the
+        latest of its previous last activity and the times of the messages stored or given an id,
+        so an ordinary turn makes it now, and an imported conversation keeps its own age for
+        :meth:`conversations` and :meth:`purge`.
         """
         ...
 
@@ -97,16 +103,34 @@ class RecordPlan:
 
     ``fork_at`` is ``None`` to append ``new`` to the active branch, or the length of the prefix a
     new branch copies before ``new``. ``attach`` lists ``(position, message_id)`` pairs of stored
-    messages that gain an Open WebUI id.
+    messages that gain an Open WebUI id, and ``attached_at`` the ``created_at`` of the incoming
+    message that brought each id.
     """
 
     new: tuple[Message, ...]
     fork_at: int | None
     attach: tuple[tuple[int, str], ...]
+    attached_at: tuple[float | None, ...] = ()
 
     @property
     def changes_anything(self) -> bool:
         return bool(self.new) or bool(self.attach) or self.fork_at is not None
+
+    def stamped(self, now: float) -> tuple[Message, ...]:
+        """The new messages as stored: each keeps its ``created_at``, or gets ``now``."""
+        return tuple(
+            m if m.created_at is not None else replace(m, created_at=now) for m in self.new
+        )
+
+    def last_activity(self, now: float, previous: float | None = None) -> float:
+        """The conversation's last activity once this plan is applied at ``now``.
+
+        The latest of ``previous`` and the times of the messages stored or given an id (each its
+        own ``created_at``, or ``now`` without one).
+        """
+        times = [m.created_at for m in self.new] + list(self.attached_at)
+        latest = [now if t is None else t for t in times] or [now]
+        return max(latest) if previous is None else max(previous, *latest)
 
 
 def plan_record(
@@ -116,6 +140,7 @@ def plan_record(
     start = len(active) if after is None else max(0, min(after, len(active)))
     known_ids = {m.message_id for m in active if m.message_id}
     attach: list[tuple[int, str]] = []
+    attached_at: list[float | None] = []
     position = start
     index = 0
     # Walk the stored messages at the same places while they match.
@@ -125,10 +150,15 @@ def plan_record(
             break
         if incoming.message_id and not stored.message_id:
             attach.append((position, incoming.message_id))
+            attached_at.append(incoming.created_at)
         position += 1
         index += 1
     rest = [m for m in messages[index:] if not (m.message_id and m.message_id in known_ids)]
     if not rest:
-        return RecordPlan(new=(), fork_at=None, attach=tuple(attach))
+        return RecordPlan(
+            new=(), fork_at=None, attach=tuple(attach), attached_at=tuple(attached_at)
+        )
     fork_at = position if position < len(active) else None
-    return RecordPlan(new=tuple(rest), fork_at=fork_at, attach=tuple(attach))
+    return RecordPlan(
+        new=tuple(rest), fork_at=fork_at, attach=tuple(attach), attached_at=tuple(attached_at)
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 
 from ..conversation import ConversationKey
@@ -56,13 +55,13 @@ class MemoryStore:
             plan = plan_record(active, messages, after)
             for position, message_id in plan.attach:
                 active[position] = active[position].with_id(message_id)
-            stamped = [replace(m, created_at=now) for m in plan.new]
+            stamped = plan.stamped(now)
             if plan.fork_at is not None:
                 branches.append([*active[: plan.fork_at], *stamped])
             else:
                 active.extend(stamped)
             if plan.changes_anything:
-                self._touched[key] = now
+                self._touched[key] = plan.last_activity(now, self._touched.get(key))
                 self._forget_least_recently_used()
             elif not active:
                 del self._branches[key]

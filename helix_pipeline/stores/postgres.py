@@ -63,7 +63,8 @@ WHERE {_KEY_MATCH}
 ORDER BY m.branch, m.position
 """
 _LOCK_CONVERSATION = (
-    f"SELECT c.id, c.active_branch FROM helix_conversations AS c WHERE {_KEY_MATCH} FOR UPDATE"
+    "SELECT c.id, c.active_branch, c.last_activity FROM helix_conversations AS c "
+    f"WHERE {_KEY_MATCH} FOR UPDATE"
 )
 _INSERT_MESSAGE = (
     "INSERT INTO helix_messages (conversation, branch, position, role, content, message_id, "
@@ -163,12 +164,13 @@ class PostgresStore:
             found = self._lock_or_create(conn, key, messages, after)
             if found is None:
                 return RecordResult(branch=0, appended=0, ids_attached=0, forked=False)
-            conversation, branch, created = found
-            active = [] if created else _read_branch(conn, conversation, branch)
+            conversation, branch, previous = found
+            active = [] if previous is None else _read_branch(conn, conversation, branch)
             plan = plan_record(active, messages, after)
             if not plan.changes_anything:
                 return RecordResult(branch=branch, appended=0, ids_attached=0, forked=False)
             now = time.time()
+            activity = plan.last_activity(now, previous)
             with conn.cursor() as cursor:
                 cursor.executemany(
                     "UPDATE helix_messages SET message_id = %s "
@@ -190,15 +192,15 @@ class PostgresStore:
                             _bytes(message.content),
                             _optional_bytes(message.message_id),
                             message.partial,
-                            now,
+                            message.created_at,
                         )
-                        for position, message in enumerate(plan.new, start)
+                        for position, message in enumerate(plan.stamped(now), start)
                     ],
                 )
                 cursor.execute(
                     "UPDATE helix_conversations SET active_branch = %s, message_count = %s, "
                     "last_activity = %s WHERE id = %s",
-                    (branch, start + len(plan.new), now, conversation),
+                    (branch, start + len(plan.new), activity, conversation),
                 )
         return RecordResult(
             branch=branch,
@@ -269,17 +271,18 @@ class PostgresStore:
         key: ConversationKey,
         messages: Sequence[Message],
         after: int | None,
-    ) -> tuple[int, int, bool] | None:
+    ) -> tuple[int, int, float | None] | None:
         """Lock the conversation's row, creating it if this call records something.
 
-        Returns ``(row id, active branch, created now)``, or ``None`` when the conversation does
-        not exist and recording ``messages`` would change nothing.
+        Returns ``(row id, active branch, last activity)``, the last activity ``None`` for a row
+        created now, or ``None`` when the conversation does not exist and recording ``messages``
+        would change nothing.
         """
         params = _key_params(key)
         for _attempt in range(3):
             found = conn.execute(_LOCK_CONVERSATION, params).fetchone()
             if found is not None:
-                return int(found[0]), int(found[1]), False
+                return int(found[0]), int(found[1]), float(found[2])
             if not plan_record([], messages, after).changes_anything:
                 return None
             created = conn.execute(
@@ -289,7 +292,7 @@ class PostgresStore:
                 (params[0], _digest(params[1]), params[1], params[2], time.time()),
             ).fetchone()
             if created is not None:
-                return int(created[0]), 0, True
+                return int(created[0]), 0, None
             # Another writer created it since our look-up: lock its row instead.
         raise StoreError(
             f"The PostgreSQL session store {self.url} could not create a conversation row; "

@@ -33,7 +33,6 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -210,7 +209,10 @@ class RedisStore:
                             branch=max(branches - 1, 0), appended=0, ids_attached=0, forked=False
                         )
                     now = time.time()
-                    stamped = [replace(m, created_at=now) for m in plan.new]
+                    stamped = plan.stamped(now)
+                    touched = plan.last_activity(
+                        now, float(meta[b"touched"]) if b"touched" in meta else None
+                    )
                     token = meta.get(b"token") or uuid.uuid4().hex.encode()
                     pipe.multi()
                     for position, message_id in plan.attach:
@@ -238,19 +240,21 @@ class RedisStore:
                             "conversation": _bytes(key.conversation_id),
                             "branches": branches,
                             "count": count,
-                            "touched": repr(now),
+                            "touched": repr(touched),
                             "token": token,
                         },
                     )
                     if self.ttl_seconds:
+                        # Counted from the last activity, which an import may have set in the past.
+                        expires_ms = round((touched + self.ttl_seconds) * 1000)
                         for name in (meta_key, active_key, *self._older_keys(key, branches)):
-                            pipe.expire(name, self.ttl_seconds)
+                            pipe.pexpireat(name, expires_ms)
                     pipe.execute()
                 except self._errors.WatchError:
                     pipe.reset()
                     _back_off(attempt)
                     continue
-                self._add_to_index(key, now, token)
+                self._add_to_index(key, touched, token)
                 return RecordResult(
                     branch=branches - 1,
                     appended=len(stamped),

@@ -57,7 +57,8 @@ WHERE c.user_id = ? AND c.conversation_id = ?
 ORDER BY m.branch, m.position
 """
 _FIND_CONVERSATION = (
-    "SELECT id, active_branch FROM conversations WHERE user_id = ? AND conversation_id = ?"
+    "SELECT id, active_branch, last_activity FROM conversations "
+    "WHERE user_id = ? AND conversation_id = ?"
 )
 _INSERT_MESSAGE = (
     "INSERT INTO messages (conversation, branch, position, role, content, message_id, partial, "
@@ -137,7 +138,7 @@ class SQLiteStore:
         now = time.time()
         with self._transaction("recording a turn", key) as db:
             found = db.execute(_FIND_CONVERSATION, _key_params(key)).fetchone()
-            conversation, branch = found if found is not None else (None, 0)
+            conversation, branch, previous = found if found is not None else (None, 0, None)
             active = [] if conversation is None else _read_branch(db, conversation, branch)
             plan = plan_record(active, messages, after)
             if not plan.changes_anything:
@@ -168,15 +169,15 @@ class SQLiteStore:
                         _text_param(message.content),
                         _text_param(message.message_id),
                         int(message.partial),
-                        now,
+                        message.created_at,
                     )
-                    for position, message in enumerate(plan.new, start)
+                    for position, message in enumerate(plan.stamped(now), start)
                 ],
             )
             db.execute(
                 "UPDATE conversations SET active_branch = ?, message_count = ?, last_activity = ? "
                 "WHERE id = ?",
-                (branch, start + len(plan.new), now, conversation),
+                (branch, start + len(plan.new), plan.last_activity(now, previous), conversation),
             )
         return RecordResult(
             branch=branch,
