@@ -8,16 +8,17 @@ stored history, and the log says so.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from .conversation import ChatKind, Conversation
-from .errors import StoreError
+from .errors import StoreError, StoreUnavailable
 from .history import Budget, Trim, fit_budget, merge_history, split_system
 from .messages import Message
 from .notices import without_notices
-from .stores import MemoryStore, SessionStore
+from .stores import MemoryStore, SessionStore, lazy
 from .stores.base import plan_record
 
 __all__ = ["TEMPORARY_CONVERSATIONS", "HistoryService", "Turn"]
@@ -39,6 +40,9 @@ class Turn:
     store: SessionStore | None
     attached: int = 0
     trim: Trim = field(default_factory=Trim)
+    prefix: tuple[Message, ...] = ()
+    """The ``base`` stored messages that ``new`` follows, as this turn loaded them (ids included):
+    recording checks them against the branch then active, which another worker may have changed."""
 
     def wire_messages(self) -> list[dict[str, str]]:
         return [m.to_wire() for m in self.outgoing]
@@ -68,6 +72,7 @@ class HistoryService:
         self.temporary_store = temporary_store or MemoryStore(
             "memory://temporary", max_conversations=TEMPORARY_CONVERSATIONS
         )
+        self._store_down_until = 0.0
 
     def store_for(self, conversation: Conversation) -> SessionStore | None:
         """Where this conversation's history lives; ``None`` for what is never recorded."""
@@ -76,6 +81,25 @@ class HistoryService:
         if conversation.kind is ChatKind.TEMPORARY and not self.store_temporary:
             return self.temporary_store
         return self.store
+
+    def _usable(self, store: SessionStore, doing: str, conversation: Conversation) -> bool:
+        """False for a few seconds after the store was found unreachable, so that a down engine
+        costs one timeout, not one per store call of every turn. Open WebUI resends the whole chat,
+        so turns answered meanwhile are recorded by the first turn after the store is back."""
+        if store is self.store and time.monotonic() < self._store_down_until:
+            log.warning(
+                "session store %s was unreachable moments ago: " + doing,
+                store.url,
+                conversation.conversation_id,
+            )
+            return False
+        return True
+
+    def _failed(self, store: SessionStore, exc: StoreError) -> None:
+        """A read that found the store unreachable rests it (a failed write may be a full disk,
+        which reads survive)."""
+        if store is self.store and isinstance(exc, StoreUnavailable):
+            self._store_down_until = time.monotonic() + lazy.RETRY_OPEN_S
 
     def prepare(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
         """Merge the stored history into the incoming messages and fit Helix's limits."""
@@ -99,6 +123,7 @@ class HistoryService:
             store=store,
             attached=merge.attached,
             trim=trim,
+            prefix=tuple(stored[: merge.base]),
         )
 
     def passthrough(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
@@ -127,8 +152,14 @@ class HistoryService:
             )
         if not messages:
             return True
+        if not self._usable(
+            turn.store, "could not record a turn of conversation %s", turn.conversation
+        ):
+            return False
         try:
-            turn.store.record(turn.conversation.key, messages, after=turn.base)
+            # The prefix, not ``after=turn.base``: if another worker recorded an edit of this chat
+            # since prepare(), the turn forks from where it diverges instead of joining the edit.
+            turn.store.record(turn.conversation.key, [*turn.prefix, *messages], after=0)
         except StoreError as exc:
             log.warning(
                 "could not record turn of conversation %s in %s: %s",
@@ -154,6 +185,8 @@ class HistoryService:
         _, chat = split_system(without_notices(messages))
         if not chat:
             return True
+        if not self._usable(store, "could not record the outlet of conversation %s", conversation):
+            return False
         try:
             complete = conversation.kind is not ChatKind.API and all(m.message_id for m in chat)
             stored = store.load(conversation.key)
@@ -193,11 +226,15 @@ class HistoryService:
             except StoreError as exc:
                 log.warning("closing %s failed: %s", store.url, exc)
 
-    @staticmethod
-    def _load(store: SessionStore, conversation: Conversation) -> list[Message]:
+    def _load(self, store: SessionStore, conversation: Conversation) -> list[Message]:
+        if not self._usable(
+            store, "forwarding conversation %s without stored history", conversation
+        ):
+            return []
         try:
             return store.load(conversation.key)
         except StoreError as exc:
+            self._failed(store, exc)
             log.warning(
                 "session store %s unavailable, forwarding conversation %s without stored history: %s",
                 store.url,

@@ -105,6 +105,27 @@ class TestOpenWebUIChats:
             ["q0", "a0", "q1 edited", "a2"],
         ]
 
+    def test_a_turn_prepared_before_another_workers_edit_forks_instead_of_joining_the_edit(
+        self, service: HistoryService
+    ) -> None:
+        play_turn(service, open_webui_body("chat-1", ["q0"], turn=0), "a0")
+        play_turn(service, open_webui_body("chat-1", ["q0", "a0", "q1"], turn=1), "a1")
+        body = open_webui_body("chat-1", ["q0", "a0", "q1", "a1", "q2"], turn=2)
+        prepared = service.prepare(read_conversation(body, USER), incoming(body))
+
+        play_turn(service, open_webui_body("chat-1", ["q0", "a0", "q1 edited"], turn=3), "a3")
+        assert service.record(prepared, "a2")
+
+        branches = service.store.branches(ConversationKey("user-a", "chat-1"))
+        assert [[m.content for m in b] for b in branches] == [
+            ["q0", "a0", "q1", "a1"],
+            ["q0", "a0", "q1 edited", "a3"],
+            ["q0", "a0", "q1", "a1", "q2", "a2"],
+        ]
+        assert [m.message_id for m in branches[-1]] == [
+            f"chat-1-{kind}{turn}" for turn in range(3) for kind in ("u", "a")
+        ]
+
     def test_the_outlet_attaches_ids_without_storing_anything_twice(
         self, service: HistoryService
     ) -> None:
@@ -194,7 +215,7 @@ class TestAStoreThatIsDown:
         assert [m.content for m in turn.outgoing] == ["q1"]
         assert not recorded
         assert "without stored history" in caplog.text
-        assert "could not record" in caplog.text
+        assert "could not record a turn" in caplog.text
 
     def test_purge_failure_is_logged_not_raised(self, caplog: pytest.LogCaptureFixture) -> None:
         service = HistoryService(BrokenStore("memory://broken"))
@@ -213,3 +234,40 @@ class TestBudget:
         assert turn.outgoing[0].content == "m0"
         assert turn.outgoing[-1].content == "m10"
         assert turn.trim
+
+
+class CountingBrokenStore(BrokenStore):
+    calls = 0
+
+    def load(self, key: ConversationKey) -> list[Message]:
+        self.calls += 1
+        return super().load(key)
+
+    def record(
+        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+    ) -> RecordResult:
+        self.calls += 1
+        return super().record(key, messages, after=after)
+
+
+class TestAStoreThatStaysDown:
+    def test_turns_stop_asking_it_for_a_while_after_it_was_found_unreachable(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import helix_pipeline.service as service_module
+        from helix_pipeline.stores import lazy
+
+        clock = [1000.0]
+        monkeypatch.setattr(service_module.time, "monotonic", lambda: clock[0])
+        store = CountingBrokenStore("memory://broken")
+        service = HistoryService(store)
+        body = {"chat_id": "api-chat", "messages": [{"role": "user", "content": "q"}]}
+        conversation = read_conversation(body, USER)
+
+        for _ in range(3):
+            service.record(service.prepare(conversation, incoming(body)), "a")
+        assert store.calls == 1, "one timeout, then the store rests"
+
+        clock[0] += lazy.RETRY_OPEN_S + 0.1
+        service.prepare(conversation, incoming(body))
+        assert store.calls == 2, "after the cool-down the store is asked again"

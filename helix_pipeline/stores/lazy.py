@@ -20,7 +20,8 @@ from .base import ConversationSummary, RecordResult, SessionStore
 __all__ = ["RETRY_OPEN_S", "LazyStore"]
 
 RETRY_OPEN_S = 5.0
-"""Seconds a failed open is remembered before the next use tries again (the default ``retry_s``)."""
+"""Seconds a store found unreachable is left alone before it is asked again: a failed open here
+(the default ``retry_s``), and a failed call in :class:`~helix_pipeline.service.HistoryService`."""
 
 
 class LazyStore:
