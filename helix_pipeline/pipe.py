@@ -47,6 +47,7 @@ def _client_for(valves: HelixValves) -> HelixClient:
         conversation_headers=valves.header_names(),
         connect_timeout=valves.CONNECT_TIMEOUT_S,
         read_timeout=valves.READ_TIMEOUT_S,
+        completion_timeout=valves.ANSWER_TIMEOUT_S,
         max_retries=valves.MAX_RETRIES,
     )
 
@@ -57,6 +58,7 @@ _CLIENT_VALVES = (
     "CONVERSATION_HEADERS",
     "CONNECT_TIMEOUT_S",
     "READ_TIMEOUT_S",
+    "ANSWER_TIMEOUT_S",
     "MAX_RETRIES",
 )
 

@@ -239,6 +239,11 @@ class HelixValves(HistoryValves):
         description="Seconds Helix may stay silent before the turn fails (Helix sends a heartbeat every 10 s; "
         "a whole answer may take 600 s).",
     )
+    ANSWER_TIMEOUT_S: float = Field(
+        default_factory=_env("ANSWER_TIMEOUT_S", 660.0, _positive("ANSWER_TIMEOUT_S")),
+        description="Seconds a non-streaming answer (every background task, and chats with streaming "
+        "off) may take in all: Helix sends nothing until it is done, and may work 600 s.",
+    )
     MAX_RETRIES: int = Field(
         default_factory=_env("MAX_RETRIES", 2, _check_retries),
         description="Retries when Helix cannot be reached or answers 429/502/503/504 before any answer began.",
@@ -259,7 +264,7 @@ class HelixValves(HistoryValves):
     def _headers(cls, value: str) -> str:
         return _check_headers(value)
 
-    @field_validator("CONNECT_TIMEOUT_S", "READ_TIMEOUT_S")
+    @field_validator("CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "ANSWER_TIMEOUT_S")
     @classmethod
     def _timeouts(cls, value: float) -> float:
         if not (math.isfinite(value) and value > 0):
