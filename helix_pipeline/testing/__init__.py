@@ -1,0 +1,42 @@
+"""FakeHelix: a real HTTP server that behaves like Helix, for tests, demos and local trials.
+
+    with FakeHelix() as helix:
+        client = HelixClient(helix.url)
+        ...
+        assert helix.sessions["conv-chat-1"].messages[-1]["content"] == "hi"
+
+It serves ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models`` and ``GET
+/health`` on 127.0.0.1 and an ephemeral port, validates like Helix (422 with a FastAPI detail list,
+Helix's own 400s, ``Fehler:`` answers), keeps one session per conversation header (overwritten by
+each request, as Helix does), records every request, and can be told to fail in the ways real
+servers fail (:class:`Fault`). Run it alone with ``python -m helix_pipeline.testing --port 8001``.
+
+The package, one idea a module: :mod:`.server` (FakeHelix, the object a test holds),
+:mod:`.handler` (the HTTP side), :mod:`.helix_rules` (Helix's validation, limits and session
+ids), :mod:`.events` (completions and stream events), :mod:`.faults`, :mod:`.records` and
+:mod:`.cli` (``main``).
+"""
+
+from __future__ import annotations
+
+from .cli import main
+from .events import FIRST_CHUNK, SEPARATOR
+from .faults import Fault
+from .handler import _Handler as _Handler  # benchmarks/overhead.py tunes it
+from .helix_rules import MODEL_ID, adr029_stable_session_id, helix_rejection, validation_errors
+from .records import HelixSession, RecordedRequest
+from .server import FakeHelix
+
+__all__ = [
+    "FIRST_CHUNK",
+    "MODEL_ID",
+    "SEPARATOR",
+    "FakeHelix",
+    "Fault",
+    "HelixSession",
+    "RecordedRequest",
+    "adr029_stable_session_id",
+    "helix_rejection",
+    "main",
+    "validation_errors",
+]
