@@ -21,7 +21,10 @@ logger = logging.getLogger(__name__)
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m helix_pipeline.testing``: run FakeHelix in the foreground, logging requests."""
-    parser = argparse.ArgumentParser(description="Run FakeHelix, a Helix look-alike for tests.")
+    parser = argparse.ArgumentParser(
+        prog="python -m helix_pipeline.testing",
+        description="Run FakeHelix, a Helix look-alike for tests.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--header-mode", choices=sorted(_HEADER_BY_MODE), default="current")
