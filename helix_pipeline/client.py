@@ -396,6 +396,8 @@ class HelixClient:
             return self._status_error(failure)
         url = self._shown_url
         waited = read_timeout or self.read_timeout
+        # A non-streaming answer waits for the whole answer (ANSWER_TIMEOUT_S), a stream per pause.
+        valve = "READ_TIMEOUT_S" if waited == self.read_timeout else "ANSWER_TIMEOUT_S"
         if _is_read_timeout(failure):
             if content_began:
                 return BackendProtocolError(
@@ -405,7 +407,7 @@ class HelixClient:
                 )
             return BackendUnavailable(
                 f"Helix at {url} sent nothing for {waited:g} s: it may be busy or "
-                "stuck. Raise the READ_TIMEOUT_S valve if its answers take longer to start."
+                f"stuck. Raise the {valve} valve if its answers take longer to start."
             )
         # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
         if _has_cause(failure, urllib3.exceptions.NameResolutionError):

@@ -214,6 +214,18 @@ class TestTimeouts:
             with pytest.raises(BackendUnavailable, match=r"nothing for 0\.1 s"):
                 list(client.stream(PAYLOAD, conversation_id="c1"))
 
+    def test_a_non_streaming_answer_past_its_whole_answer_timeout_names_that_valve(
+        self, helix: FakeHelix
+    ) -> None:
+        helix.fault, helix.fault_delay = Fault.SLOW_FIRST_BYTE, 1.0
+        with (
+            HelixClient(
+                helix.url, read_timeout=0.1, completion_timeout=0.3, max_retries=0
+            ) as client,
+            pytest.raises(BackendUnavailable, match=r"nothing for 0\.3 s.*ANSWER_TIMEOUT_S"),
+        ):
+            client.complete(PAYLOAD, conversation_id="c1")
+
     def test_a_slow_start_within_the_read_timeout_is_fine(self, helix: FakeHelix) -> None:
         helix.fail_next(Fault.SLOW_FIRST_BYTE)
         helix.fault_delay = 0.2
