@@ -157,10 +157,7 @@ class HelixPipe:
         if not isinstance(body, dict):
             return body
         try:
-            conversation = read_conversation(body, user)
-            self._parts.get().history.reconcile(
-                conversation, messages_from_dicts(body.get("messages"))
-            )
+            self._parts.get().history.reconcile_outlet(body, user)
         except Exception:  # the boundary: an outlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not reconcile an outlet body")
         return body

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from .conversation import ChatKind, Conversation
+from .conversation import ChatKind, Conversation, read_conversation
 from .errors import StoreError, StoreUnavailable
 from .history import Budget, Trim, fit_budget, merge_history, split_system
-from .messages import Message
+from .messages import Message, messages_from_dicts
 from .notices import without_notices
 from .stores import MemoryStore, SessionStore, lazy
 from .stores.base import plan_record
@@ -204,6 +205,12 @@ class HistoryService:
             )
             return False
         return True
+
+    def reconcile_outlet(self, body: Mapping[str, Any], user: object) -> bool:
+        """:meth:`reconcile` for an Open WebUI outlet body (its ``chat_id``, ``id`` and messages)."""
+        return self.reconcile(
+            read_conversation(body, user), messages_from_dicts(body.get("messages"))
+        )
 
     def purge_older_than(self, days: int) -> int:
         """Delete conversations inactive for ``days`` days (0 keeps everything); how many."""

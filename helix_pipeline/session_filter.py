@@ -62,8 +62,7 @@ class SessionFilter:
         if not isinstance(body, dict):
             return body
         try:
-            conversation = read_conversation(body, user)
-            self._history.get().reconcile(conversation, messages_from_dicts(body.get("messages")))
+            self._history.get().reconcile_outlet(body, user)
         except Exception:  # the boundary: an outlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not record the turn in the session filter's outlet")
         return body
