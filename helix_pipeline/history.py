@@ -165,10 +165,39 @@ def _common_prefix(stored: Sequence[Message], incoming: Sequence[Message]) -> in
 
 def _overlap(stored: Sequence[Message], incoming: Sequence[Message]) -> int:
     """The longest run that ends the stored branch and starts the incoming messages."""
-    for size in range(min(len(stored), len(incoming)), 0, -1):
-        if all(s.same_as(i) for s, i in zip(stored[-size:], incoming[:size], strict=True)):
+    limit = min(len(stored), len(incoming))
+    tail, head = stored[len(stored) - limit :], incoming[:limit]
+    if not any(m.partial for m in tail) and (
+        all(m.message_id is None for m in head) or all(m.message_id is None for m in tail)
+    ):
+        # Role and stripped text alone decide ``same_as`` here: an exact key, so linear time.
+        return _overlap_of_keys([(m.role, m.content.strip()) for m in tail], head)
+    # Ids on both sides or a partial reply: compare pairwise, quadratic in the worst case.
+    for size in range(limit, 0, -1):
+        if all(s.same_as(i) for s, i in zip(tail[-size:], head[:size], strict=True)):
             return size
     return 0
+
+
+def _overlap_of_keys(tail: list[tuple[str, str]], head: Sequence[Message]) -> int:
+    """The longest suffix of ``tail`` that is a prefix of ``head``'s keys (Knuth-Morris-Pratt).
+
+    Comparing runs of messages pairwise from each possible size takes time quadratic in the
+    number of messages: 50 ms for 1,000 messages of the same text, from a caller that sends only
+    part of its history. The prefix function of ``head + [separator] + tail`` gives it in one pass.
+    """
+    keys: list[object] = [(m.role, m.content.strip()) for m in head]
+    keys.append(object())  # a separator equal to nothing: no match runs across it
+    keys.extend(tail)
+    prefix = [0] * len(keys)
+    for index in range(1, len(keys)):
+        length = prefix[index - 1]
+        while length and keys[index] != keys[length]:
+            length = prefix[length - 1]
+        if keys[index] == keys[length]:
+            length += 1
+        prefix[index] = length
+    return prefix[-1]
 
 
 def _truncate(message: Message, limit: int) -> Message:
