@@ -4,10 +4,14 @@
 URL                             engine                                      extra
 ==============================  ==========================================  =========================
 ``memory://``                   in-process dict (tests, temporary chats)    none
-``sqlite:///path/to/file.db``   embedded SQLite file (the default)          none
+``sqlite:////abs/path.db``      embedded SQLite file (the default)          none
 ``redis://host:6379/0``         Redis (``rediss://`` for TLS)               ``helix-pipeline[redis]``
 ``postgresql://user@host/db``   PostgreSQL                                  ``helix-pipeline[postgres]``
 ==============================  ==========================================  =========================
+
+``sqlite:///rel.db`` is relative to the working folder, ``?timeout=S`` its busy timeout. Redis
+takes ``?ttl_days=``, ``?prefix=`` and ``?cluster=true``; every engine's errors name the URL with
+its password as ``***``.
 """
 
 from __future__ import annotations
