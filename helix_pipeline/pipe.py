@@ -104,13 +104,8 @@ class HelixPipe:
         else:
             if old is not None:
                 old.client.close()
+                self._models_at = 0.0  # another Helix may offer other models
             client = _client_for(valves)
-        if (
-            old is not None
-            and old_valves is not None
-            and valves.HELIX_MODELS != old_valves.HELIX_MODELS
-        ):
-            self._models_at = 0.0
         return _Parts(valves, history, client)
 
     # -- models --------------------------------------------------------------------------------
