@@ -447,7 +447,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conversations", type=int, default=10_000, help="stored conversations")
     parser.add_argument("--messages", type=int, default=50, help="messages per conversation")
     parser.add_argument("--turns", type=int, default=300, help="turns of each kind")
-    parser.add_argument("--chunk-turns", type=int, default=100, help="held-chunk probes")
+    parser.add_argument("--chunk-turns", type=int, default=300, help="held-chunk probes")
     parser.add_argument("--warmup", type=int, default=20, help="untimed turns first")
     parser.add_argument("--words", type=int, default=100, help="words in each answer")
     parser.add_argument(
