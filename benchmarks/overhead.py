@@ -387,7 +387,8 @@ def sse_cost_us(events: int = 2_000) -> float:
 def _quiet_fake_helix() -> None:
     """Helix runs on uvicorn, whose sockets send at once (TCP_NODELAY); http.server's do not, and
     Nagle's algorithm then holds a response body behind its headers until the client's delayed
-    ACK: 20-40 ms of noise in (a) and (b) alike that no real Helix has."""
+    ACK: 20-40 ms of noise in (a) and (b) alike that no real Helix has. FakeHelix now sets this
+    itself; setting it here keeps before/after runs against older commits comparable."""
     testing._Handler.disable_nagle_algorithm = True
 
 
