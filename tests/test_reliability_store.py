@@ -336,4 +336,4 @@ class TestServerEngines:
                 time.sleep(0.2)
         texts = user_texts(url, chat)
         assert texts == [f"turn {n}" for n in range(1, len(texts) + 1)]
-        assert down_turn_s < 10, f"a turn took {down_turn_s:.1f} s while the store was down"
+        assert down_turn_s < 6, f"a turn took {down_turn_s:.1f} s while the store was down"
