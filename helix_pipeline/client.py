@@ -6,20 +6,19 @@ server calls ``pipe()`` from a thread pool, so one client serves many threads at
 its own pooled connection, and the client never mutates the session after construction).
 
 Every ``requests``/``urllib3`` failure and every HTTP error answer is translated in exactly one
-place, :meth:`HelixClient._to_backend_error`, into the :class:`~helix_pipeline.errors.BackendError`
+place, :mod:`helix_pipeline.wire_errors`, into the :class:`~helix_pipeline.errors.BackendError`
 tree. Failures before any byte of the answer (connection refused, 429/502/503/504) are retried
-with a small exponential backoff; nothing is retried once the answer began.
+with a small exponential backoff; nothing is retried once the answer began. What is sent (the
+payload rules) lives in :mod:`helix_pipeline.payload`, re-exported here.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,10 +27,25 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from .conversation import PRIVATE_KEY, header_safe
-from .errors import BackendError, BackendProtocolError, BackendUnavailable, ConfigError
+from .conversation import header_safe
+from .errors import BackendError, BackendProtocolError, ConfigError
+from .payload import (
+    DEFAULT_MODEL,
+    FORWARDED_FIELDS,
+    NEVER_FORWARDED,
+    build_payload,
+    check_extra_fields,
+    completion_text,
+)
 from .sse import completion_content, describe_error, iter_deltas
 from .stores import redact_url
+from .wire_errors import (
+    is_retryable,
+    retry_after_seconds,
+    status_error,
+    summarise_text,
+    transport_error,
+)
 
 __all__ = [
     "DEFAULT_CONVERSATION_HEADERS",
@@ -41,16 +55,12 @@ __all__ = [
     "HelixClient",
     "build_payload",
     "completion_text",
+    "iter_body",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONVERSATION_HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
-DEFAULT_MODEL = "helix-consultant"
-FORWARDED_FIELDS = ("temperature", "max_tokens", "top_p", "stop")
-"""Body fields forwarded to Helix besides ``model``, ``messages`` and ``stream``."""
-NEVER_FORWARDED = frozenset({"tools", "tool_choice", "metadata", "features", "user", PRIVATE_KEY})
-"""Open WebUI's own keys, which other OpenAI-compatible servers reject; never sent to Helix."""
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _HELIX_ERROR = re.compile(r"\s*(?:❌\s*)?(?:Unerwarteter )?Fehler(?: bei der Verarbeitung)?:")
@@ -58,43 +68,6 @@ _HELIX_ERROR = re.compile(r"\s*(?:❌\s*)?(?:Unerwarteter )?Fehler(?: bei der Ve
 path also "Fehler bei der Verarbeitung: ..." and "Unerwarteter Fehler: ...")."""
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_COMPLETION_BODY = 64 * 1024 * 1024
-_MAX_SUMMARY = 300
-_HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_HTML_TAG = re.compile(r"<[^>]*>")
-
-
-def build_payload(
-    messages: Sequence[Mapping[str, Any]],
-    body: Mapping[str, Any],
-    *,
-    stream: bool,
-    extra_fields: Iterable[str] = (),
-    model: str | None = None,
-) -> dict[str, Any]:
-    """The request body for Helix: only what an OpenAI-compatible server may receive.
-
-    ``messages`` are reduced to ``role`` and ``content``. From ``body`` only ``model`` (unless
-    ``model`` is given), ``temperature``, ``max_tokens``, ``top_p``, ``stop`` and the named
-    ``extra_fields`` are copied, and only when set; ``tools``, ``metadata``, ``features``, ``user``
-    and private keys (``_...``) never are.
-    """
-    names = _check_extra_fields(extra_fields)
-    chosen_model = model or body.get("model")
-    payload: dict[str, Any] = {
-        "model": chosen_model if isinstance(chosen_model, str) and chosen_model else DEFAULT_MODEL,
-        "messages": [{"role": m.get("role"), "content": m.get("content")} for m in messages],
-        "stream": stream,
-    }
-    for name in (*FORWARDED_FIELDS, *names):
-        value = body.get(name)
-        if value is not None:
-            payload[name] = value
-    return payload
-
-
-def completion_text(completion: Mapping[str, Any]) -> str:
-    """The answer text of a non-streaming completion (``""`` when Helix sent ``null``)."""
-    return completion_content(completion) or ""
 
 
 class HelixClient:
@@ -136,7 +109,7 @@ class HelixClient:
         self.read_timeout = read_timeout
         self.completion_timeout = completion_timeout
         self.max_retries = max_retries
-        self.extra_fields = _check_extra_fields(extra_fields)
+        self.extra_fields = check_extra_fields(extra_fields)
         self._sleep = sleep
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
@@ -292,20 +265,23 @@ class HelixClient:
                     stream=True,
                 )
             except requests.RequestException as exc:
-                if attempt < self.max_retries and _is_retryable(exc):
+                if attempt < self.max_retries and is_retryable(exc):
                     self._wait_before_retry(attempt, None, type(exc).__name__)
                     attempt += 1
                     continue
-                raise self._to_backend_error(exc, read_timeout=read_timeout) from exc
+                raise self._transport_error(exc, waited=read_timeout) from exc
             if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 response.close()
                 self._wait_before_retry(attempt, retry_after, f"HTTP {response.status_code}")
                 attempt += 1
                 continue
             if response.status_code >= 400:
                 with response:
-                    raise self._to_backend_error(response)
+                    error_body = self._read_error_body(response)
+                    raise status_error(
+                        response, error_body, shown_url=self._shown_url, api_key=self.api_key
+                    )
             return response
 
     def _wait_before_retry(self, attempt: int, retry_after: float | None, reason: str) -> None:
@@ -335,7 +311,7 @@ class HelixClient:
             data = json.loads(raw)
         except ValueError:
             raise BackendProtocolError(
-                f"Helix's {path} answer is not JSON: {_summarise_text(raw)!r}; check that "
+                f"Helix's {path} answer is not JSON: {summarise_text(raw)!r}; check that "
                 "HELIX_BASE_URL points at Helix",
                 status_code=response.status_code,
             ) from None
@@ -352,15 +328,13 @@ class HelixClient:
         parts: list[bytes] = []
         size = 0
         try:
-            for chunk in _body_chunks(response):
+            for chunk in iter_body(response):
                 parts.append(chunk)
                 size += len(chunk)
                 if size >= limit:
                     break
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise self._to_backend_error(
-                exc, content_began=size > 0, read_timeout=read_timeout
-            ) from exc
+            raise self._transport_error(exc, content_began=size > 0, waited=read_timeout) from exc
         encoding = response.encoding or "utf-8"
         try:
             return b"".join(parts)[:limit].decode(encoding, errors="replace")
@@ -370,7 +344,7 @@ class HelixClient:
     def _deltas(self, response: requests.Response) -> Iterator[str]:
         """Content deltas of a streamed answer; a ``Fehler:`` answer raises instead."""
         began = checked = False
-        deltas = iter_deltas(_body_chunks(response))
+        deltas = iter_deltas(iter_body(response))
         try:
             for delta in deltas:
                 if not checked and delta.strip():
@@ -380,109 +354,31 @@ class HelixClient:
                 began = True
                 yield delta
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise self._to_backend_error(exc, content_began=began) from exc
-
-    # ------------------------------------------------------------------------ error mapping
-
-    def _to_backend_error(
-        self,
-        failure: requests.RequestException | urllib3.exceptions.HTTPError | requests.Response,
-        *,
-        content_began: bool = False,
-        read_timeout: float | None = None,
-    ) -> BackendError:
-        """The one translation of a transport failure or an HTTP error answer into our errors."""
-        if isinstance(failure, requests.Response):
-            return self._status_error(failure)
-        url = self._shown_url
-        waited = read_timeout or self.read_timeout
-        # A non-streaming answer waits for the whole answer (ANSWER_TIMEOUT_S), a stream per pause.
-        valve = "READ_TIMEOUT_S" if waited == self.read_timeout else "ANSWER_TIMEOUT_S"
-        if _is_read_timeout(failure):
-            if content_began:
-                return BackendProtocolError(
-                    f"Helix at {url} went silent for {waited:g} s in the middle of its "
-                    "answer, so the answer is incomplete; raise the READ_TIMEOUT_S valve if Helix "
-                    "needs longer pauses."
-                )
-            return BackendUnavailable(
-                f"Helix at {url} sent nothing for {waited:g} s: it may be busy or "
-                f"stuck. Raise the {valve} valve if its answers take longer to start."
-            )
-        # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
-        if _has_cause(failure, urllib3.exceptions.NameResolutionError):
-            return BackendUnavailable(
-                f"The host name of Helix at {url} cannot be resolved: check the HELIX_BASE_URL "
-                "valve."
-            )
-        if _has_cause(failure, urllib3.exceptions.NewConnectionError, ConnectionRefusedError):
-            return BackendUnavailable(
-                f"Helix at {url} refused the connection: is it running? Check the "
-                "HELIX_BASE_URL valve."
-            )
-        if _has_cause(failure, requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
-            return BackendUnavailable(
-                f"Helix at {url} did not accept a connection within {self.connect_timeout:g} s: "
-                "is it running and reachable? Check the HELIX_BASE_URL valve, or raise "
-                "CONNECT_TIMEOUT_S."
-            )
-        if content_began or isinstance(
-            failure, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
-        ):
-            return BackendProtocolError(
-                f"Helix at {url} closed the connection in the middle of its answer, so the answer "
-                "is incomplete; look at Helix's log for the cause."
-            )
-        if isinstance(failure, requests.exceptions.SSLError):
-            return BackendUnavailable(
-                f"The TLS handshake with Helix at {url} failed: check http:// versus https:// in "
-                "the HELIX_BASE_URL valve."
-            )
-        if isinstance(failure, requests.ConnectionError):
-            return BackendUnavailable(
-                f"Helix at {url} dropped the connection before answering: is it running? Check "
-                "the HELIX_BASE_URL valve and Helix's log."
-            )
-        return BackendProtocolError(
-            f"The request to Helix at {url} failed ({type(failure).__name__}); check the "
-            "HELIX_BASE_URL valve."
-        )
-
-    def _status_error(self, response: requests.Response) -> BackendError:
-        status = response.status_code
-        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-        body = self._read_error_body(response)
-        summary = self._redact(_summarise_body(body, response.headers.get("Content-Type", "")))
-        summary = summary or response.reason or "no details"
-        if status in (401, 403):
-            message = (
-                f"Helix refused the request as unauthorised (HTTP {status}): {summary}. "
-                "Check the HELIX_API_KEY valve."
-            )
-        elif status == 404:
-            message = (
-                f"Helix at {self._shown_url} has no such endpoint (HTTP 404): {summary}. "
-                "Check the HELIX_BASE_URL valve."
-            )
-        elif status == 429:
-            message = f"Helix is rate limiting requests (HTTP 429): {summary}. Try again later."
-        elif status < 500:
-            message = f"Helix rejected the request: {summary}"
-        else:
-            message = f"Helix failed (HTTP {status}): {summary}"
-        kind = BackendUnavailable if status in (502, 503, 504) else BackendError
-        return kind(message, status_code=status, retry_after=retry_after)
+            raise self._transport_error(exc, content_began=began) from exc
 
     def _read_error_body(self, response: requests.Response) -> str:
+        """Up to 64 KiB of an error answer's body, for its summary; ``""`` if it cannot be read."""
         try:
             return self._read_body(response, _MAX_ERROR_BODY)
         except BackendError:
             return ""
 
-    def _redact(self, text: str) -> str:
-        if self.api_key:
-            text = text.replace(self.api_key, "***")
-        return text
+    def _transport_error(
+        self,
+        exc: requests.RequestException | urllib3.exceptions.HTTPError,
+        *,
+        content_began: bool = False,
+        waited: float | None = None,
+    ) -> BackendError:
+        """:func:`~helix_pipeline.wire_errors.transport_error` for this client."""
+        return transport_error(
+            exc,
+            shown_url=self._shown_url,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            waited=waited,
+            content_began=content_began,
+        )
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -506,18 +402,6 @@ def _normalise_base_url(base_url: str) -> str:
     return url
 
 
-def _check_extra_fields(extra_fields: Iterable[str]) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in extra_fields if name and name.strip())
-    for name in names:
-        if name in NEVER_FORWARDED or name.startswith("_") or name in ("model", "messages"):
-            raise ConfigError(
-                f"The extra field {name!r} cannot be forwarded to Helix: remove it from the "
-                "forwarded extra fields (Open WebUI's own and private keys are never sent).",
-                setting="extra_fields",
-            )
-    return names
-
-
 def _read_environment_once(session: requests.Session, base_url: str) -> None:
     """Take the proxy and CA bundle settings for ``base_url`` from the environment now.
 
@@ -532,9 +416,14 @@ def _read_environment_once(session: requests.Session, base_url: str) -> None:
     session.trust_env = False
 
 
-def _body_chunks(response: requests.Response) -> Iterator[bytes]:
-    """Body bytes as they arrive: one HTTP chunk at a time, or whatever one socket read returns
-    for a body without chunked encoding (never waiting to fill a buffer)."""
+def iter_body(response: requests.Response) -> Iterator[bytes]:
+    """The body of a ``stream=True`` response, its bytes yielded as they arrive.
+
+    One HTTP chunk at a time, or whatever one socket read returns for a body without chunked
+    encoding: never waiting to fill a buffer, so a stream's deltas pass on at once. Read failures
+    are raised as ``requests``/``urllib3`` exceptions (translate them with
+    :func:`~helix_pipeline.wire_errors.transport_error`).
+    """
     raw = response.raw
     read1 = getattr(raw, "read1", None)
     if getattr(raw, "chunked", False) or read1 is None:
@@ -561,7 +450,7 @@ def _rest(deltas: Iterator[str], limit: int) -> str:
 def _raise_for_helix_error(text: str) -> None:
     """Helix reports its own failures as a 200 answer that starts with ``Fehler:``."""
     if _HELIX_ERROR.match(text):
-        raise BackendError(f"Helix reported an error: {_summarise_text(text)}", status_code=200)
+        raise BackendError(f"Helix reported an error: {summarise_text(text)}", status_code=200)
 
 
 def _synthetic_completion(body: Mapping[str, Any], text: str) -> dict[str, Any]:
@@ -581,71 +470,3 @@ def _is_event_stream(response: requests.Response) -> bool:
 
 def _is_json(response: requests.Response) -> bool:
     return "json" in response.headers.get("Content-Type", "").lower()
-
-
-def _is_retryable(exc: requests.RequestException) -> bool:
-    """Only failures to connect or to get any answer; never TLS errors or read timeouts."""
-    return isinstance(exc, requests.ConnectionError) and not (
-        isinstance(exc, requests.exceptions.SSLError) or _is_read_timeout(exc)
-    )
-
-
-def _is_read_timeout(exc: BaseException) -> bool:
-    return _has_cause(exc, requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
-
-
-def _has_cause(exc: BaseException, *kinds: type[BaseException]) -> bool:
-    """Whether ``exc`` or anything it wraps (args, ``reason``, ``__cause__``) is one of ``kinds``."""
-    seen: set[int] = set()
-    pending: list[object] = [exc]
-    while pending:
-        item = pending.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, kinds):
-            return True
-        pending.extend(item.args)
-        pending.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
-    return False
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number or an HTTP date; ``None`` if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def _summarise_body(body: str, content_type: str) -> str:
-    """A short readable summary of an error body: JSON error shapes, HTML or plain text."""
-    text = body.strip()
-    if not text:
-        return ""
-    if text.startswith(("{", "[")) or "json" in content_type.lower():
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            payload = None
-        if payload is not None:
-            described = describe_error(payload)
-            if described is not None:
-                return described
-            return _summarise_text(json.dumps(payload, ensure_ascii=False))
-    if "html" in content_type.lower() or text.lstrip().lower().startswith(("<!doctype", "<html")):
-        text = html.unescape(_HTML_TAG.sub(" ", _HTML_DROP.sub(" ", text)))
-    return _summarise_text(text)
-
-
-def _summarise_text(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_SUMMARY else text[: _MAX_SUMMARY - 1].rstrip() + "…"

@@ -23,8 +23,7 @@ import requests
 import urllib3.exceptions
 
 from .cli import plural, preview
-from .client import HelixClient
-from .client import _body_chunks as body_chunks
+from .client import HelixClient, iter_body
 from .conversation import ConversationKey, header_safe, helix_session_id
 from .errors import BackendError, BackendUnavailable, ConfigError
 from .openwebui import TITLE_TASK, ChatTurn, OpenWebUIChat, pipe_arguments
@@ -150,7 +149,7 @@ class _RelayHandler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.end_headers()
             try:
-                for chunk in body_chunks(answer):
+                for chunk in iter_body(answer):
                     if chunk:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                         self.wfile.flush()
