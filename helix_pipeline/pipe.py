@@ -43,7 +43,7 @@ class _Parts:
 def _client_for(valves: HelixValves) -> HelixClient:
     return HelixClient(
         valves.HELIX_BASE_URL,
-        api_key=valves.HELIX_API_KEY or None,
+        api_key=valves.api_key(),
         conversation_headers=valves.header_names(),
         connect_timeout=valves.CONNECT_TIMEOUT_S,
         read_timeout=valves.READ_TIMEOUT_S,

@@ -113,6 +113,12 @@ def _check_store_url(value: str) -> str:
     return value
 
 
+_store_url_from_env = _env("SESSION_STORE_URL", "", _check_store_url)
+"""Secrets are read from the environment when needed, never copied into a valve: the Pipelines
+server returns valves unauthenticated (``GET /<id>/valves``) and saves them in ``valves.json``."""
+_api_key_from_env = _env("HELIX_API_KEY", "")
+
+
 def _positive(name: str) -> Callable[[float], float]:
     def check(value: float) -> float:
         if not (math.isfinite(value) and value > 0):  # NaN and infinity break socket timeouts
@@ -154,9 +160,11 @@ class HistoryValves(BaseModel):
         description="On: attach the stored history and record every turn. Off: forward untouched, record nothing.",
     )
     SESSION_STORE_URL: str = Field(
-        default_factory=_env("SESSION_STORE_URL", "", _check_store_url),
-        description="Where conversations are kept: sqlite:///path.db (default, beside the pipelines), "
-        "redis://host:6379/0 or postgresql://user:pass@host/db when several workers share it.",
+        default="",
+        description="Where conversations are kept: sqlite:////abs/path.db, redis://host:6379/0 or "
+        "postgresql://user:pass@host/db when several workers share it. Empty: the SESSION_STORE_URL "
+        "environment variable, else an SQLite file beside the pipelines. Put a URL with a password "
+        "in the environment: the Pipelines server shows valves to anyone who can reach it.",
     )
     MAX_HISTORY_MESSAGES: int = Field(
         default_factory=_env("MAX_HISTORY_MESSAGES", 100, _positive("MAX_HISTORY_MESSAGES")),
@@ -206,7 +214,8 @@ class HistoryValves(BaseModel):
         )
 
     def store_url(self, pipelines_dir: Path | None = None) -> str:
-        return self.SESSION_STORE_URL or default_store_url(pipelines_dir)
+        """The valve, else the ``SESSION_STORE_URL`` environment variable, else the default file."""
+        return self.SESSION_STORE_URL or _store_url_from_env() or default_store_url(pipelines_dir)
 
 
 class HelixValves(HistoryValves):
@@ -217,8 +226,10 @@ class HelixValves(HistoryValves):
         description="Where Helix listens, with or without /v1, e.g. http://localhost:8001.",
     )
     HELIX_API_KEY: str = Field(
-        default_factory=_env("HELIX_API_KEY", ""),
-        description="Sent as 'Authorization: Bearer <key>' when set; leave empty if Helix needs none.",
+        default="",
+        description="Sent as 'Authorization: Bearer <key>'. Empty: the HELIX_API_KEY environment "
+        "variable, which stays out of the valves (the Pipelines server shows valves to anyone who "
+        "can reach it); no key if neither is set.",
         json_schema_extra={"format": "password"},
     )
     HELIX_MODELS: str = Field(
@@ -275,6 +286,10 @@ class HelixValves(HistoryValves):
     @classmethod
     def _retries(cls, value: int) -> int:
         return _check_retries(value)
+
+    def api_key(self) -> str | None:
+        """The valve, else the ``HELIX_API_KEY`` environment variable; ``None`` without either."""
+        return self.HELIX_API_KEY or _api_key_from_env() or None
 
     def header_names(self) -> tuple[str, ...]:
         return tuple(parse_csv(self.CONVERSATION_HEADERS))

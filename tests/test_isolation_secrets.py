@@ -11,6 +11,7 @@ everything is searched for them.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import subprocess
@@ -386,6 +387,8 @@ class TestSecrets:
             with PipelinesServer(tmp_path, [PIPELINES / "helix.py"], env=env) as server:
                 chat = Chat(through_server(server), user=ANA)
                 shown = [chat.turn("hello").text]
+                # GET /<id>/valves needs no key: secrets from the environment must not be there.
+                exposed = json.dumps(server.valves("helix"))
                 for fault in (Fault.SERVER_ERROR, Fault.DROP_MID_STREAM, Fault.FEHLER):
                     helix.fault = fault
                     shown.append(chat.turn(f"during {fault.value}").text)
@@ -399,4 +402,5 @@ class TestSecrets:
         assert "Helix reply" in shown[0] and "HELIX_API_KEY" in shown[-1]
         assert "unavailable" in log
         assert not leaks(log), "a secret reached the Pipelines server's log"
+        assert not leaks(exposed), "a secret from the environment is readable in the valves"
         assert not leaks("\n".join(shown))

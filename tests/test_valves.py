@@ -77,6 +77,40 @@ class TestDefaults:
         assert parse_csv("a, b,,c ,") == ["a", "b", "c"]
 
 
+class TestSecretsFromTheEnvironment:
+    """The Pipelines server returns valves to anyone (``GET /<id>/valves`` has no authentication)
+    and saves them in valves.json, so secrets given in the environment never become valve values."""
+
+    def test_the_api_key_is_used_but_never_copied_into_the_valves(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("HELIX_API_KEY", "sk-from-env")
+        valves = HelixValves()
+        assert valves.HELIX_API_KEY == ""
+        assert "sk-from-env" not in valves.model_dump_json()
+        assert valves.api_key() == "sk-from-env"
+
+    def test_a_key_set_in_the_valve_wins_over_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("HELIX_API_KEY", "sk-from-env")
+        assert HelixValves(HELIX_API_KEY="sk-valve").api_key() == "sk-valve"
+
+    def test_no_key_anywhere_means_none(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("HELIX_API_KEY", raising=False)
+        assert HelixValves().api_key() is None
+
+    def test_the_store_url_is_used_but_never_copied_into_the_valves(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("SESSION_STORE_URL", "redis://:hunter2@cache:6379/0")
+        valves = HistoryValves()
+        assert valves.SESSION_STORE_URL == ""
+        assert "hunter2" not in valves.model_dump_json()
+        assert valves.store_url() == "redis://:hunter2@cache:6379/0"
+        assert HistoryValves(SESSION_STORE_URL="memory://").store_url() == "memory://"
+
+
 class TestDefaultsFromTheEnvironment:
     @pytest.mark.parametrize(
         ("name", "raw", "value"),
@@ -85,9 +119,6 @@ class TestDefaultsFromTheEnvironment:
             pytest.param("HISTORY_ENABLED", "OFF", False, id="bool-off"),
             pytest.param("STORE_TEMPORARY_CHATS", "yes", True, id="bool-yes"),
             pytest.param("STORE_TEMPORARY_CHATS", "1", True, id="bool-one"),
-            pytest.param(
-                "SESSION_STORE_URL", "redis://cache:6379/0", "redis://cache:6379/0", id="store"
-            ),
             pytest.param("MAX_HISTORY_MESSAGES", "40", 40, id="int"),
             pytest.param("MAX_MESSAGE_CHARS", " 5000 ", 5000, id="int-with-spaces"),
             pytest.param("MAX_HISTORY_CHARS", "80000", 80_000, id="total"),
@@ -98,7 +129,6 @@ class TestDefaultsFromTheEnvironment:
             pytest.param(
                 "HELIX_BASE_URL", " http://helix:8001 ", "http://helix:8001", id="url-stripped"
             ),
-            pytest.param("HELIX_API_KEY", "sk-test", "sk-test", id="api-key"),
             pytest.param("HELIX_MODELS", "a,b", "a,b", id="models"),
             pytest.param(
                 "CONVERSATION_HEADERS", "X-Conversation-ID", "X-Conversation-ID", id="headers"
@@ -145,7 +175,6 @@ class TestABadEnvironmentVariable:
             pytest.param("MAX_MESSAGE_CHARS", "-5", id="int-negative"),
             pytest.param("MAX_HISTORY_CHARS", "1e6", id="int-as-float"),
             pytest.param("SESSION_TTL_DAYS", "-1", id="ttl-negative"),
-            pytest.param("SESSION_STORE_URL", "mysql://db/helix", id="store-scheme"),
             pytest.param("HELIX_BASE_URL", "ftp://helix", id="url-scheme"),
             pytest.param("HELIX_BASE_URL", "localhost:8001", id="url-without-scheme"),
             pytest.param("CONVERSATION_HEADERS", "X Chat: Id", id="header-name"),
@@ -178,7 +207,7 @@ class TestABadEnvironmentVariable:
     ) -> None:
         monkeypatch.setenv("SESSION_STORE_URL", "mysql://helix:hunter2@db/helix")
         with caplog.at_level(logging.WARNING, logger="helix_pipeline.valves"):
-            assert HistoryValves().SESSION_STORE_URL == ""
+            assert HistoryValves().store_url(Path("/srv/pipelines")).startswith("sqlite:///")
         assert "SESSION_STORE_URL" in caplog.text
         assert "hunter2" not in caplog.text
 
