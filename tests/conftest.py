@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from helix_pipeline.stores import SessionStore, open_store
+from helix_pipeline.testing import FakeHelix
 
+from .pipelines_server import TRACEBACK, PipelinesServer
 from .store_servers import (  # noqa: F401  (session fixtures)
     ENGINES,
     postgres_server,
@@ -35,3 +37,24 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionSto
         yield opened
     finally:
         opened.close()
+
+
+# -- for the modules that run the real Pipelines server: they define ``helix``, ``server`` and
+# -- ``data_dir`` (the folder of the server's SQLite file) and use these.
+
+
+@pytest.fixture
+def clean_run(helix: FakeHelix, server: PipelinesServer) -> Iterator[None]:
+    """A fresh FakeHelix record per test, and no traceback in the server's log."""
+    helix.reset()
+    mark = server.log_mark()
+    yield
+    assert TRACEBACK not in server.log(mark), server.log(mark)
+
+
+@pytest.fixture
+def sessions(data_dir: Path, server: PipelinesServer) -> Iterator[SessionStore]:
+    """The server's SQLite session file, opened beside it."""
+    opened = open_store(f"sqlite:///{data_dir / 'sessions.db'}")
+    yield opened
+    opened.close()

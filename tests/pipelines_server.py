@@ -36,10 +36,14 @@ from typing import Any
 
 import requests
 
+from helix_pipeline.conversation import ConversationKey
+from helix_pipeline.stores import SessionStore
+
 __all__ = [
     "API_KEY",
     "PIPELINES",
     "SERVER_DIR",
+    "TRACEBACK",
     "ChatReply",
     "Exchange",
     "OpenWebUI",
@@ -51,6 +55,7 @@ __all__ = [
     "recorded",
     "recorded_tools",
     "rewrite",
+    "stored",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -557,3 +562,8 @@ class OpenWebUI:
                 return
             if not is_task(record):
                 return  # the turn failed: Open WebUI ran no outlet for it
+
+
+def stored(sessions: SessionStore, user: dict[str, Any], chat_id: str) -> list[tuple[str, str]]:
+    """(role, content) of a user's chat's active branch."""
+    return [(m.role, m.content) for m in sessions.load(ConversationKey(user["id"], chat_id))]

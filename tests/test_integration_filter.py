@@ -29,9 +29,10 @@ from .pipelines_server import (
     parse_sse,
     recorded,
     rewrite,
+    stored,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_run")]
 
 FILTER = "helix_session_filter"
 MODEL = "helix-consultant"
@@ -42,7 +43,6 @@ CHAT_L1 = "21a7ec3e-2eab-4fe7-90ed-1f2ecfed2cb1"
 A = recorded("run1_forward_headers/filter.jsonl", CHAT_A)
 A_THREE_TURNS = A[:11]
 L1 = recorded("run1_forward_headers/filter.jsonl", CHAT_L1)
-TRACEBACK = "Traceback (most recent call last)"
 
 
 class OpenWebUIWithHelixConnection(OpenWebUI):
@@ -91,21 +91,6 @@ def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield running
 
 
-@pytest.fixture(autouse=True)
-def clean_run(helix: FakeHelix, server: PipelinesServer) -> Iterator[None]:
-    helix.reset()
-    mark = server.log_mark()
-    yield
-    assert TRACEBACK not in server.log(mark), server.log(mark)
-
-
-@pytest.fixture
-def sessions(data_dir: Path, server: PipelinesServer) -> Iterator[SessionStore]:
-    opened = open_store(f"sqlite:///{data_dir / 'sessions.db'}")
-    yield opened
-    opened.close()
-
-
 def new_user(name: str = "Ana") -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
@@ -132,10 +117,6 @@ def open_webui(
         model=MODEL,
         recorded_model="helix-test",
     )
-
-
-def stored(sessions: SessionStore, user: dict[str, Any], chat_id: str) -> list[tuple[str, str]]:
-    return [(m.role, m.content) for m in sessions.load(ConversationKey(user["id"], chat_id))]
 
 
 def plain_api_inlet(

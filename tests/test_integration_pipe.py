@@ -19,12 +19,13 @@ import pytest
 
 from helix_pipeline.client import FORWARDED_FIELDS
 from helix_pipeline.conversation import ConversationKey
-from helix_pipeline.stores import SessionStore, open_store
+from helix_pipeline.stores import SessionStore
 from helix_pipeline.testing import FakeHelix, Fault, RecordedRequest
 
 from .conftest import load_fixture
 from .pipelines_server import (
     PIPELINES,
+    TRACEBACK,
     Exchange,
     OpenWebUI,
     PipelinesServer,
@@ -32,9 +33,10 @@ from .pipelines_server import (
     is_task,
     recorded,
     rewrite,
+    stored,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_run")]
 
 MODEL = "helix.helix-consultant"
 CHAT_A = "8854fe74-68d4-4c99-9c9d-c0d0c58e1887"
@@ -51,7 +53,6 @@ A_THREE_TURNS = A[:11]  # title task, t1, outlet, follow-up, tags, t2, outlet, f
 A_REGENERATED = A[:14]  # ... then the third answer regenerated
 CONVERSATION_HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
 ALLOWED_KEYS = {"model", "messages", "stream", *FORWARDED_FIELDS}
-TRACEBACK = "Traceback (most recent call last)"
 
 
 @pytest.fixture(scope="module")
@@ -73,23 +74,6 @@ def server(
     root = tmp_path_factory.mktemp("pipelines-server")
     with PipelinesServer(root, [PIPELINES / "helix.py"], env=env) as running:
         yield running
-
-
-@pytest.fixture(autouse=True)
-def clean_run(helix: FakeHelix, server: PipelinesServer) -> Iterator[None]:
-    """A fresh FakeHelix record per test, and no traceback in the server's log."""
-    helix.reset()
-    mark = server.log_mark()
-    yield
-    assert TRACEBACK not in server.log(mark), server.log(mark)
-
-
-@pytest.fixture
-def sessions(data_dir: Path, server: PipelinesServer) -> Iterator[SessionStore]:
-    """The server's SQLite session file, opened beside it."""
-    opened = open_store(f"sqlite:///{data_dir / 'sessions.db'}")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
@@ -136,10 +120,6 @@ def turns_to_helix(helix: FakeHelix) -> list[RecordedRequest]:
 
 def wire(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
-def stored(sessions: SessionStore, user: dict[str, Any], chat_id: str) -> list[tuple[str, str]]:
-    return [(m.role, m.content) for m in sessions.load(ConversationKey(user["id"], chat_id))]
 
 
 def stored_ids(sessions: SessionStore, user: dict[str, Any], chat_id: str) -> list[str | None]:

@@ -19,6 +19,7 @@ from helix_pipeline.errors import ConfigError, StoreError, StoreUnavailable
 from helix_pipeline.messages import Message
 from helix_pipeline.stores import open_store
 
+from .store_checks import assert_two_stores_lose_nothing
 from .store_servers import POSTGRES_PASSWORD, PostgresServer, free_port, running_postgres
 
 psycopg = pytest.importorskip("psycopg", reason="pip install helix-pipeline[postgres]")
@@ -253,27 +254,7 @@ class TestQueries:
         assert conn.execute("SELECT count(*) FROM helix_messages").fetchone() == (0,)
 
     def test_two_stores_recording_one_conversation_lose_nothing(self, url: str) -> None:
-        stores = [PostgresStore.from_url(url) for _ in range(2)]
-
-        def append(worker: int) -> None:
-            for number in range(10):
-                message_id = f"{worker}-{number}"
-                stores[worker % 2].record(ALICE, [Message("user", message_id, message_id)])
-
-        threads = [threading.Thread(target=append, args=(worker,)) for worker in range(4)]
-        try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            loaded = stores[0].load(ALICE)
-        finally:
-            for opened in stores:
-                opened.close()
-
-        assert sorted(m.message_id or "" for m in loaded) == sorted(
-            f"{w}-{n}" for w in range(4) for n in range(10)
-        )
+        assert_two_stores_lose_nothing(lambda: PostgresStore.from_url(url), ALICE, per_worker=10)
 
     def test_a_database_error_is_a_store_error_naming_the_conversation(
         self, store: PostgresStore, conn: Any

@@ -6,7 +6,6 @@ The behaviour every engine shares is in ``test_store_contract.py``.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -19,6 +18,7 @@ from helix_pipeline.errors import ConfigError, StoreError, StoreUnavailable
 from helix_pipeline.messages import Message
 from helix_pipeline.stores import open_store
 
+from .store_checks import assert_two_stores_lose_nothing
 from .store_servers import RedisServer, free_port, running_redis
 
 redis = pytest.importorskip("redis", reason="pip install helix-pipeline[redis]")
@@ -408,26 +408,8 @@ class TestConsistentReads:
 
 class TestConcurrency:
     def test_two_stores_recording_one_conversation_lose_nothing(self, server: RedisServer) -> None:
-        stores = [RedisStore.from_url(server.url) for _ in range(2)]
-
-        def append(worker: int) -> None:
-            for number in range(15):
-                message_id = f"{worker}-{number}"
-                stores[worker % 2].record(ALICE, [Message("user", message_id, message_id)])
-
-        threads = [threading.Thread(target=append, args=(worker,)) for worker in range(4)]
-        try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            loaded = stores[0].load(ALICE)
-        finally:
-            for opened in stores:
-                opened.close()
-
-        assert sorted(m.message_id or "" for m in loaded) == sorted(
-            f"{w}-{n}" for w in range(4) for n in range(15)
+        assert_two_stores_lose_nothing(
+            lambda: RedisStore.from_url(server.url), ALICE, per_worker=15
         )
 
     def test_a_conversation_that_never_settles_is_a_store_error(
