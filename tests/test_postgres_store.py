@@ -24,8 +24,9 @@ from .store_servers import POSTGRES_PASSWORD, PostgresServer, free_port, running
 
 psycopg = pytest.importorskip("psycopg", reason="pip install helix-pipeline[postgres]")
 
+from helix_pipeline.stores.migrations import migrate  # noqa: E402
 from helix_pipeline.stores.postgres import LOAD_ACTIVE_BRANCH, PostgresStore  # noqa: E402
-from helix_pipeline.stores.postgres_migrations import MIGRATIONS, migrate  # noqa: E402
+from helix_pipeline.stores.postgres_migrations import POSTGRES  # noqa: E402
 
 ALICE = ConversationKey("alice", "chat-1")
 
@@ -138,16 +139,16 @@ class TestMigrations:
     def test_opening_applies_every_migration_once_in_order(
         self, store: PostgresStore, conn: Any
     ) -> None:
-        assert recorded_migrations(conn) == [m.__name__ for m in MIGRATIONS]
+        assert recorded_migrations(conn) == [m.__name__ for m in POSTGRES.migrations]
 
     def test_migrating_an_up_to_date_database_does_nothing(
         self, store: PostgresStore, conn: Any
     ) -> None:
-        assert migrate(conn) == []
+        assert migrate(conn, POSTGRES) == []
         second = PostgresStore.from_url(store_url_of(conn))
         second.close()
 
-        assert recorded_migrations(conn) == [m.__name__ for m in MIGRATIONS]
+        assert recorded_migrations(conn) == [m.__name__ for m in POSTGRES.migrations]
 
     def test_a_new_migration_is_applied_on_top_and_recorded(
         self, store: PostgresStore, conn: Any
@@ -155,8 +156,10 @@ class TestMigrations:
         def m099_add_a_table(connection: Any) -> None:
             connection.execute("CREATE TABLE helix_extra (id integer)")
 
-        assert migrate(conn, [*MIGRATIONS, m099_add_a_table]) == ["m099_add_a_table"]
-        assert migrate(conn, [*MIGRATIONS, m099_add_a_table]) == []
+        assert migrate(conn, POSTGRES, [*POSTGRES.migrations, m099_add_a_table]) == [
+            "m099_add_a_table"
+        ]
+        assert migrate(conn, POSTGRES, [*POSTGRES.migrations, m099_add_a_table]) == []
         assert recorded_migrations(conn)[-1] == "m099_add_a_table"
 
     def test_a_failing_migration_leaves_nothing_behind(self, conn: Any) -> None:
@@ -165,7 +168,7 @@ class TestMigrations:
             connection.execute("SELECT no_such_column FROM helix_half")
 
         with pytest.raises(psycopg.Error):
-            migrate(conn, [m001_half_done])
+            migrate(conn, POSTGRES, [m001_half_done])
 
         assert conn.execute("SELECT to_regclass('helix_half')").fetchone() == (None,)
         assert conn.execute("SELECT to_regclass('helix_schema_migrations')").fetchone() == (None,)
@@ -188,7 +191,7 @@ class TestMigrations:
             thread.join()
 
         assert errors == []
-        assert recorded_migrations(conn) == [m.__name__ for m in MIGRATIONS]
+        assert recorded_migrations(conn) == [m.__name__ for m in POSTGRES.migrations]
 
 
 def store_url_of(conn: Any) -> str:

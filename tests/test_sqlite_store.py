@@ -21,7 +21,7 @@ from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.errors import ConfigError, StoreError, StoreUnavailable
 from helix_pipeline.messages import Message
 from helix_pipeline.stores import MemoryStore, SessionStore, open_store
-from helix_pipeline.stores.migrations import MIGRATIONS, applied_migrations, migrate
+from helix_pipeline.stores.migrations import SQLITE, migrate
 from helix_pipeline.stores.sqlite import LOAD_ACTIVE_BRANCH, SQLiteStore
 
 KEY = ConversationKey("alice", "chat-1")
@@ -142,14 +142,14 @@ class TestMigrations:
         self, sqlite_store: SQLiteStore, db_path: Path
     ) -> None:
         with closing(sqlite3.connect(db_path)) as raw:
-            assert applied_migrations(raw) == {m.__name__ for m in MIGRATIONS}
+            assert SQLITE.applied(raw) == {m.__name__ for m in SQLITE.migrations}
 
     def test_migrating_twice_applies_nothing_the_second_time(self, db_path: Path) -> None:
         SQLiteStore(db_path).close()
         raw = sqlite3.connect(db_path, isolation_level=None)
         try:
             recorded = raw.execute("SELECT * FROM schema_migrations ORDER BY name").fetchall()
-            assert migrate(raw) == []
+            assert migrate(raw, SQLITE) == []
             SQLiteStore(db_path).close()
             assert raw.execute("SELECT * FROM schema_migrations ORDER BY name").fetchall() == (
                 recorded
@@ -160,10 +160,10 @@ class TestMigrations:
     def test_opening_applies_only_the_migrations_a_file_lacks(self, db_path: Path) -> None:
         raw = sqlite3.connect(db_path, isolation_level=None)
         try:
-            assert migrate(raw, MIGRATIONS[:1]) == [MIGRATIONS[0].__name__]
+            assert migrate(raw, SQLITE, SQLITE.migrations[:1]) == [SQLITE.migrations[0].__name__]
             SQLiteStore(db_path).close()
-            assert applied_migrations(raw) == {m.__name__ for m in MIGRATIONS}
-            assert migrate(raw) == []
+            assert SQLITE.applied(raw) == {m.__name__ for m in SQLITE.migrations}
+            assert migrate(raw, SQLITE) == []
         finally:
             raw.close()
 
@@ -175,10 +175,10 @@ class TestMigrations:
         raw = sqlite3.connect(db_path, isolation_level=None)
         try:
             with pytest.raises(sqlite3.OperationalError, match="boom"):
-                migrate(raw, [*MIGRATIONS, m999_fails])
+                migrate(raw, SQLITE, [*SQLITE.migrations, m999_fails])
             tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
             assert "half_done" not in tables
-            assert applied_migrations(raw) == set()
+            assert SQLITE.applied(raw) == set()
         finally:
             raw.close()
 

@@ -29,6 +29,7 @@ __all__ = [
     "SessionStore",
     "open_store",
     "redact_url",
+    "url_error",
 ]
 
 SUPPORTED_SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgresql", "postgres")
@@ -73,3 +74,12 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[-1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def url_error(engine: str, url: str, problem: str, fix: str) -> ConfigError:
+    """The error for a store URL that cannot work: what is wrong with it, and the form to use."""
+    return ConfigError(
+        f"Invalid {engine} session store URL {redact_url(url)!r}: {problem}. Set "
+        f"SESSION_STORE_URL to {fix}",
+        setting="SESSION_STORE_URL",
+    )

@@ -1,31 +1,81 @@
-"""Schema migrations of the SQLite store: named functions, each applied once, in order, on open.
+"""Schema migrations of the SQL stores: named functions, each applied once, in order, on open.
 
-A migration is a function ``mNNN_what_it_does(db)`` appended to :data:`MIGRATIONS`; its name is
-recorded in the ``schema_migrations`` table in the same transaction that applies it, so a migration
-is either fully applied and recorded or not at all. Never edit a migration that has shipped: add a
-new one.
+A migration is a function ``mNNN_what_it_does(db)`` appended to its engine's list; its name is
+recorded in the engine's migrations table in the same transaction that applies it, under a lock
+that makes processes opening one database at once apply each migration exactly once. So a
+migration is either fully applied and recorded or not at all. Never edit a migration that has
+shipped: add a new one. One runner, :func:`migrate`, serves both engines: SQLite's migrations
+are here (:data:`SQLITE`), PostgreSQL's in :mod:`~helix_pipeline.stores.postgres_migrations`.
 
-Schema (version ``m002``):
+Schema (version ``m002``), table names ``conversations``/``messages`` in SQLite and
+``helix_conversations``/``helix_messages`` in PostgreSQL:
 
-- ``conversations``: one row per (user id, conversation id) with the active branch number, the
+- conversations: one row per (user id, conversation id) with the active branch number, the
   message count of that branch and the last activity (Unix seconds), so listing and purging never
-  touch the messages.
-- ``messages``: one row per message of a branch; ``(conversation, branch, position)`` is unique
-  and indexed, so loading the active branch is one index range read.
+  touch the messages. PostgreSQL finds a row by ``key_hash``
+  (SHA-256 of both ids, unique) and lists by ``user_hash``; ids are UTF-8 ``bytea`` there.
+- messages: one row per message of a branch; ``(conversation, branch, position)`` is unique and
+  indexed, so loading the active branch is one index range read.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["MIGRATIONS", "Migration", "applied_migrations", "migrate"]
+__all__ = ["SQLITE", "Migration", "Schema", "migrate"]
 
-Migration = Callable[[sqlite3.Connection], None]
+Migration = Callable[[Any], None]
+"""A schema change: ``mNNN_what_it_does(db)``, run inside the migration transaction."""
 
 
-def m001_create_conversations(db: sqlite3.Connection) -> None:
+@dataclass(frozen=True)
+class Schema:
+    """One engine's migrations, and how it records and serialises them."""
+
+    migrations: tuple[Migration, ...]
+    table_exists: str
+    create_table: str
+    insert: str
+    insert_params: Callable[[str], tuple[Any, ...]]
+    exclusive: Callable[[Any], AbstractContextManager[None]]
+    table: str
+
+    def applied(self, db: Any) -> set[str]:
+        """The names recorded in the migrations table (empty for a new database)."""
+        if db.execute(self.table_exists, (self.table,)).fetchone()[0] is None:
+            return set()
+        return {name for (name,) in db.execute(f"SELECT name FROM {self.table}")}
+
+
+def migrate(db: Any, schema: Schema, migrations: Sequence[Migration] | None = None) -> list[str]:
+    """Apply the migrations not yet recorded; the names applied now (``[]`` when up to date).
+
+    ``db`` must be in autocommit mode. ``migrations`` defaults to the engine's own list.
+    """
+    wanted = schema.migrations if migrations is None else tuple(migrations)
+    if {migration.__name__ for migration in wanted} <= schema.applied(db):
+        return []
+    applied: list[str] = []
+    with schema.exclusive(db):
+        db.execute(schema.create_table)
+        done = schema.applied(db)
+        for migration in wanted:
+            if migration.__name__ in done:
+                continue
+            migration(db)
+            db.execute(schema.insert, schema.insert_params(migration.__name__))
+            applied.append(migration.__name__)
+    return applied
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+
+
+def m001_create_conversations(db: Any) -> None:
     db.execute(
         """
         CREATE TABLE conversations (
@@ -44,7 +94,7 @@ def m001_create_conversations(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX conversations_by_activity ON conversations (last_activity)")
 
 
-def m002_create_messages(db: sqlite3.Connection) -> None:
+def m002_create_messages(db: Any) -> None:
     db.execute(
         """
         CREATE TABLE messages (
@@ -64,49 +114,28 @@ def m002_create_messages(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_create_conversations, m002_create_messages)
-
-
-def applied_migrations(db: sqlite3.Connection) -> set[str]:
-    """The names recorded in ``schema_migrations`` (empty for a new database)."""
-    exists = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
-    if exists is None:
-        return set()
-    return {name for (name,) in db.execute("SELECT name FROM schema_migrations")}
-
-
-def migrate(db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
-    """Apply the migrations not yet recorded; the names applied now (``[]`` when up to date).
-
-    ``db`` must be in autocommit mode (``isolation_level=None``). The check and the changes run in
-    one ``BEGIN IMMEDIATE`` transaction, so processes opening the same file at once apply each
-    migration exactly once.
-    """
-    wanted = [migration.__name__ for migration in migrations]
-    if set(wanted) <= applied_migrations(db):
-        return []
+@contextmanager
+def _sqlite_exclusive(db: Any) -> Iterator[None]:
+    """``BEGIN IMMEDIATE``: the file's write lock, held until the migrations are committed."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            "name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        done = applied_migrations(db)
-        applied: list[str] = []
-        for migration in migrations:
-            if migration.__name__ in done:
-                continue
-            migration(db)
-            db.execute(
-                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
-                (migration.__name__, time.time()),
-            )
-            applied.append(migration.__name__)
+        yield
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return applied
+
+
+SQLITE = Schema(
+    migrations=(m001_create_conversations, m002_create_messages),
+    table="schema_migrations",
+    table_exists="SELECT max(name) FROM sqlite_master WHERE type = 'table' AND name = ?",
+    create_table=(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    ),
+    insert="INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+    insert_params=lambda name: (name, time.time()),
+    exclusive=_sqlite_exclusive,
+)

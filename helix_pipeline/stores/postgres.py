@@ -21,19 +21,17 @@ import hashlib
 import json
 import logging
 import select
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from ..messages import Message
-from . import redact_url
-from .base import ConversationSummary, RecordResult, plan_record
-from .postgres_migrations import migrate
+from . import redact_url, url_error
+from .migrations import migrate
+from .postgres_migrations import POSTGRES
+from .sql import Dialect, Queries, SQLStore
 
 __all__ = ["LOAD_ACTIVE_BRANCH", "PostgresStore"]
 
@@ -43,38 +41,38 @@ CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 3.0
 LOCK_TIMEOUT_S = 10
 _INSTALL = "pip install helix-pipeline[postgres]"
-_MESSAGE_COLUMNS = "m.role, m.content, m.message_id, m.partial, m.created_at"
-_KEY_MATCH = "c.key_hash = %s AND c.user_id = %s AND c.conversation_id = %s"
 
-LOAD_ACTIVE_BRANCH = f"""
-SELECT {_MESSAGE_COLUMNS}
-FROM helix_conversations AS c
-JOIN helix_messages AS m ON m.conversation = c.id AND m.branch = c.active_branch
-WHERE {_KEY_MATCH}
-ORDER BY m.position
-"""
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _key_params(key: ConversationKey) -> tuple[bytes, bytes, bytes]:
+    pair = json.dumps([key.user_id, key.conversation_id], ensure_ascii=False)
+    return _digest(_bytes(pair)), _bytes(key.user_id), _bytes(key.conversation_id)
+
+
+DIALECT = Dialect(
+    name="PostgreSQL",
+    conversations="helix_conversations",
+    messages="helix_messages",
+    placeholder="%s",
+    key_match="c.key_hash = ? AND c.user_id = ? AND c.conversation_id = ?",
+    user_match="user_hash = ? AND user_id = ?",
+    key_params=_key_params,
+    user_params=lambda user_id: (_digest(_bytes(user_id)), _bytes(user_id)),
+    text_param=_bytes,
+    lock_row=" FOR UPDATE",
+    cascades=True,
+)
+_QUERIES = Queries(DIALECT)
+
+LOAD_ACTIVE_BRANCH = _QUERIES.load_active
 """The one query :meth:`PostgresStore.load` runs: two unique-index lookups."""
-
-_LOAD_ALL_BRANCHES = f"""
-SELECT m.branch, {_MESSAGE_COLUMNS}
-FROM helix_conversations AS c
-JOIN helix_messages AS m ON m.conversation = c.id
-WHERE {_KEY_MATCH}
-ORDER BY m.branch, m.position
-"""
-_LOCK_CONVERSATION = (
-    "SELECT c.id, c.active_branch, c.last_activity FROM helix_conversations AS c "
-    f"WHERE {_KEY_MATCH} FOR UPDATE"
-)
-_INSERT_MESSAGE = (
-    "INSERT INTO helix_messages (conversation, branch, position, role, content, message_id, "
-    "partial, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-)
-_COPY_PREFIX = (
-    "INSERT INTO helix_messages (conversation, branch, position, role, content, message_id, "
-    "partial, created_at) SELECT conversation, %s, position, role, content, message_id, partial, "
-    "created_at FROM helix_messages WHERE conversation = %s AND branch = %s AND position < %s"
-)
 
 
 def _import_driver() -> tuple[Any, Any]:
@@ -89,8 +87,11 @@ def _import_driver() -> tuple[Any, Any]:
     return psycopg, psycopg_pool
 
 
-class PostgresStore:
+class PostgresStore(SQLStore):
     """Conversations in PostgreSQL (``postgresql://user[:password]@host:5432/database``)."""
+
+    dialect = DIALECT
+    queries = _QUERIES
 
     def __init__(
         self,
@@ -123,7 +124,7 @@ class PostgresStore:
             except psycopg.ProgrammingError as exc:
                 raise _url_error(url, "PostgreSQL cannot read it") from exc
             with first:
-                applied = migrate(first)
+                applied = migrate(first, POSTGRES)
             self._pool: Any = pool_module.ConnectionPool(
                 url,
                 kwargs=connect_options,
@@ -148,158 +149,31 @@ class PostgresStore:
         """
         return cls(url)
 
-    def load(self, key: ConversationKey) -> list[Message]:
-        with self._translated("loading a conversation", key), self._pool.connection() as conn:
-            rows = conn.execute(LOAD_ACTIVE_BRANCH, _key_params(key)).fetchall()
-        return [_message(row) for row in rows]
-
-    def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
-    ) -> RecordResult:
-        with (
-            self._translated("recording a turn", key),
-            self._pool.connection() as conn,
-            conn.transaction(),
-        ):
-            found = self._lock_or_create(conn, key, messages, after)
-            if found is None:
-                return RecordResult(branch=0, appended=0, ids_attached=0, forked=False)
-            conversation, branch, previous = found
-            active = [] if previous is None else _read_branch(conn, conversation, branch)
-            plan = plan_record(active, messages, after)
-            if not plan.changes_anything:
-                return RecordResult(branch=branch, appended=0, ids_attached=0, forked=False)
-            now = time.time()
-            activity = plan.last_activity(now, previous)
-            with conn.cursor() as cursor:
-                cursor.executemany(
-                    "UPDATE helix_messages SET message_id = %s "
-                    "WHERE conversation = %s AND branch = %s AND position = %s",
-                    [(_bytes(mid), conversation, branch, pos) for pos, mid in plan.attach],
-                )
-                start = len(active)
-                if plan.fork_at is not None:
-                    cursor.execute(_COPY_PREFIX, (branch + 1, conversation, branch, plan.fork_at))
-                    branch, start = branch + 1, plan.fork_at
-                cursor.executemany(
-                    _INSERT_MESSAGE,
-                    [
-                        (
-                            conversation,
-                            branch,
-                            position,
-                            message.role,
-                            _bytes(message.content),
-                            _optional_bytes(message.message_id),
-                            message.partial,
-                            message.created_at,
-                        )
-                        for position, message in enumerate(plan.stamped(now), start)
-                    ],
-                )
-                cursor.execute(
-                    "UPDATE helix_conversations SET active_branch = %s, message_count = %s, "
-                    "last_activity = %s WHERE id = %s",
-                    (branch, start + len(plan.new), activity, conversation),
-                )
-        return RecordResult(
-            branch=branch,
-            appended=len(plan.new),
-            ids_attached=len(plan.attach),
-            forked=plan.fork_at is not None,
-        )
-
-    def branches(self, key: ConversationKey) -> list[list[Message]]:
-        with (
-            self._translated("loading the branches of a conversation", key),
-            self._pool.connection() as conn,
-        ):
-            rows = conn.execute(_LOAD_ALL_BRANCHES, _key_params(key)).fetchall()
-        branches: list[list[Message]] = []
-        for branch, *columns in rows:
-            while len(branches) <= branch:
-                branches.append([])
-            branches[branch].append(_message(columns))
-        return branches
-
-    def conversations(self, user_id: str) -> list[ConversationSummary]:
-        with self._translated("listing conversations"), self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT conversation_id, message_count, active_branch + 1, last_activity "
-                "FROM helix_conversations WHERE user_hash = %s AND user_id = %s "
-                "ORDER BY last_activity DESC, id",
-                (_digest(_bytes(user_id)), _bytes(user_id)),
-            ).fetchall()
-        return [
-            ConversationSummary(
-                conversation_id=_text(conversation_id),
-                message_count=message_count,
-                branch_count=branch_count,
-                last_activity=datetime.fromtimestamp(last_activity, timezone.utc),
-            )
-            for conversation_id, message_count, branch_count, last_activity in rows
-        ]
-
-    def users(self) -> list[str]:
-        with self._translated("listing users"), self._pool.connection() as conn:
-            rows = conn.execute("SELECT DISTINCT user_id FROM helix_conversations").fetchall()
-        return sorted(_text(user_id) for (user_id,) in rows)
-
-    def delete(self, key: ConversationKey) -> bool:
-        with self._translated("deleting a conversation", key), self._pool.connection() as conn:
-            cursor = conn.execute(
-                f"DELETE FROM helix_conversations AS c WHERE {_KEY_MATCH}", _key_params(key)
-            )
-            return bool(cursor.rowcount)
-
-    def purge(self, before: datetime) -> int:
-        with self._translated("purging old conversations"), self._pool.connection() as conn:
-            cursor = conn.execute(
-                "DELETE FROM helix_conversations WHERE last_activity < %s", (before.timestamp(),)
-            )
-            return int(cursor.rowcount)
-
     def close(self) -> None:
         self._pool.close()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
 
-    def _lock_or_create(
-        self,
-        conn: Any,
-        key: ConversationKey,
-        messages: Sequence[Message],
-        after: int | None,
-    ) -> tuple[int, int, float | None] | None:
-        """Lock the conversation's row, creating it if this call records something.
+    def _create(self, db: Any, key: ConversationKey, now: float) -> int | None:
+        key_hash, user_id, conversation_id = _key_params(key)
+        created = db.execute(
+            "INSERT INTO helix_conversations (key_hash, user_hash, user_id, conversation_id, "
+            "active_branch, message_count, last_activity) VALUES (%s, %s, %s, %s, 0, 0, %s) "
+            "ON CONFLICT (key_hash) DO NOTHING RETURNING id",
+            (key_hash, _digest(user_id), user_id, conversation_id, now),
+        ).fetchone()
+        return None if created is None else int(created[0])
 
-        Returns ``(row id, active branch, last activity)``, the last activity ``None`` for a row
-        created now, or ``None`` when the conversation does not exist and recording ``messages``
-        would change nothing.
-        """
-        params = _key_params(key)
-        for _attempt in range(3):
-            found = conn.execute(_LOCK_CONVERSATION, params).fetchone()
-            if found is not None:
-                return int(found[0]), int(found[1]), float(found[2])
-            if not plan_record([], messages, after).changes_anything:
-                return None
-            created = conn.execute(
-                "INSERT INTO helix_conversations (key_hash, user_hash, user_id, conversation_id, "
-                "active_branch, message_count, last_activity) VALUES (%s, %s, %s, %s, 0, 0, %s) "
-                "ON CONFLICT (key_hash) DO NOTHING RETURNING id",
-                (params[0], _digest(params[1]), params[1], params[2], time.time()),
-            ).fetchone()
-            if created is not None:
-                return int(created[0]), 0, None
-            # Another writer created it since our look-up: lock its row instead.
-        raise StoreError(
-            f"The PostgreSQL session store {self.url} could not create a conversation row; "
-            "retry the request",
-            store=self.url,
-            conversation_id=key.conversation_id,
-        )
+    @contextmanager
+    def _connection(self, doing: str, key: ConversationKey | None = None) -> Iterator[Any]:
+        with self._translated(doing, key), self._pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, doing: str, key: ConversationKey | None = None) -> Iterator[Any]:
+        with self._translated(doing, key), self._pool.connection() as conn, conn.transaction():
+            yield conn
 
     def _configure(self, conn: Any) -> None:
         """Settings of every pooled connection: a writer waits at most ``lock_timeout`` for
@@ -368,50 +242,5 @@ def _check_if_readable(conn: Any) -> None:
         conn.execute("")
 
 
-def _read_branch(conn: Any, conversation: int, branch: int) -> list[Message]:
-    rows = conn.execute(
-        "SELECT role, content, message_id, partial, created_at FROM helix_messages "
-        "WHERE conversation = %s AND branch = %s ORDER BY position",
-        (conversation, branch),
-    ).fetchall()
-    return [_message(row) for row in rows]
-
-
-def _message(row: Sequence[Any]) -> Message:
-    role, content, message_id, partial, created_at = row
-    return Message(
-        role=role,
-        content=_text(content),
-        message_id=None if message_id is None else _text(message_id),
-        partial=partial,
-        created_at=created_at,
-    )
-
-
-def _key_params(key: ConversationKey) -> tuple[bytes, bytes, bytes]:
-    pair = json.dumps([key.user_id, key.conversation_id], ensure_ascii=False)
-    return _digest(_bytes(pair)), _bytes(key.user_id), _bytes(key.conversation_id)
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
-def _bytes(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _optional_bytes(text: str | None) -> bytes | None:
-    return None if text is None else _bytes(text)
-
-
-def _text(raw: bytes | memoryview) -> str:
-    return bytes(raw).decode("utf-8", "surrogatepass")
-
-
 def _url_error(url: str, problem: str) -> ConfigError:
-    return ConfigError(
-        f"Invalid PostgreSQL session store URL {redact_url(url)!r}: {problem}. Set "
-        "SESSION_STORE_URL to postgresql://user[:password]@host:5432/database",
-        setting="SESSION_STORE_URL",
-    )
+    return url_error("PostgreSQL", url, problem, "postgresql://user[:password]@host:5432/database")

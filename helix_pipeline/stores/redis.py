@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..messages import Message
-from . import redact_url
+from . import redact_url, url_error
 from .base import ConversationSummary, RecordResult, plan_record
 
 __all__ = ["DEFAULT_TTL_DAYS", "RedisStore"]
@@ -523,9 +523,10 @@ def _decode_message(raw: bytes) -> Message:
 
 
 def _url_error(url: str, problem: str) -> ConfigError:
-    return ConfigError(
-        f"Invalid Redis session store URL {redact_url(url)!r}: {problem}. Set SESSION_STORE_URL "
-        "to redis://[:password@]host:6379/0 (or rediss:// for TLS), optionally with "
+    return url_error(
+        "Redis",
+        url,
+        problem,
+        "redis://[:password@]host:6379/0 (or rediss:// for TLS), optionally with "
         "?ttl_days=N&prefix=NAME",
-        setting="SESSION_STORE_URL",
     )

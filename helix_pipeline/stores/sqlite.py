@@ -16,19 +16,18 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
-from typing import Any, overload
+from typing import overload
 from urllib.parse import parse_qsl
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from ..messages import Message
-from .base import ConversationSummary, RecordResult, plan_record
-from .migrations import migrate
+from . import url_error
+from .migrations import SQLITE, migrate
+from .sql import Dialect, Queries, SQLStore
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "LOAD_ACTIVE_BRANCH", "SQLiteStore"]
 
@@ -38,41 +37,51 @@ DEFAULT_BUSY_TIMEOUT = 10.0
 """Seconds a writer waits for another connection's write transaction before giving up."""
 
 _SCHEME = "sqlite://"
-_MESSAGE_COLUMNS = "m.role, m.content, m.message_id, m.partial, m.created_at"
 
-LOAD_ACTIVE_BRANCH = f"""
-SELECT {_MESSAGE_COLUMNS}
-FROM conversations AS c
-JOIN messages AS m ON m.conversation = c.id AND m.branch = c.active_branch
-WHERE c.user_id = ? AND c.conversation_id = ?
-ORDER BY m.position
-"""
+
+@overload
+def _text_param(value: str) -> str | bytes: ...
+@overload
+def _text_param(value: None) -> None: ...
+def _text_param(value: str | None) -> str | bytes | None:
+    """``value`` as SQLite takes it: text, or UTF-8 bytes when it holds lone surrogates."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+    return value
+
+
+def _key_params(key: ConversationKey) -> tuple[str | bytes, str | bytes]:
+    return _text_param(key.user_id), _text_param(key.conversation_id)
+
+
+DIALECT = Dialect(
+    name="SQLite",
+    conversations="conversations",
+    messages="messages",
+    placeholder="?",
+    key_match="c.user_id = ? AND c.conversation_id = ?",
+    user_match="user_id = ?",
+    key_params=_key_params,
+    user_params=lambda user_id: (_text_param(user_id),),
+    text_param=_text_param,
+    lock_row="",  # BEGIN IMMEDIATE holds the whole file
+    cascades=False,
+)
+_QUERIES = Queries(DIALECT)
+
+LOAD_ACTIVE_BRANCH = _QUERIES.load_active
 """The one query :meth:`SQLiteStore.load` runs: two index lookups, whatever the database size."""
 
-_LOAD_ALL_BRANCHES = f"""
-SELECT m.branch, {_MESSAGE_COLUMNS}
-FROM conversations AS c
-JOIN messages AS m ON m.conversation = c.id
-WHERE c.user_id = ? AND c.conversation_id = ?
-ORDER BY m.branch, m.position
-"""
-_FIND_CONVERSATION = (
-    "SELECT id, active_branch, last_activity FROM conversations "
-    "WHERE user_id = ? AND conversation_id = ?"
-)
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (conversation, branch, position, role, content, message_id, partial, "
-    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_COPY_PREFIX = (
-    "INSERT INTO messages (conversation, branch, position, role, content, message_id, partial, "
-    "created_at) SELECT conversation, ?, position, role, content, message_id, partial, created_at "
-    "FROM messages WHERE conversation = ? AND branch = ? AND position < ?"
-)
 
-
-class SQLiteStore:
+class SQLiteStore(SQLStore):
     """Conversations in a SQLite file (``sqlite:///path/to/sessions.db``)."""
+
+    dialect = DIALECT
+    queries = _QUERIES
 
     def __init__(
         self,
@@ -97,7 +106,7 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection("opening the database") as db:
             self._use_wal(db)
-            applied = migrate(db)
+            applied = migrate(db, SQLITE)
         if applied:
             logger.info("Session store %s: applied migrations %s", self.url, ", ".join(applied))
 
@@ -127,118 +136,13 @@ class SQLiteStore:
                 raise _url_error(url, "timeout must be a number of seconds, 0 or more")
         return cls(path, busy_timeout=busy_timeout, url=url)
 
-    def load(self, key: ConversationKey) -> list[Message]:
-        with self._connection("loading a conversation", key) as db:
-            rows = db.execute(LOAD_ACTIVE_BRANCH, _key_params(key)).fetchall()
-        return [_message(row) for row in rows]
-
-    def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
-    ) -> RecordResult:
-        now = time.time()
-        with self._transaction("recording a turn", key) as db:
-            found = db.execute(_FIND_CONVERSATION, _key_params(key)).fetchone()
-            conversation, branch, previous = found if found is not None else (None, 0, None)
-            active = [] if conversation is None else _read_branch(db, conversation, branch)
-            plan = plan_record(active, messages, after)
-            if not plan.changes_anything:
-                return RecordResult(branch=branch, appended=0, ids_attached=0, forked=False)
-            if conversation is None:
-                conversation = db.execute(
-                    "INSERT INTO conversations (user_id, conversation_id, active_branch, "
-                    "message_count, last_activity) VALUES (?, ?, 0, 0, ?)",
-                    (*_key_params(key), now),
-                ).lastrowid
-            db.executemany(
-                "UPDATE messages SET message_id = ? "
-                "WHERE conversation = ? AND branch = ? AND position = ?",
-                [(_text_param(mid), conversation, branch, pos) for pos, mid in plan.attach],
-            )
-            start = len(active)
-            if plan.fork_at is not None:
-                db.execute(_COPY_PREFIX, (branch + 1, conversation, branch, plan.fork_at))
-                branch, start = branch + 1, plan.fork_at
-            db.executemany(
-                _INSERT_MESSAGE,
-                [
-                    (
-                        conversation,
-                        branch,
-                        position,
-                        message.role,
-                        _text_param(message.content),
-                        _text_param(message.message_id),
-                        int(message.partial),
-                        message.created_at,
-                    )
-                    for position, message in enumerate(plan.stamped(now), start)
-                ],
-            )
-            db.execute(
-                "UPDATE conversations SET active_branch = ?, message_count = ?, last_activity = ? "
-                "WHERE id = ?",
-                (branch, start + len(plan.new), plan.last_activity(now, previous), conversation),
-            )
-        return RecordResult(
-            branch=branch,
-            appended=len(plan.new),
-            ids_attached=len(plan.attach),
-            forked=plan.fork_at is not None,
+    def _create(self, db: sqlite3.Connection, key: ConversationKey, now: float) -> int:
+        cursor = db.execute(
+            "INSERT INTO conversations (user_id, conversation_id, active_branch, "
+            "message_count, last_activity) VALUES (?, ?, 0, 0, ?)",
+            (*_key_params(key), now),
         )
-
-    def branches(self, key: ConversationKey) -> list[list[Message]]:
-        with self._connection("loading the branches of a conversation", key) as db:
-            rows = db.execute(_LOAD_ALL_BRANCHES, _key_params(key)).fetchall()
-        branches: list[list[Message]] = []
-        for branch, *columns in rows:
-            while len(branches) <= branch:
-                branches.append([])
-            branches[branch].append(_message(columns))
-        return branches
-
-    def conversations(self, user_id: str) -> list[ConversationSummary]:
-        with self._connection("listing conversations") as db:
-            rows = db.execute(
-                "SELECT conversation_id, message_count, active_branch + 1, last_activity "
-                "FROM conversations WHERE user_id = ? ORDER BY last_activity DESC, id",
-                (_text_param(user_id),),
-            ).fetchall()
-        return [
-            ConversationSummary(
-                conversation_id=_text(conversation_id),
-                message_count=message_count,
-                branch_count=branch_count,
-                last_activity=datetime.fromtimestamp(last_activity, timezone.utc),
-            )
-            for conversation_id, message_count, branch_count, last_activity in rows
-        ]
-
-    def users(self) -> list[str]:
-        with self._connection("listing users") as db:
-            rows = db.execute("SELECT DISTINCT user_id FROM conversations").fetchall()
-        return sorted(_text(user_id) for (user_id,) in rows)
-
-    def delete(self, key: ConversationKey) -> bool:
-        with self._transaction("deleting a conversation", key) as db:
-            found = db.execute(_FIND_CONVERSATION, _key_params(key)).fetchone()
-            if found is None:
-                return False
-            db.execute("DELETE FROM messages WHERE conversation = ?", (found[0],))
-            db.execute("DELETE FROM conversations WHERE id = ?", (found[0],))
-        return True
-
-    def purge(self, before: datetime) -> int:
-        cutoff = before.timestamp()
-        with self._transaction("purging old conversations") as db:
-            db.execute(
-                "DELETE FROM messages WHERE conversation IN "
-                "(SELECT id FROM conversations WHERE last_activity < ?)",
-                (cutoff,),
-            )
-            purged = db.execute(
-                "DELETE FROM conversations WHERE last_activity < ?", (cutoff,)
-            ).rowcount
-        return purged
+        return int(cursor.lastrowid or 0)
 
     def close(self) -> None:
         with self._lock:
@@ -335,61 +239,14 @@ class SQLiteStore:
             delay = min(delay * 2, 0.05)
 
 
-def _read_branch(db: sqlite3.Connection, conversation: int, branch: int) -> list[Message]:
-    rows = db.execute(
-        "SELECT role, content, message_id, partial, created_at FROM messages "
-        "WHERE conversation = ? AND branch = ? ORDER BY position",
-        (conversation, branch),
-    ).fetchall()
-    return [_message(row) for row in rows]
-
-
-def _message(row: Sequence[Any]) -> Message:
-    # Run for every message of every load: the common case (text, not bytes) is checked inline,
-    # which takes a quarter off reading a 50-message branch.
-    role, content, message_id, partial, created_at = row
-    return Message(
-        role,
-        content if content.__class__ is str else _text(content),
-        message_id if message_id is None or message_id.__class__ is str else _text(message_id),
-        bool(partial),
-        created_at,
-    )
-
-
-def _key_params(key: ConversationKey) -> tuple[str | bytes, str | bytes]:
-    return _text_param(key.user_id), _text_param(key.conversation_id)
-
-
-@overload
-def _text_param(value: str) -> str | bytes: ...
-@overload
-def _text_param(value: None) -> None: ...
-def _text_param(value: str | None) -> str | bytes | None:
-    """``value`` as SQLite takes it: text, or UTF-8 bytes when it holds lone surrogates."""
-    if value is None:
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogatepass")
-    return value
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
-
-
 def _is_busy(exc: sqlite3.Error) -> bool:
     name = getattr(exc, "sqlite_errorname", "") or ""
     return name.startswith(_BUSY_NAMES) or any(word in str(exc) for word in _BUSY_WORDS)
 
 
 def _url_error(url: str, problem: str) -> ConfigError:
-    return ConfigError(
-        f"Invalid SQLite session store URL {url!r}: {problem}. Set SESSION_STORE_URL to "
-        "sqlite:///relative/path.db or sqlite:////absolute/path.db",
-        setting="SESSION_STORE_URL",
+    return url_error(
+        "SQLite", url, problem, "sqlite:///relative/path.db or sqlite:////absolute/path.db"
     )
 
 
