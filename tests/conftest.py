@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from helix_pipeline import pytest_plugin
 from helix_pipeline.stores import SessionStore, open_store
 from helix_pipeline.testing import FakeHelix
 
@@ -22,6 +23,16 @@ from .store_servers import (  # noqa: F401  (session fixtures)
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``fake_helix`` fixture for this suite even when helix-pipeline is not installed.
+
+    Installed, its ``pytest11`` entry point has registered it already (under the same name), and
+    registering a module twice is an error: only register it when that has not happened.
+    """
+    if not config.pluginmanager.is_registered(pytest_plugin):
+        config.pluginmanager.register(pytest_plugin, "helix_pipeline")
 
 
 def load_fixture(name: str) -> Any:

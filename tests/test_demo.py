@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from .store_servers import free_port
 
 HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
 EXAMPLES = "openwebui-0.12.4/examples"
+REDIS_EXTRA = "needs the redis extra (pip install helix-pipeline[redis]) to reach a Redis at all"
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -208,6 +211,7 @@ class TestTheDemoFails:
         assert "sqlite://" in err
 
     def test_without_showing_the_store_password(self, capsys: pytest.CaptureFixture[str]) -> None:
+        pytest.importorskip("redis", reason=REDIS_EXTRA)
         url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
 
         code, out, err = run(["demo", "--store", url], capsys)
@@ -215,6 +219,27 @@ class TestTheDemoFails:
         assert code == 1
         assert "s3cret-pw" not in out + err
         assert "redis://:***@127.0.0.1" in err
+
+
+class TestWithoutTheRedisExtra:
+    def test_the_redis_password_test_skips_and_says_why(self) -> None:
+        node = "tests/test_demo.py::TestTheDemoFails::test_without_showing_the_store_password"
+        blocked = (
+            "import sys; sys.modules['redis'] = None; import pytest; "
+            f"raise SystemExit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', {node!r}]))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", blocked],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=120,
+        )
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "1 skipped" in result.stdout
+        assert "pip install helix-pipeline[redis]" in result.stdout
 
 
 class TestRecordingRelay:
