@@ -19,8 +19,8 @@ from typing import TextIO
 from . import __version__
 from .conversation import ConversationKey, header_safe, helix_session_id
 from .errors import HelixPipelineError, InputError
-from .export import export_jsonl, import_jsonl
-from .stores import SessionStore, open_store, redact_url
+from .export import export_jsonl, export_to_file, import_jsonl
+from .stores import MemoryStore, SessionStore, open_store, redact_url
 from .valves import default_store_url
 
 __all__ = ["build_parser", "main", "plural", "preview", "store_url_from"]
@@ -271,8 +271,7 @@ def _export(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
         counts = export_jsonl(store, out, user_id=args.user)
         report: TextIO = sys.stderr
     else:
-        with args.output.open("w", encoding="utf-8", newline="\n") as file:
-            counts = export_jsonl(store, file, user_id=args.user)
+        counts = export_to_file(store, args.output, user_id=args.user)
         report = out
     target = "stdout" if args.output is None else str(args.output)
     report.write(
@@ -283,6 +282,11 @@ def _export(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
 
 
 def _import(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
+    if isinstance(store, MemoryStore):
+        raise InputError(
+            f"{redact_url(store.url)} keeps nothing once this command ends: import into the store "
+            "the pipeline uses, e.g. --store sqlite:////abs/path/sessions.db"
+        )
     if args.file == "-":
         counts = import_jsonl(store, sys.stdin)
     else:
@@ -298,6 +302,11 @@ def _import(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
         f"{plural(counts.conversations, 'conversation')}) into {redact_url(store.url)}; "
         f"{plural(counts.skipped_branches, 'branch')} held already.\n"
     )
+    if not counts.checked:
+        sys.stderr.write(
+            f"helix-pipeline: warning: {args.file} has no end record (an export from an older "
+            "helix-pipeline), so it could not be checked for being complete\n"
+        )
     return 0
 
 

@@ -226,7 +226,8 @@ class TestSessionsExport:
 
         assert code == 0
         records = [json.loads(line) for line in out.splitlines()]
-        assert len(records) == 2 + 2 + 1 + 1
+        assert len(records) == 1 + (2 + 2 + 1 + 1) + 1
+        assert records[-1]["messages"] == 6
         assert err == "Exported 6 messages (4 branches of 3 conversations) to stdout.\n"
 
     def test_writes_one_users_messages_to_a_file(
@@ -239,13 +240,42 @@ class TestSessionsExport:
         )
 
         assert code == 0
-        (record,) = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+        _, record, _ = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
         assert (record["user"], record["content"], record["message_id"]) == (
             "ben",
             "Ben's question",
             "b1",
         )
         assert out == f"Exported 1 message (1 branch of 1 conversation) to {target}.\n"
+
+
+    @pytest.mark.parametrize(
+        ("where", "problem"),
+        [
+            pytest.param(
+                "no-such-dir/x.jsonl",
+                "/no-such-dir does not exist; create it or choose another -o",
+                id="missing-folder",
+            ),
+            pytest.param(".", "is a folder: give -o a file name, e.g. ", id="a-folder"),
+        ],
+    )
+    def test_a_place_it_cannot_write_fails_in_one_line_saying_what_to_do(
+        self,
+        where: str,
+        problem: str,
+        store: tuple[str, SessionStore],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        target = tmp_path / where
+
+        code, out, err = run(["sessions", "--store", store[0], "export", "-o", str(target)], capsys)
+
+        assert (code, out) == (1, "")
+        assert err.startswith("helix-pipeline: error: ")
+        assert problem in err
+        assert err.count("\n") == 1
 
 
 class TestSessionsImport:
@@ -296,25 +326,73 @@ class TestSessionsImport:
         assert rows == {"chat-1": ["2", "2"], "chat-2": ["1", "1"]}
 
     def test_reads_stdin_for_a_dash(
-        self, export_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        self,
+        export_file: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
         monkeypatch.setattr(sys, "stdin", io.StringIO(export_file.read_text(encoding="utf-8")))
+        url = f"sqlite:///{tmp_path / 'target.db'}"
 
-        code, out, _ = run(["sessions", "--store", "memory://", "import", "-"], capsys)
+        code, out, err = run(["sessions", "--store", url, "import", "-"], capsys)
 
-        assert code == 0
+        assert (code, err) == (0, "")
         assert out.startswith("Imported 6 messages")
 
     def test_the_summary_never_shows_the_store_password(
-        self, export_file: Path, capsys: pytest.CaptureFixture[str]
+        self, export_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        url = "memory://admin:s3cret@host"
+        url = "sqlite://admin:s3cret@/" + str(export_file.parent / "target.db")
+        target = open_store(f"sqlite:///{export_file.parent / 'target.db'}")
+        target.url = url
+        monkeypatch.setattr(cli, "open_store", lambda _: target)
 
         code, out, err = run(["sessions", "--store", url, "import", str(export_file)], capsys)
 
         assert code == 0
-        assert "into memory://admin:***@host;" in out
+        assert "into sqlite://admin:***@/" in out
         assert "s3cret" not in out + err + export_file.read_text(encoding="utf-8")
+
+    def test_into_memory_is_refused_since_it_keeps_nothing(
+        self, export_file: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, err = run(["sessions", "--store", "memory://", "import", str(export_file)], capsys)
+
+        assert (code, out) == (1, "")
+        assert err == (
+            "helix-pipeline: error: memory:// keeps nothing once this command ends: import into "
+            "the store the pipeline uses, e.g. --store sqlite:////abs/path/sessions.db\n"
+        )
+
+    def test_a_cut_export_is_refused_naming_the_line_and_writes_nothing(
+        self, export_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        lines = export_file.read_text(encoding="utf-8").splitlines(keepends=True)
+        export_file.write_text("".join(lines[:5]), encoding="utf-8")
+        url = f"sqlite:///{tmp_path / 'target.db'}"
+
+        code, out, err = run(["sessions", "--store", url, "import", str(export_file)], capsys)
+
+        assert (code, out) == (1, "")
+        assert "the export ends at line 5 without its end record: the file was cut short" in err
+        assert run(["sessions", "--store", url, "list"], capsys)[1].startswith("No conversations")
+
+    def test_an_export_without_an_end_record_is_imported_with_a_warning(
+        self, export_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        lines = export_file.read_text(encoding="utf-8").splitlines(keepends=True)
+        export_file.write_text("".join(lines[1:-1]), encoding="utf-8")
+        url = f"sqlite:///{tmp_path / 'target.db'}"
+
+        code, out, err = run(["sessions", "--store", url, "import", str(export_file)], capsys)
+
+        assert code == 0
+        assert out.startswith("Imported 6 messages")
+        assert err == (
+            f"helix-pipeline: warning: {export_file} has no end record (an export from an older "
+            "helix-pipeline), so it could not be checked for being complete\n"
+        )
 
     @pytest.mark.parametrize(
         ("content", "problem"),
@@ -334,8 +412,9 @@ class TestSessionsImport:
         path = tmp_path / "export.jsonl"
         if content is not None:
             path.write_bytes(content)
+        url = f"sqlite:///{tmp_path / 'target.db'}"
 
-        code, _, err = run(["sessions", "--store", "memory://", "import", str(path)], capsys)
+        code, _, err = run(["sessions", "--store", url, "import", str(path)], capsys)
 
         assert code == 1
         assert problem in err

@@ -11,17 +11,19 @@ from pathlib import Path
 import pytest
 
 from helix_pipeline.conversation import ConversationKey
-from helix_pipeline.errors import InputError
+from helix_pipeline.errors import InputError, StoreUnavailable
 from helix_pipeline.export import (
+    FORMAT,
     ExportCounts,
     ImportCounts,
     export_jsonl,
+    export_to_file,
     import_jsonl,
     message_records,
     read_records,
 )
 from helix_pipeline.messages import Message
-from helix_pipeline.stores import SessionStore, open_store
+from helix_pipeline.stores import MemoryStore, SessionStore, open_store
 
 from .store_servers import store_url
 
@@ -78,17 +80,36 @@ def exported(store: SessionStore, user_id: str | None = None) -> str:
     return out.getvalue()
 
 
+def message_lines(text: str) -> list[dict[str, object]]:
+    """The message records of an export, without its format line and end record."""
+    records = [json.loads(line) for line in text.splitlines()]
+    assert records[0] == {"format": FORMAT, "version": 1}
+    assert "end" in records[-1]
+    return records[1:-1]
+
+
 class TestExport:
     def test_every_message_of_every_branch_is_one_line(self, source: SessionStore) -> None:
         out = io.StringIO()
         counts = export_jsonl(source, out)
 
-        lines = out.getvalue().splitlines()
-        assert counts == ExportCounts(conversations=3, branches=5, messages=len(lines))
-        assert len(lines) == 5 + 5 + 5 + 1 + 1
+        records = message_lines(out.getvalue())
+        assert counts == ExportCounts(conversations=3, branches=5, messages=len(records))
+        assert len(records) == 5 + 5 + 5 + 1 + 1
+
+    def test_it_starts_with_its_format_and_ends_with_its_counts(self, source: SessionStore) -> None:
+        lines = exported(source).splitlines()
+
+        assert lines[0] == '{"format":"helix-pipeline sessions export","version":1}'
+        assert json.loads(lines[-1]) == {
+            "end": "helix-pipeline sessions export",
+            "conversations": 3,
+            "branches": 5,
+            "messages": 17,
+        }
 
     def test_a_line_holds_exactly_the_documented_fields(self, source: SessionStore) -> None:
-        first = json.loads(exported(source, "ana").splitlines()[0])
+        first = message_lines(exported(source, "ana"))[0]
 
         assert set(first) == {
             "user",
@@ -101,7 +122,7 @@ class TestExport:
             "partial",
             "created_at",
         }
-        assert first["created_at"].endswith("+00:00")
+        assert str(first["created_at"]).endswith("+00:00")
 
     def test_branches_and_positions_follow_the_store(self, source: SessionStore) -> None:
         records = [r for r in message_records(source, "ana") if r["conversation"] == "chat-1"]
@@ -115,14 +136,14 @@ class TestExport:
     def test_one_user_export_holds_nobody_else(self, source: SessionStore) -> None:
         text = exported(source, "ana")
 
-        assert {json.loads(line)["user"] for line in text.splitlines()} == {"ana"}
+        assert {record["user"] for record in message_lines(text)} == {"ana"}
         assert "Ben's secret plan" not in text
 
     def test_non_ascii_text_is_written_readably(self, source: SessionStore) -> None:
         assert "Grüße, 世界" in exported(source)
 
-    def test_an_unknown_user_exports_nothing(self, source: SessionStore) -> None:
-        assert exported(source, "nobody") == ""
+    def test_an_unknown_user_exports_no_message(self, source: SessionStore) -> None:
+        assert message_lines(exported(source, "nobody")) == []
 
 
 class TestImport:
@@ -131,7 +152,9 @@ class TestImport:
     ) -> None:
         counts = import_jsonl(target, io.StringIO(exported(source)))
 
-        assert counts == ImportCounts(conversations=3, branches=5, messages=17, skipped_branches=0)
+        assert counts == ImportCounts(
+            conversations=3, branches=5, messages=17, skipped_branches=0, checked=True
+        )
         for key in (ANA, ANA_OTHER, BEN):
             assert rows(target.branches(key)) == rows(source.branches(key))
         assert rows([target.load(ANA)]) == rows([source.load(ANA)])
@@ -243,13 +266,13 @@ class TestCreationTimesInAFile:
         ],
     )
     def test_is_read_as_that_moment(self, written: str, seconds: float) -> None:
-        ((message,),) = read_records([line(created_at=written)])[ANA]
+        ((message,),) = read_records([line(created_at=written)]).conversations[ANA]
 
         noon = datetime(2024, 3, 1, 12, tzinfo=timezone.utc).timestamp()
         assert message.created_at == noon + seconds
 
     def test_null_is_left_for_the_store_to_stamp(self) -> None:
-        ((message,),) = read_records([line(created_at=None)])[ANA]
+        ((message,),) = read_records([line(created_at=None)]).conversations[ANA]
 
         assert message.created_at is None
 
@@ -303,3 +326,119 @@ class TestABrokenFile:
             import_jsonl(target, [line(), line(conversation="chat-2"), "{"])
 
         assert target.users() == []
+
+
+class TestACutOrDamagedExport:
+    def test_a_file_cut_after_any_line_is_refused_naming_its_last_line(
+        self, source: SessionStore
+    ) -> None:
+        lines = exported(source).splitlines()
+
+        for kept in range(1, len(lines)):
+            with pytest.raises(InputError, match=f"ends at line {kept} without its end record"):
+                read_records(lines[:kept])
+
+    def test_a_file_cut_inside_a_line_is_refused_naming_that_line(
+        self, source: SessionStore
+    ) -> None:
+        text = exported(source)
+
+        with pytest.raises(InputError, match=f"line {text.count(chr(10))} is not JSON"):
+            read_records(text[:-20].splitlines())
+
+    def test_a_lost_line_is_caught_by_the_end_records_counts(self, source: SessionStore) -> None:
+        lines = [line for line in exported(source).splitlines() if "Ben's secret" not in line]
+
+        with pytest.raises(
+            InputError, match=f"line {len(lines)}: the end record counts 3 conversations but"
+        ):
+            read_records(lines)
+
+    def test_two_exports_joined_are_refused(self, source: SessionStore) -> None:
+        lines = exported(source, "ben").splitlines()
+
+        with pytest.raises(InputError, match="line 4 comes after the end record on line 3"):
+            read_records(lines + lines)
+
+    def test_a_file_without_its_beginning_is_refused(self, source: SessionStore) -> None:
+        lines = exported(source).splitlines()[5:]
+
+        with pytest.raises(InputError, match="does not start with the format line"):
+            read_records(lines)
+
+    def test_a_newer_format_asks_for_an_upgrade(self) -> None:
+        newer = json.dumps({"format": FORMAT, "version": 2})
+
+        with pytest.raises(InputError, match="upgrade helix-pipeline"):
+            read_records([newer, line(), json.dumps({"end": FORMAT})])
+
+    def test_an_empty_file_is_refused(self) -> None:
+        with pytest.raises(InputError, match="the file is empty"):
+            read_records(["", "\n"])
+
+    def test_a_cut_file_writes_nothing(self, source: SessionStore, target: SessionStore) -> None:
+        lines = exported(source).splitlines()[:-1]
+
+        with pytest.raises(InputError):
+            import_jsonl(target, lines)
+
+        assert target.users() == []
+
+
+class TestAnExportFromBeforeTheEndRecord:
+    def test_is_imported_and_reported_unchecked(
+        self, source: SessionStore, target: SessionStore
+    ) -> None:
+        old = exported(source).splitlines()[1:-1]
+
+        counts = import_jsonl(target, old)
+
+        assert (counts.messages, counts.checked) == (17, False)
+        assert rows(target.branches(ANA)) == rows(source.branches(ANA))
+
+
+class BreaksAtBen(MemoryStore):
+    """A store that fails when the export reaches Ben, after Ana's lines were written."""
+
+    def branches(self, key: ConversationKey) -> list[list[Message]]:
+        if key.user_id == "ben":
+            raise StoreUnavailable("the store went away", store=self.url)
+        return super().branches(key)
+
+
+class TestExportToAFile:
+    def test_writes_the_whole_export(self, source: SessionStore, tmp_path: Path) -> None:
+        path = tmp_path / "out" / "all.jsonl"
+        path.parent.mkdir()
+
+        counts = export_to_file(source, path)
+
+        assert path.read_text(encoding="utf-8") == exported(source)
+        assert counts.messages == 17
+        assert [p.name for p in path.parent.iterdir()] == ["all.jsonl"]
+
+    def test_a_failure_half_way_leaves_the_old_file_and_no_temporary_one(
+        self, tmp_path: Path
+    ) -> None:
+        store = BreaksAtBen()
+        fill(store)
+        path = tmp_path / "all.jsonl"
+        path.write_text("the previous export\n", encoding="utf-8")
+
+        with pytest.raises(StoreUnavailable):
+            export_to_file(store, path)
+
+        assert path.read_text(encoding="utf-8") == "the previous export\n"
+        assert [p.name for p in tmp_path.iterdir()] == ["all.jsonl"]
+
+    def test_a_folder_is_refused_with_a_file_name_to_use(
+        self, source: SessionStore, tmp_path: Path
+    ) -> None:
+        with pytest.raises(InputError, match=r"is a folder: give -o a file name, e\.g\. "):
+            export_to_file(source, tmp_path)
+
+    def test_a_missing_folder_is_named(self, source: SessionStore, tmp_path: Path) -> None:
+        with pytest.raises(InputError, match="the folder .*no-such-dir does not exist; create it"):
+            export_to_file(source, tmp_path / "no-such-dir" / "all.jsonl")
+
+        assert not (tmp_path / "no-such-dir").exists()
