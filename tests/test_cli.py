@@ -240,14 +240,15 @@ class TestSessionsExport:
         )
 
         assert code == 0
-        _, record, _ = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+        _, record, _ = [
+            json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()
+        ]
         assert (record["user"], record["content"], record["message_id"]) == (
             "ben",
             "Ben's question",
             "b1",
         )
         assert out == f"Exported 1 message (1 branch of 1 conversation) to {target}.\n"
-
 
     @pytest.mark.parametrize(
         ("where", "problem"),
@@ -357,7 +358,9 @@ class TestSessionsImport:
     def test_into_memory_is_refused_since_it_keeps_nothing(
         self, export_file: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        code, out, err = run(["sessions", "--store", "memory://", "import", str(export_file)], capsys)
+        code, out, err = run(
+            ["sessions", "--store", "memory://", "import", str(export_file)], capsys
+        )
 
         assert (code, out) == (1, "")
         assert err == (

@@ -438,7 +438,7 @@ class TestExportToAFile:
             export_to_file(source, tmp_path)
 
     def test_a_missing_folder_is_named(self, source: SessionStore, tmp_path: Path) -> None:
-        with pytest.raises(InputError, match="the folder .*no-such-dir does not exist; create it"):
+        with pytest.raises(InputError, match=r"the folder .*no-such-dir does not exist; create it"):
             export_to_file(source, tmp_path / "no-such-dir" / "all.jsonl")
 
         assert not (tmp_path / "no-such-dir").exists()
