@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -38,7 +37,7 @@ from .payload import (
     completion_text,
 )
 from .sse import completion_content, describe_error, iter_deltas
-from .stores import redact_url
+from .urls import helix_base_url, redact_url
 from .wire_errors import (
     is_retryable,
     retry_after_seconds,
@@ -95,7 +94,7 @@ class HelixClient:
         A non-streaming answer comes in one piece when Helix is done (Helix allows itself 600 s),
         with no heartbeat: give ``completion_timeout`` (e.g. 660) to let :meth:`complete` wait
         ``max(read_timeout, completion_timeout)`` for it."""
-        self.base_url = _normalise_base_url(base_url)
+        self.base_url = helix_base_url(base_url)
         self.api_key = api_key or None
         self.conversation_headers = tuple(h.strip() for h in conversation_headers if h.strip())
         if connect_timeout <= 0 or read_timeout <= 0:
@@ -382,24 +381,6 @@ class HelixClient:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def _normalise_base_url(base_url: str) -> str:
-    url = (base_url or "").strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")].rstrip("/")
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        valid = False
-    if not valid:
-        raise ConfigError(
-            "HELIX_BASE_URL must be an http:// or https:// URL such as http://127.0.0.1:8001, "
-            f"got {redact_url(url)!r}",
-            setting="HELIX_BASE_URL",
-        )
-    return url
 
 
 def _read_environment_once(session: requests.Session, base_url: str) -> None:

@@ -1,10 +1,13 @@
 """Valves: the settings an admin sees in Open WebUI (Admin > Settings > Pipelines).
 
-Every valve has a description, a default from the environment variable of the same name, and a
-validator whose message says what the value must be. A bad environment variable never stops the
-pipeline from loading: it is logged and the built-in default is used. There is no
-``extra="forbid"``: the Pipelines server overlays a saved ``valves.json``, and a stale key from an
-older version must not break loading.
+Every valve has a description, a default from the environment variable of the same name, and one
+rule (:data:`_RULES`) whose message names the valve and says what the value must be; the rule of
+``HELIX_BASE_URL`` is the client's own (:func:`helix_pipeline.urls.helix_base_url`). A bad
+environment variable never stops the pipeline from loading: it is logged and the built-in default is
+used. A bad saved value never stops the Pipelines server from starting (see
+:attr:`HistoryValves.tolerant`), and :meth:`HistoryValves.problems` tells the runtime which valves
+are unusable, however they were set. There is no ``extra="forbid"``: the Pipelines server overlays a
+saved ``valves.json``, and a stale key from an older version must not break loading.
 """
 
 from __future__ import annotations
@@ -12,15 +15,27 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from typing_extensions import Self
 
-from .errors import ConfigError
 from .history import Budget
+from .payload import DEFAULT_MODEL
+from .urls import EXAMPLE_BASE_URL, helix_base_url, redact_url
 
 __all__ = [
     "DEFAULT_HEADERS",
@@ -35,6 +50,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HEADERS = "X-OpenWebUI-Chat-Id,X-Conversation-ID"
 DATA_FOLDER = "helix_data"
+_STRICT = "helix_strict"
+"""Validation context key: refuse bad values even while the valves class is tolerant."""
 
 
 def default_store_url(pipelines_dir: Path | None = None) -> str:
@@ -53,8 +70,11 @@ def parse_csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _env(name: str, default: Any, check: Callable[[Any], Any] | None = None) -> Callable[[], Any]:
-    """A default factory: the environment variable ``name`` converted like ``default``, if valid."""
+def _env(name: str, default: Any) -> Callable[[], Any]:
+    """A default factory: the environment variable ``name`` converted like ``default``, if valid.
+
+    The variable must pass the valve's own rule (:data:`_RULES`); else it is logged and ignored.
+    """
 
     def factory() -> Any:
         raw = os.environ.get(name)
@@ -64,7 +84,7 @@ def _env(name: str, default: Any, check: Callable[[Any], Any] | None = None) -> 
             value: Any
             if isinstance(default, bool):
                 if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError("must be true or false")
+                    raise ValueError(f"{name} must be true or false")
                 value = raw.strip().lower() in ("1", "true", "yes", "on")
             elif isinstance(default, int):
                 value = int(raw)
@@ -72,9 +92,10 @@ def _env(name: str, default: Any, check: Callable[[Any], Any] | None = None) -> 
                 value = float(raw)
             else:
                 value = raw
-            if check is not None:
-                value = check(value)
-        except (ValueError, ConfigError) as exc:
+            rule = _RULES.get(name)
+            if rule is not None:
+                value = rule(value)
+        except ValueError as exc:  # ConfigError is a ValueError too
             log.warning("ignoring environment variable %s: %s; using %r", name, exc, default)
             return default
         return value
@@ -83,16 +104,16 @@ def _env(name: str, default: Any, check: Callable[[Any], Any] | None = None) -> 
 
 
 def _check_url(value: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(
-            "HELIX_BASE_URL must be an http:// or https:// URL, e.g. http://localhost:8001"
-        )
+    helix_base_url(value)  # the client's own rule: what passes here, the client can use
     return value.strip()
 
 
 def _check_headers(value: str) -> str:
     names = parse_csv(value)
+    if not names:
+        raise ValueError(
+            "CONVERSATION_HEADERS must name at least one header, e.g. " + DEFAULT_HEADERS
+        )
     for name in names:
         if not all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
             raise ValueError(
@@ -101,9 +122,28 @@ def _check_headers(value: str) -> str:
     return ",".join(names)
 
 
-def _check_store_url(value: str) -> str:
-    from .stores import SUPPORTED_SCHEMES, redact_url
+def _check_models(value: str) -> str:
+    for model_id in parse_csv(value):
+        if "/" in model_id or not all(c.isprintable() and not c.isspace() for c in model_id):
+            raise ValueError(
+                "HELIX_MODELS must be comma-separated model ids without spaces, slashes or "
+                "control characters, e.g. helix-consultant"
+            )
+    return value
 
+
+def _check_api_key(value: str) -> str:
+    if not all(c.isascii() and c.isprintable() and not c.isspace() for c in value):
+        # Never echo the key: this message reaches logs and the chat.
+        raise ValueError("HELIX_API_KEY must be printable ASCII characters without spaces")
+    return value
+
+
+def _check_store_url(value: str) -> str:
+    from .stores import SUPPORTED_SCHEMES
+
+    if not value:
+        return value  # empty: the environment variable, else the default file
     scheme = urlsplit(value).scheme.lower() if "://" in value else ""
     if scheme not in SUPPORTED_SCHEMES:
         raise ValueError(
@@ -113,34 +153,19 @@ def _check_store_url(value: str) -> str:
     return value
 
 
-_store_url_from_env = _env("SESSION_STORE_URL", "", _check_store_url)
-"""Secrets are read from the environment when needed, never copied into a valve: the Pipelines
-server returns valves unauthenticated (``GET /<id>/valves``) and saves them in ``valves.json``."""
-_api_key_from_env = _env("HELIX_API_KEY", "")
+def _number(name: str, high: float, must: str, *, zero: bool) -> Callable[[Any], Any]:
+    """The rule of a numeric valve: finite, above 0 (or 0 itself if ``zero``), at most ``high``.
 
+    NaN and infinity would break socket timeouts; huge values overflow them and date arithmetic.
+    """
 
-def _positive(name: str) -> Callable[[float], float]:
-    def check(value: float) -> float:
-        if not (math.isfinite(value) and value > 0):  # NaN and infinity break socket timeouts
-            raise ValueError(f"{name} must be a number greater than 0")
+    def check(value: Any) -> Any:
+        above = value >= 0 if zero else value > 0
+        if not (math.isfinite(value) and above and value <= high):
+            raise ValueError(f"{name} must be {must}")
         return value
 
     return check
-
-
-def _not_negative(name: str) -> Callable[[int], int]:
-    def check(value: int) -> int:
-        if value < 0:
-            raise ValueError(f"{name} must be 0 or more")
-        return value
-
-    return check
-
-
-def _check_retries(value: int) -> int:
-    if value < 0 or value > 10:
-        raise ValueError("MAX_RETRIES must be between 0 and 10")
-    return value
 
 
 def _check_tasks(value: str) -> str:
@@ -149,11 +174,61 @@ def _check_tasks(value: str) -> str:
     return value
 
 
+MAX_TIMEOUT_S = 86_400.0
+"""A day: beyond it a socket timeout overflows on some platforms, and no answer takes that long."""
+MAX_LIMIT = 1_000_000_000
+MAX_TTL_DAYS = 36_500
+
+_RULES: dict[str, Callable[[Any], Any]] = {
+    "HELIX_BASE_URL": _check_url,
+    "HELIX_API_KEY": _check_api_key,
+    "HELIX_MODELS": _check_models,
+    "CONVERSATION_HEADERS": _check_headers,
+    "SESSION_STORE_URL": _check_store_url,
+    "TASKS": _check_tasks,
+    "MAX_RETRIES": _number("MAX_RETRIES", 10, "a whole number from 0 to 10", zero=True),
+    "SESSION_TTL_DAYS": _number(
+        "SESSION_TTL_DAYS",
+        MAX_TTL_DAYS,
+        f"0 (keep forever) or a number of days up to {MAX_TTL_DAYS:,}",
+        zero=True,
+    ),
+    **{
+        name: _number(
+            name, MAX_LIMIT, f"a whole number greater than 0 and at most {MAX_LIMIT:,}", zero=False
+        )
+        for name in ("MAX_HISTORY_MESSAGES", "MAX_MESSAGE_CHARS", "MAX_HISTORY_CHARS")
+    },
+    **{
+        name: _number(
+            name,
+            MAX_TIMEOUT_S,
+            f"a number of seconds greater than 0 and at most {MAX_TIMEOUT_S:,.0f}",
+            zero=False,
+        )
+        for name in ("CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "ANSWER_TIMEOUT_S")
+    },
+}
+"""One rule per valve, used by the valve's validator and by its environment variable."""
+
+_store_url_from_env = _env("SESSION_STORE_URL", "")
+"""Secrets are read from the environment when needed, never copied into a valve: the Pipelines
+server returns valves unauthenticated (``GET /<id>/valves``) and saves them in ``valves.json``."""
+_api_key_from_env = _env("HELIX_API_KEY", "")
+
+
 class HistoryValves(BaseModel):
     """The valves of the history service, shared by the Helix pipe and the session filter."""
 
     # A validation error must not echo the value: it may be a store URL with its password.
     model_config = ConfigDict(hide_input_in_errors=True)
+
+    tolerant: ClassVar[bool] = False
+    """While true, a value that breaks its valve's rule is replaced by the default and kept in
+    :meth:`problems` instead of refused. The pipeline files set it until ``on_startup``: the
+    Pipelines server rebuilds the valves from ``valves.json`` before that, and an error there stops
+    the whole server from starting. After it, an admin's bad value is refused, naming the valve."""
+    _refused: dict[str, str] = PrivateAttr(default_factory=dict)
 
     HISTORY_ENABLED: bool = Field(
         default_factory=_env("HISTORY_ENABLED", True),
@@ -167,15 +242,15 @@ class HistoryValves(BaseModel):
         "in the environment: the Pipelines server shows valves to anyone who can reach it.",
     )
     MAX_HISTORY_MESSAGES: int = Field(
-        default_factory=_env("MAX_HISTORY_MESSAGES", 100, _positive("MAX_HISTORY_MESSAGES")),
+        default_factory=_env("MAX_HISTORY_MESSAGES", 100),
         description="Most messages sent to Helix in one request (Helix accepts at most 100).",
     )
     MAX_MESSAGE_CHARS: int = Field(
-        default_factory=_env("MAX_MESSAGE_CHARS", 100_000, _positive("MAX_MESSAGE_CHARS")),
+        default_factory=_env("MAX_MESSAGE_CHARS", 100_000),
         description="Longest message sent to Helix, in characters; longer ones are truncated (Helix accepts 100,000).",
     )
     MAX_HISTORY_CHARS: int = Field(
-        default_factory=_env("MAX_HISTORY_CHARS", 500_000, _positive("MAX_HISTORY_CHARS")),
+        default_factory=_env("MAX_HISTORY_CHARS", 500_000),
         description="Total characters of history sent to Helix; the oldest turns are left out beyond it.",
     )
     STORE_TEMPORARY_CHATS: bool = Field(
@@ -183,28 +258,46 @@ class HistoryValves(BaseModel):
         description="Keep temporary chats in the session store too (off: in memory only, gone on restart).",
     )
     SESSION_TTL_DAYS: int = Field(
-        default_factory=_env("SESSION_TTL_DAYS", 0, _not_negative("SESSION_TTL_DAYS")),
+        default_factory=_env("SESSION_TTL_DAYS", 0),
         description="Delete conversations inactive for this many days (checked at startup); 0 keeps them forever.",
     )
 
-    @field_validator("SESSION_STORE_URL")
+    @field_validator("*")
     @classmethod
-    def _store_url(cls, value: str) -> str:
-        return _check_store_url(value) if value else value
+    def _follows_its_rule(cls, value: Any, info: ValidationInfo) -> Any:
+        rule = _RULES.get(info.field_name or "")
+        return value if rule is None else rule(value)
 
-    @field_validator("MAX_HISTORY_MESSAGES", "MAX_MESSAGE_CHARS", "MAX_HISTORY_CHARS")
+    @model_validator(mode="wrap")
     @classmethod
-    def _limits(cls, value: int) -> int:
-        if value <= 0:
-            raise ValueError("must be greater than 0")
-        return value
+    def _tolerate_saved_values(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            strict = isinstance(info.context, Mapping) and info.context.get(_STRICT)
+            if not cls.tolerant or strict or not isinstance(data, Mapping):
+                raise
+            refused = _reasons(exc)
+        for name, reason in refused.items():
+            log.warning("the saved %s valve is refused, its default is used: %s", name, reason)
+        valves = handler({k: v for k, v in data.items() if k not in refused})
+        valves._refused = refused
+        return valves
 
-    @field_validator("SESSION_TTL_DAYS")
-    @classmethod
-    def _ttl(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError("SESSION_TTL_DAYS must be 0 (keep forever) or a number of days")
-        return value
+    def problems(self) -> dict[str, str]:
+        """Each valve that breaks its rule, with what it must be; empty when every valve is usable.
+
+        Checks the values as they are now, so values set without validation (``model_construct``)
+        are caught too, plus the saved values that were replaced by defaults while :attr:`tolerant`.
+        """
+        values = {name: getattr(self, name, None) for name in type(self).model_fields}
+        try:
+            type(self).model_validate(values, context={_STRICT: True})
+        except ValidationError as exc:
+            return {**self._refused, **_reasons(exc)}
+        return dict(self._refused)
 
     def budget(self) -> Budget:
         return Budget(
@@ -222,7 +315,7 @@ class HelixValves(HistoryValves):
     """The valves of the Helix manifold pipe."""
 
     HELIX_BASE_URL: str = Field(
-        default_factory=_env("HELIX_BASE_URL", "http://localhost:8001", _check_url),
+        default_factory=_env("HELIX_BASE_URL", EXAMPLE_BASE_URL),
         description="Where Helix listens, with or without /v1, e.g. http://localhost:8001.",
     )
     HELIX_API_KEY: str = Field(
@@ -237,55 +330,33 @@ class HelixValves(HistoryValves):
         description="Models to offer when Helix cannot be asked for its list (comma separated).",
     )
     CONVERSATION_HEADERS: str = Field(
-        default_factory=_env("CONVERSATION_HEADERS", DEFAULT_HEADERS, _check_headers),
+        default_factory=_env("CONVERSATION_HEADERS", DEFAULT_HEADERS),
         description="Headers that carry the chat id to Helix (comma separated). Current Helix reads "
         "X-OpenWebUI-Chat-Id, the ADR-029 build X-Conversation-ID.",
     )
     CONNECT_TIMEOUT_S: float = Field(
-        default_factory=_env("CONNECT_TIMEOUT_S", 5.0, _positive("CONNECT_TIMEOUT_S")),
+        default_factory=_env("CONNECT_TIMEOUT_S", 5.0),
         description="Seconds to wait for a connection to Helix.",
     )
     READ_TIMEOUT_S: float = Field(
-        default_factory=_env("READ_TIMEOUT_S", 120.0, _positive("READ_TIMEOUT_S")),
+        default_factory=_env("READ_TIMEOUT_S", 120.0),
         description="Seconds Helix may stay silent before the turn fails (Helix sends a heartbeat every 10 s; "
         "a whole answer may take 600 s).",
     )
     ANSWER_TIMEOUT_S: float = Field(
-        default_factory=_env("ANSWER_TIMEOUT_S", 660.0, _positive("ANSWER_TIMEOUT_S")),
+        default_factory=_env("ANSWER_TIMEOUT_S", 660.0),
         description="Seconds a non-streaming answer (every background task, and chats with streaming "
         "off) may take in all: Helix sends nothing until it is done, and may work 600 s.",
     )
     MAX_RETRIES: int = Field(
-        default_factory=_env("MAX_RETRIES", 2, _check_retries),
+        default_factory=_env("MAX_RETRIES", 2),
         description="Retries when Helix cannot be reached or answers 429/502/503/504 before any answer began.",
     )
     TASKS: Literal["forward", "skip"] = Field(
-        default_factory=_env("TASKS", "forward", _check_tasks),
+        default_factory=_env("TASKS", "forward"),
         description="Background tasks (titles, tags, follow-ups): 'forward' sends them to Helix without the "
         "conversation header; 'skip' answers them locally with an empty result.",
     )
-
-    @field_validator("HELIX_BASE_URL")
-    @classmethod
-    def _base_url(cls, value: str) -> str:
-        return _check_url(value)
-
-    @field_validator("CONVERSATION_HEADERS")
-    @classmethod
-    def _headers(cls, value: str) -> str:
-        return _check_headers(value)
-
-    @field_validator("CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "ANSWER_TIMEOUT_S")
-    @classmethod
-    def _timeouts(cls, value: float) -> float:
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError("timeouts must be a number of seconds greater than 0")
-        return value
-
-    @field_validator("MAX_RETRIES")
-    @classmethod
-    def _retries(cls, value: int) -> int:
-        return _check_retries(value)
 
     def api_key(self) -> str | None:
         """The valve, else the ``HELIX_API_KEY`` environment variable; ``None`` without either."""
@@ -295,7 +366,12 @@ class HelixValves(HistoryValves):
         return tuple(parse_csv(self.CONVERSATION_HEADERS))
 
     def model_ids(self) -> list[str]:
-        return parse_csv(self.HELIX_MODELS) or ["helix-consultant"]
+        """The ``HELIX_MODELS`` valve's ids; the default model when it is empty or unusable."""
+        try:
+            ids = parse_csv(_check_models(self.HELIX_MODELS))
+        except (ValueError, AttributeError, TypeError):  # set without validation: not a usable list
+            ids = []
+        return ids or [DEFAULT_MODEL]
 
 
 class FilterValves(HistoryValves):
@@ -306,3 +382,17 @@ class FilterValves(HistoryValves):
         description="Model ids this filter applies to; ['*'] means every model.",
     )
     priority: int = Field(default=0, description="Order among filters: lower runs first.")
+
+
+def _reasons(exc: ValidationError) -> dict[str, str]:
+    """Valve name -> why its value was refused: our rule's own words, else pydantic's."""
+    reasons: dict[str, str] = {}
+    for error in exc.errors(include_input=False, include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else "valves"
+        context = error.get("ctx") or {}
+        if error["type"] == "value_error" and "error" in context:
+            reason = str(context["error"])
+        else:
+            reason = f"{name} is invalid: {error['msg']}"
+        reasons.setdefault(name, reason)
+    return reasons

@@ -220,10 +220,12 @@ class TestValidationErrors:
     @pytest.mark.parametrize(
         ("name", "value", "must"),
         [
-            pytest.param("MAX_HISTORY_MESSAGES", 0, "must be greater than 0", id="messages"),
-            pytest.param("MAX_MESSAGE_CHARS", -1, "must be greater than 0", id="chars"),
-            pytest.param("MAX_HISTORY_CHARS", 0, "must be greater than 0", id="total"),
+            pytest.param("MAX_HISTORY_MESSAGES", 0, "greater than 0", id="messages"),
+            pytest.param("MAX_MESSAGE_CHARS", -1, "greater than 0", id="chars"),
+            pytest.param("MAX_HISTORY_CHARS", 0, "greater than 0", id="total"),
+            pytest.param("MAX_HISTORY_CHARS", 10**12, "at most 1,000,000,000", id="total-huge"),
             pytest.param("SESSION_TTL_DAYS", -3, "must be 0", id="ttl"),
+            pytest.param("SESSION_TTL_DAYS", 10**9, "up to 36,500", id="ttl-overflows-dates"),
             pytest.param("SESSION_STORE_URL", "mysql://db/x", "must start with one of", id="store"),
             pytest.param(
                 "HELIX_BASE_URL", "helix:8001", "must be an http:// or https:// URL", id="url"
@@ -237,7 +239,21 @@ class TestValidationErrors:
             pytest.param("CONNECT_TIMEOUT_S", 0, "greater than 0", id="timeout-zero"),
             pytest.param("READ_TIMEOUT_S", float("nan"), "greater than 0", id="timeout-nan"),
             pytest.param("READ_TIMEOUT_S", float("inf"), "greater than 0", id="timeout-infinite"),
-            pytest.param("MAX_RETRIES", 11, "must be between 0 and 10", id="retries"),
+            pytest.param("ANSWER_TIMEOUT_S", 1e300, "at most 86,400", id="timeout-overflows"),
+            pytest.param("MAX_RETRIES", 11, "from 0 to 10", id="retries"),
+            pytest.param("MAX_RETRIES", -1, "from 0 to 10", id="retries-negative"),
+            pytest.param("HELIX_BASE_URL", "http://:8001", "has no host", id="url-no-host"),
+            pytest.param("HELIX_BASE_URL", "http://[::1", "unmatched brackets", id="url-bracket"),
+            pytest.param("HELIX_BASE_URL", "http://h:99999", "invalid port", id="url-port"),
+            pytest.param("HELIX_BASE_URL", "ftp://x", "not an http://", id="url-ftp"),
+            pytest.param("HELIX_BASE_URL", "", "is empty", id="url-empty"),
+            pytest.param("HELIX_BASE_URL", 8001, "valid string", id="url-number"),
+            pytest.param(
+                "CONVERSATION_HEADERS", "X-A\r\nX-B: 1", "header names", id="headers-newline"
+            ),
+            pytest.param("CONVERSATION_HEADERS", " , ", "at least one header", id="headers-none"),
+            pytest.param("HELIX_MODELS", "helix one", "without spaces", id="models-space"),
+            pytest.param("HELIX_API_KEY", "sk\nX-Evil: 1", "printable ASCII", id="key-newline"),
             pytest.param("TASKS", "never", "'forward' or 'skip'", id="tasks"),
             pytest.param("MAX_HISTORY_MESSAGES", "many", "valid integer", id="not-a-number"),
         ],
@@ -343,3 +359,67 @@ class TestStoreLocation:
     def test_a_store_url_valve_wins(self, tmp_path: Path) -> None:
         valves = HistoryValves(SESSION_STORE_URL="memory://")
         assert valves.store_url(tmp_path) == "memory://"
+
+
+class TolerantValves(HelixValves):
+    """A pipeline file's Valves while the Pipelines server restores valves.json."""
+
+    tolerant = True
+
+
+class TestProblems:
+    def test_valid_valves_have_none(self) -> None:
+        assert HelixValves().problems() == {}
+        assert FilterValves().problems() == {}
+
+    @pytest.mark.parametrize(
+        ("values", "named"),
+        [
+            pytest.param({"HELIX_BASE_URL": "http://:8001"}, "has no host", id="url"),
+            pytest.param({"CONNECT_TIMEOUT_S": "abc"}, "valid number", id="type"),
+            pytest.param({"READ_TIMEOUT_S": float("nan")}, "greater than 0", id="nan"),
+            pytest.param({"TASKS": "sometimes"}, "'forward' or 'skip'", id="literal"),
+            pytest.param({"HELIX_MODELS": None}, "valid string", id="none"),
+        ],
+    )
+    def test_values_set_without_validation_are_named_with_their_rule(
+        self, values: dict[str, Any], named: str
+    ) -> None:
+        valves = HelixValves.model_construct(**values)
+        [(name, reason)] = valves.problems().items()
+        assert name == next(iter(values))
+        assert name in reason and named in reason
+
+    def test_the_model_ids_fall_back_to_the_default_when_the_valve_is_unusable(self) -> None:
+        for models in (None, 5, "helix one", ""):
+            assert HelixValves.model_construct(HELIX_MODELS=models).model_ids() == [
+                "helix-consultant"
+            ]
+
+
+class TestRestoringSavedValves:
+    def test_a_strict_class_refuses_what_a_tolerant_one_keeps_as_a_problem(self) -> None:
+        saved = {"HELIX_BASE_URL": "http://[::1", "MAX_RETRIES": "many", "priority": "x"}
+        with pytest.raises(ValidationError):
+            HelixValves(**saved)
+        valves = TolerantValves(**saved)
+        assert valves.HELIX_BASE_URL == "http://localhost:8001"
+        assert valves.MAX_RETRIES == 2
+        assert set(valves.problems()) == {"HELIX_BASE_URL", "MAX_RETRIES"}
+
+    def test_the_good_saved_values_are_kept(self) -> None:
+        valves = TolerantValves(HELIX_BASE_URL="ftp://x", MAX_RETRIES=5, TASKS="skip")
+        assert (valves.MAX_RETRIES, valves.TASKS) == (5, "skip")
+        assert list(valves.problems()) == ["HELIX_BASE_URL"]
+
+    def test_each_refused_value_is_logged_without_a_password(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.WARNING, logger="helix_pipeline.valves"):
+            TolerantValves(SESSION_STORE_URL="mysql://u:hunter2@db/x", CONNECT_TIMEOUT_S=-1)
+        assert "SESSION_STORE_URL" in caplog.text and "CONNECT_TIMEOUT_S" in caplog.text
+        assert "hunter2" not in caplog.text
+
+    def test_a_tolerant_class_still_reports_problems_strictly(self) -> None:
+        valves = TolerantValves.model_construct(MAX_RETRIES=-1)
+        assert list(valves.problems()) == ["MAX_RETRIES"]

@@ -16,9 +16,10 @@ its password as ``***``.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..urls import redact_url
 from .base import ConversationSummary, RecordResult, SessionStore
 from .memory import MemoryStore
 
@@ -61,19 +62,6 @@ def open_store(url: str, *, ttl_days: float | None = None) -> SessionStore:
         + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES),
         setting="SESSION_STORE_URL",
     )
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def url_error(engine: str, url: str, problem: str, fix: str) -> ConfigError:
