@@ -12,10 +12,19 @@ from dataclasses import replace
 from .errors import ConfigError, HelixPipelineError
 from .messages import Message
 
-__all__ = ["EMPTY_ANSWER", "UNEXPECTED", "notice_for", "without_notices"]
+__all__ = [
+    "EMPTY_ANSWER",
+    "UNEXPECTED",
+    "for_open_webui",
+    "is_notice",
+    "notice_for",
+    "without_notices",
+]
 
 _MARK = "⚠️"
 _DETAILS = "(Details are in the Pipelines server log.)"
+_DETAILS_OPEN_WEBUI = "(Details are in Open WebUI's log.)"
+"""The same notices from an Open WebUI Function, which runs inside Open WebUI."""
 _CUT_OFF = f"\n\n{_MARK} The answer was cut off: "
 EMPTY_ANSWER = f"{_MARK} Helix sent an empty answer. Please try again. {_DETAILS}"
 UNEXPECTED = f"{_MARK} helix-pipeline hit an unexpected error and could not answer. {_DETAILS}"
@@ -31,6 +40,18 @@ def notice_for(exc: HelixPipelineError, *, cut_off: bool = False) -> str:
     if isinstance(exc, ConfigError):
         return f"{_MARK} helix-pipeline is misconfigured: {exc.message} {_DETAILS}"
     return f"{_MARK} {exc.message} {_DETAILS}"
+
+
+def is_notice(text: str) -> bool:
+    """Whether ``text`` (one chunk of an answer) is one of these notices."""
+    return text.endswith((_DETAILS, _DETAILS_OPEN_WEBUI)) and text.lstrip().startswith(_MARK)
+
+
+def for_open_webui(text: str) -> str:
+    """``text`` with a notice's pointer to the log naming Open WebUI's log instead."""
+    if text.endswith(_DETAILS):
+        return text[: -len(_DETAILS)] + _DETAILS_OPEN_WEBUI
+    return text
 
 
 def _sentence(text: str) -> str:
@@ -49,7 +70,7 @@ def without_notices(messages: Sequence[Message]) -> list[Message]:
     result: list[Message] = []
     for message in messages:
         content = message.content
-        if message.role != "assistant" or not content.endswith(_DETAILS):
+        if message.role != "assistant" or not content.endswith((_DETAILS, _DETAILS_OPEN_WEBUI)):
             result.append(message)
         elif not content.startswith(_MARK):
             cut = content.rfind(_CUT_OFF)

@@ -26,7 +26,7 @@ from .runtime import Reconfigurable, build_history
 from .service import HistoryService, Turn
 from .valves import HelixValves
 
-__all__ = ["HelixPipe"]
+__all__ = ["HelixPipe", "PreparedTurn"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,22 @@ _CLIENT_VALVES = (
     "ANSWER_TIMEOUT_S",
     "MAX_RETRIES",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTurn:
+    """One chat turn ready for Helix (:meth:`HelixPipe.prepare`), sent by :meth:`HelixPipe.answer`.
+
+    ``turn`` tells what the history service did (``attached``, ``trim``); ``local_answer`` is set
+    when the turn is answered without Helix (a background task with ``TASKS=skip``).
+    """
+
+    parts: _Parts
+    turn: Turn
+    payload: dict[str, Any]
+    header_id: str | None
+    stream: bool = True
+    local_answer: str | None = None
 
 
 class HelixPipe:
@@ -171,17 +187,36 @@ class HelixPipe:
             return UNEXPECTED
 
     def _pipe(self, model_id: Any, messages: Any, body: Mapping[str, Any]) -> str | Iterator[str]:
-        parts = self._parts.get()
         conversation = read_conversation(body, body.get("user"))
-        incoming = messages_from_dicts(body.get("messages", messages))
+        return self.answer(
+            self.prepare(conversation, body.get("messages", messages), body, model_id=model_id)
+        )
+
+    def prepare(
+        self,
+        conversation: Conversation,
+        messages: Any,
+        body: Mapping[str, Any],
+        *,
+        model_id: Any = None,
+        memory: bool = True,
+    ) -> PreparedTurn:
+        """Load and merge the history and build Helix's payload; the store is read here.
+
+        ``memory=False`` (a person's own switch) forwards the turn as it came and records nothing.
+        Raises :class:`HelixPipelineError` (e.g. a valve Helix's client refuses).
+        """
+        parts = self._parts.get()
+        incoming = messages_from_dicts(messages)
         stream = body.get("stream", True) is not False
         header_id: str | None = conversation.conversation_id
         if conversation.is_task:
             if parts.valves.TASKS == "skip":
                 log.debug("answering background task %s locally", conversation.task)
-                return ""
+                turn = parts.history.passthrough(conversation, ())
+                return PreparedTurn(parts, turn, {}, None, stream=stream, local_answer="")
             turn, header_id = parts.history.passthrough(conversation, incoming), None
-        elif parts.history.enabled:
+        elif parts.history.enabled and memory:
             turn = parts.history.prepare(conversation, incoming)
         else:
             turn = parts.history.passthrough(conversation, incoming)
@@ -195,9 +230,18 @@ class HelixPipe:
             len(turn.outgoing),
             turn.attached,
         )
-        if stream:
-            return self._stream(parts, turn, payload, header_id)
-        return self._complete(parts, turn, payload, header_id)
+        return PreparedTurn(parts, turn, payload, header_id, stream=stream)
+
+    def answer(self, prepared: PreparedTurn) -> str | Iterator[str]:
+        """Send a prepared turn to Helix: a generator of text when streaming, else the text.
+
+        Blocks on Helix (the generator, on each chunk); records the turn when the answer is in.
+        """
+        if prepared.local_answer is not None:
+            return prepared.local_answer
+        if prepared.stream:
+            return self._stream(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)
+        return self._complete(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)
 
     def _complete(
         self, parts: _Parts, turn: Turn, payload: dict[str, Any], header_id: str | None

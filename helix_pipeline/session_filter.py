@@ -15,8 +15,8 @@ from typing import Any
 from .conversation import read_conversation
 from .messages import messages_from_dicts
 from .runtime import Reconfigurable, build_history
-from .service import HistoryService
-from .valves import FilterValves
+from .service import HistoryService, Turn
+from .valves import HistoryValves
 
 __all__ = ["SessionFilter"]
 
@@ -27,9 +27,9 @@ class SessionFilter:
     """The runtime behind ``pipelines/helix_session_filter.py``."""
 
     def __init__(
-        self, valves: Callable[[], FilterValves], *, pipelines_dir: Path | None = None
+        self, valves: Callable[[], HistoryValves], *, pipelines_dir: Path | None = None
     ) -> None:
-        self._history: Reconfigurable[FilterValves, HistoryService] = Reconfigurable(
+        self._history: Reconfigurable[HistoryValves, HistoryService] = Reconfigurable(
             valves,
             lambda new, old_valves, old: build_history(new, pipelines_dir, old, old_valves),
         )
@@ -46,16 +46,24 @@ class SessionFilter:
         if not isinstance(body, dict):
             return body
         try:
-            history = self._history.get()
-            conversation = read_conversation(body, user)
-            if conversation.is_task or not history.enabled:
-                return body
-            turn = history.prepare(conversation, messages_from_dicts(body.get("messages")))
-            if turn.attached or turn.trim:
-                body["messages"] = turn.wire_messages()
+            self.attach(body, user)
         except Exception:  # the boundary: an inlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not attach history in the session filter's inlet")
         return body
+
+    def attach(self, body: dict[str, Any], user: Any) -> Turn | None:
+        """The inlet's work: replace ``body["messages"]`` when history was attached or trimmed.
+
+        The turn tells what was done; ``None`` for a task or with the history switched off.
+        """
+        history = self._history.get()
+        conversation = read_conversation(body, user)
+        if conversation.is_task or not history.enabled:
+            return None
+        turn = history.prepare(conversation, messages_from_dicts(body.get("messages")))
+        if turn.attached or turn.trim:
+            body["messages"] = turn.wire_messages()
+        return turn
 
     def outlet(self, body: Any, user: Any) -> Any:
         """Record the finished turn with Open WebUI's message ids. Never raises; body unchanged."""
