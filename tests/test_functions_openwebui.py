@@ -1,0 +1,281 @@
+"""The Functions inside the real Open WebUI 0.12.4, created through its admin API as an admin would.
+
+One Open WebUI process for the module (it boots in ~20 s); chats go the browser's way
+(:class:`tests.openwebui_server.BrowserChat`) to the Helix pipe Function, in front of FakeHelix.
+The module skips, saying why, only when Open WebUI's venv cannot be built on this machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helix_pipeline.conversation import PRIVATE_KEY, ConversationKey
+from helix_pipeline.stores import SessionStore, open_store
+from helix_pipeline.testing import FakeHelix, Fault
+
+from .openwebui_server import (
+    Account,
+    BrowserChat,
+    OpenWebUIServer,
+    OpenWebUIUnavailable,
+    openwebui_python,
+)
+
+log = logging.getLogger(__name__)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+PIPE_MODEL = "helix.helix-consultant"
+CONNECTION_MODEL = "helix-consultant"
+HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
+SLOW_TURNS = 20
+
+
+def _function_source(name: str) -> str:
+    return (REPO / "helix_pipeline" / "hosts" / name).read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def helix() -> Iterator[FakeHelix]:
+    with FakeHelix() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(helix: FakeHelix, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenWebUIServer]:
+    try:
+        openwebui_python()
+    except OpenWebUIUnavailable as exc:
+        pytest.skip(str(exc))
+    env = {
+        "PYTHONPATH": str(REPO),
+        # Helix also as an OpenAI connection of Open WebUI's own, for the filter Function.
+        "ENABLE_OPENAI_API": "true",
+        "OPENAI_API_BASE_URLS": f"{helix.url}/v1",
+        "OPENAI_API_KEYS": "unused",
+        "ENABLE_FORWARD_USER_INFO_HEADERS": "true",
+        "BYPASS_MODEL_ACCESS_CONTROL": "true",
+    }
+    with OpenWebUIServer(tmp_path_factory.mktemp("openwebui"), env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def admin(server: OpenWebUIServer, helix: FakeHelix) -> Account:
+    account = server.signup("Admin")
+    assert account.role == "admin"
+    server.create_function(account, "helix", "Helix", _function_source("functions_pipe.py"))
+    server.set_valves(account, "helix", {"HELIX_BASE_URL": helix.url, "MAX_RETRIES": 0})
+    return account
+
+
+@pytest.fixture(scope="module")
+def ben(server: OpenWebUIServer, admin: Account) -> Account:
+    return server.add_user(admin, "Ben")
+
+
+@pytest.fixture
+def stored(server: OpenWebUIServer, admin: Account) -> Iterator[SessionStore]:
+    """The pipe's default store: ``helix_data/sessions.db`` in Open WebUI's DATA_DIR."""
+    opened = open_store(f"sqlite:///{server.data_dir / 'helix_data' / 'sessions.db'}")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_helix(helix: FakeHelix) -> None:
+    helix.reset()
+    helix.fault = Fault.NONE
+    helix.hold = None
+
+
+def _chat_requests(helix: FakeHelix) -> list[Any]:
+    return [r for r in helix.chat_requests if not _is_task(r)]
+
+
+def _is_task(request: Any) -> bool:
+    first = request.body["messages"][0]["content"]
+    return isinstance(first, str) and first.startswith("### Task:")
+
+
+def _texts(request: Any) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in request.body["messages"]]
+
+
+class TestPipeFunctionInOpenWebUI:
+    def test_the_helix_models_are_listed(self, server: OpenWebUIServer, admin: Account) -> None:
+        assert PIPE_MODEL in [m["id"] for m in server.models(admin)]
+
+    def test_every_turn_reaches_helix_with_the_chat_id_and_the_whole_history(
+        self, server: OpenWebUIServer, admin: Account, helix: FakeHelix, stored: SessionStore
+    ) -> None:
+        chat = BrowserChat(server, admin, PIPE_MODEL)
+        answers = [chat.send(f"question {n}")["content"] for n in range(3)]
+
+        turns = _chat_requests(helix)
+        assert len(turns) == 3
+        for request in turns:
+            assert [request.header(h) for h in HEADERS] == [chat.chat_id] * 2
+        assert _texts(turns[-1]) == [
+            ("user", "question 0"),
+            ("assistant", answers[0]),
+            ("user", "question 1"),
+            ("assistant", answers[1]),
+            ("user", "question 2"),
+        ]
+        kept = stored.load(ConversationKey(admin.id, str(chat.chat_id)))
+        assert [(m.role, m.content) for m in kept] == [
+            *_texts(turns[-1]),
+            ("assistant", answers[2]),
+        ]
+
+    def test_background_tasks_carry_no_header_and_are_not_recorded(
+        self, server: OpenWebUIServer, admin: Account, helix: FakeHelix, stored: SessionStore
+    ) -> None:
+        chat = BrowserChat(server, admin, PIPE_MODEL)
+        chat.send("name this chat", background_tasks={"title_generation": True})
+        deadline = time.monotonic() + 60
+        while not any(_is_task(r) for r in helix.chat_requests) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+        tasks = [r for r in helix.chat_requests if _is_task(r)]
+        assert tasks, "Open WebUI sent no title task"
+        assert all(r.header(h) is None for r in tasks for h in HEADERS)
+        kept = stored.load(ConversationKey(admin.id, str(chat.chat_id)))
+        assert [m.role for m in kept] == ["user", "assistant"]
+        assert not any(m.content.startswith("### Task:") for m in kept)
+
+    def test_two_users_never_see_each_others_history(
+        self, server: OpenWebUIServer, admin: Account, ben: Account, helix: FakeHelix
+    ) -> None:
+        BrowserChat(server, admin, PIPE_MODEL).send("my secret is 1234")
+        BrowserChat(server, ben, PIPE_MODEL).send("what is the secret?")
+
+        assert _texts(_chat_requests(helix)[-1]) == [("user", "what is the secret?")]
+
+    def test_status_lines_arrive_instead_of_text_in_the_answer(
+        self, server: OpenWebUIServer, admin: Account
+    ) -> None:
+        chat = BrowserChat(server, admin, PIPE_MODEL)
+        chat.send("first")
+        message = chat.send("second")
+
+        descriptions = [s["description"] for s in message["statusHistory"]]
+        assert descriptions[:2] == ["Helix: 2 earlier messages attached", "Helix is working..."]
+        assert message["statusHistory"][-1]["done"] is True
+        assert "Helix is working" not in message["content"]
+
+    def test_a_failure_is_one_status_line_and_the_next_turn_still_works(
+        self, server: OpenWebUIServer, admin: Account, helix: FakeHelix
+    ) -> None:
+        chat = BrowserChat(server, admin, PIPE_MODEL)
+        helix.fail_next(Fault.SERVER_ERROR)
+        failed = chat.send("hello")
+        answered = chat.send("again")
+
+        last = failed["statusHistory"][-1]
+        assert last["done"] is True and last["description"].startswith("⚠️ Helix failed (HTTP 500)")
+        assert last["description"].endswith("(Details are in Open WebUI's log.)")
+        assert failed["content"] == "" and "error" not in failed
+        assert "Helix reply" in answered["content"]
+        assert [m for m, _ in _texts(_chat_requests(helix)[-1])].count("user") == 2
+
+    def test_a_person_who_switched_memory_off_is_not_recorded(
+        self, server: OpenWebUIServer, ben: Account, stored: SessionStore
+    ) -> None:
+        server.set_user_valves(ben, "helix", {"HISTORY_ENABLED": False})
+        try:
+            chat = BrowserChat(server, ben, PIPE_MODEL)
+            chat.send("forget me")
+        finally:
+            server.set_user_valves(ben, "helix", {"HISTORY_ENABLED": True})
+
+        assert stored.load(ConversationKey(ben.id, str(chat.chat_id))) == []
+
+    def test_models_are_served_at_once_while_twenty_slow_turns_stream(
+        self, server: OpenWebUIServer, admin: Account, helix: FakeHelix
+    ) -> None:
+        """With every turn held by Helix after its first chunk, Open WebUI still answers
+        ``/api/models`` promptly: a pipe that blocked its event loop would hold it for the whole
+        turn (FakeHelix holds up to 10 s)."""
+        hold = threading.Event()
+        helix.hold = hold
+        chats = [BrowserChat(server, admin, PIPE_MODEL) for _ in range(SLOW_TURNS)]
+        ids = [chat.start(f"slow question {n}") for n, chat in enumerate(chats)]
+        try:
+            deadline = time.monotonic() + 60
+            while len(_chat_requests(helix)) < SLOW_TURNS and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(_chat_requests(helix)) == SLOW_TURNS, "the turns did not all reach Helix"
+            took = []
+            for _ in range(10):
+                started = time.monotonic()
+                response = server.call("GET", "/api/models", admin)
+                took.append(time.monotonic() - started)
+                assert response.status_code == 200
+            log.info(
+                "/api/models during %d held Helix turns: median %.0f ms, max %.0f ms",
+                SLOW_TURNS,
+                statistics.median(took) * 1000,
+                max(took) * 1000,
+            )
+            assert not hold.is_set() and helix.streams_completed == 0
+            assert max(took) < 5.0  # generous: a blocked loop would hold it for ~10 s
+        finally:
+            hold.set()
+        for chat, message_id in zip(chats, ids, strict=True):
+            assert "Helix reply" in chat.wait_for(message_id)["content"]
+
+
+class TestFilterFunctionInOpenWebUI:
+    @pytest.fixture
+    def session_filter(self, server: OpenWebUIServer, admin: Account) -> Iterator[None]:
+        """The filter Function on every model, for these tests only."""
+        if "helix_session_filter" not in {
+            f["id"] for f in server.ok("GET", "/api/v1/functions/", admin)
+        }:
+            server.create_function(
+                admin,
+                "helix_session_filter",
+                "Helix session memory",
+                _function_source("functions_filter.py"),
+            )
+        server.ok("POST", "/api/v1/functions/id/helix_session_filter/toggle/global", admin)
+        yield
+        server.ok("POST", "/api/v1/functions/id/helix_session_filter/toggle/global", admin)
+
+    def test_turns_through_open_webuis_own_connection_are_recorded_and_carry_no_extra_keys(
+        self,
+        server: OpenWebUIServer,
+        admin: Account,
+        helix: FakeHelix,
+        stored: SessionStore,
+        session_filter: None,
+    ) -> None:
+        chat = BrowserChat(server, admin, CONNECTION_MODEL)
+        first = chat.send("hello through the connection")["content"]
+        chat.send("and again")
+
+        turns = _chat_requests(helix)
+        assert turns[-1].header("X-OpenWebUI-Chat-Id") == chat.chat_id
+        assert all(PRIVATE_KEY not in r.body and "metadata" not in r.body for r in turns)
+        deadline = time.monotonic() + 30
+        kept: list[Any] = []
+        while len(kept) < 4 and time.monotonic() < deadline:  # the outlet runs after the answer
+            kept = stored.load(ConversationKey(admin.id, str(chat.chat_id)))
+            time.sleep(0.1)
+        assert [(m.role, m.content) for m in kept][:3] == [
+            ("user", "hello through the connection"),
+            ("assistant", first),
+            ("user", "and again"),
+        ]
+        assert all(m.message_id for m in kept)
