@@ -251,7 +251,7 @@ class FunctionPipe:
 
     async def _answer(self, produce: Callable[[Put], None], status: _Status) -> AsyncIterator[str]:
         """Turn the worker's items into text for the answer and status lines for the chat."""
-        failed = False
+        closed = False  # a status line that ends the turn was shown (a failure, or the pipe's own)
         context: list[str] = []
         async for item in items_from_thread(produce, name="helix-turn"):
             if isinstance(item, _Prepared):
@@ -260,16 +260,24 @@ class FunctionPipe:
                     await status(line)
                 await status(WORKING)
             elif isinstance(item, Mapping) and isinstance(item.get("event"), Mapping):
-                await status.event(item["event"])
+                event = item["event"]
+                closed = closed or _closes_turn(event)
+                await status.event(event)
             elif isinstance(item, str) and item:
                 text = for_open_webui(item)
                 if status.available and is_notice(text):
-                    failed = True
+                    closed = True
                     await status(text.strip(), done=True)
                 else:
                     yield text
-        if not failed and status.shown:
+        if not closed and status.shown:
             await status(context[0] if context else "Helix answered", done=True)
+
+
+def _closes_turn(event: Mapping[str, Any]) -> bool:
+    """Whether an event from the answer is a status line with ``done`` set."""
+    data = event.get("data")
+    return event.get("type") == "status" and isinstance(data, Mapping) and data.get("done") is True
 
 
 def _drain(chunks: Iterator[Any], put: Put) -> None:

@@ -5,7 +5,8 @@ Open WebUI is ``pip install open-webui==0.12.4`` in a venv of its own (about 7.4
 ``~/.cache/helix-pipeline``). :func:`openwebui_python` builds it when it is missing and says why
 when it cannot be built, so the tests skip with that reason. The server runs offline (DESIGN.md
 section 5) on a free 127.0.0.1 port with a temporary ``DATA_DIR``; the first account signed up is
-the admin, whose token creates the Functions through the admin API, as an admin would.
+the admin, whose token installs the Functions through the admin API, as an admin would
+(``helix-pipeline install --openwebui``).
 
 A chat turn goes the browser's way (``tests/fixtures/openwebui-0.12.4/examples/17_*``): ``POST
 /api/chat/completions`` with the session, chat and message ids, then the chat is read back from
@@ -231,19 +232,6 @@ class OpenWebUIServer:
         form = {"name": name, "email": email, "password": PASSWORD, "role": "user"}
         data = self.ok("POST", "/api/v1/auths/add", admin, form)
         return Account(data["id"], data["name"], data["email"], data["role"], data["token"])
-
-    def create_function(
-        self, admin: Account, function_id: str, name: str, content: str, *, is_global: bool = False
-    ) -> dict[str, Any]:
-        """Create a Function (as pasted in Admin Panel > Functions) and switch it on."""
-        form = {"id": function_id, "name": name, "content": content, "meta": {"description": name}}
-        self.ok("POST", "/api/v1/functions/create", admin, form)
-        function: dict[str, Any] = self.ok(
-            "POST", f"/api/v1/functions/id/{function_id}/toggle", admin
-        )
-        if is_global:
-            function = self.ok("POST", f"/api/v1/functions/id/{function_id}/toggle/global", admin)
-        return function
 
     def set_valves(self, admin: Account, function_id: str, valves: Mapping[str, Any]) -> None:
         self.ok("POST", f"/api/v1/functions/id/{function_id}/valves/update", admin, dict(valves))
