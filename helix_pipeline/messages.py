@@ -86,8 +86,24 @@ def _part_to_text(part: object) -> str:
     return ""
 
 
+def _output_text(output: object) -> str:
+    """The text of a message's ``output`` items (Open WebUI 0.10 keeps an assistant reply there,
+    with ``content: ""``): the text parts of its ``message`` items, as in :func:`content_to_text`."""
+    if not isinstance(output, list):
+        return ""
+    texts = (
+        content_to_text(item.get("content"))
+        for item in output
+        if isinstance(item, Mapping) and item.get("type", "message") == "message"
+    )
+    return "\n".join(text for text in texts if text)
+
+
 def message_from_dict(raw: object) -> Message | None:
     """Normalise one OpenAI-style message dict; ``None`` for something that is not a message.
+
+    The text is ``content``, else (when that is empty) the ``output`` items Open WebUI 0.10 puts
+    an assistant reply in.
 
     Roles Helix does not know are never forwarded as such: ``developer`` becomes ``system``, and a
     ``tool``/``function`` result becomes an assistant message that says what it is.
@@ -95,7 +111,7 @@ def message_from_dict(raw: object) -> Message | None:
     if not isinstance(raw, Mapping):
         return None
     role_raw = raw.get("role")
-    content = content_to_text(raw.get("content"))
+    content = content_to_text(raw.get("content")) or _output_text(raw.get("output"))
     role = _ROLE_ALIASES.get(role_raw) if isinstance(role_raw, str) else None
     if role is None:
         if role_raw in ("tool", "function"):

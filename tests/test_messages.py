@@ -146,6 +146,55 @@ class TestMessageFromDict:
             assert set(wire) == {"role", "content"}
 
 
+class TestAReplyInOutput:
+    """Open WebUI 0.10's outlet keeps an assistant reply in ``output``, with ``content: ""``."""
+
+    def test_every_reply_of_a_recorded_0_10_outlet_reads_its_output_text(self) -> None:
+        record = load_fixture("openwebui-0.10.2/03_chat_outlet_A-t2.json")
+        raw = record["body"]["body"]["messages"]
+        replies = [m for m in raw if m["role"] == "assistant"]
+        assert replies and all(m["content"] == "" for m in replies)
+
+        messages = messages_from_dicts(raw)
+
+        assert [m.content for m in messages if m.role == "assistant"] == [
+            m["output"][0]["content"][0]["text"] for m in replies
+        ]
+        assert [m.message_id for m in messages] == [m["id"] for m in raw]
+
+    def test_content_wins_when_it_holds_text(self) -> None:
+        raw = {
+            "role": "assistant",
+            "content": "the content",
+            "output": [{"type": "message", "content": [{"type": "output_text", "text": "other"}]}],
+        }
+        assert message_from_dict(raw) == Message("assistant", "the content")
+
+    def test_only_message_items_give_text_one_line_each(self) -> None:
+        raw = {
+            "role": "assistant",
+            "content": None,
+            "output": [
+                {"type": "reasoning", "content": [{"type": "output_text", "text": "thinking"}]},
+                {"type": "message", "content": [{"type": "output_text", "text": "first"}]},
+                {"type": "function_call", "name": "f", "arguments": "{}"},
+                {"type": "message", "content": [{"type": "output_text", "text": "second"}]},
+                "junk",
+            ],
+        }
+        assert message_from_dict(raw) == Message("assistant", "first\nsecond")
+
+    @pytest.mark.parametrize(
+        "output",
+        [None, "text", {"type": "message"}, [], [{"type": "message", "content": None}]],
+        ids=["none", "string", "dict", "empty", "no-content"],
+    )
+    def test_an_output_without_text_leaves_the_reply_empty(self, output: object) -> None:
+        assert message_from_dict({"role": "assistant", "content": "", "output": output}) == (
+            Message("assistant", "")
+        )
+
+
 class TestMessagesFromDicts:
     def test_a_real_outlet_history_keeps_order_roles_and_ids(self) -> None:
         raw = outlet_messages()
