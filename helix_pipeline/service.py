@@ -107,7 +107,7 @@ class HistoryService:
         system, chat = split_system(without_notices(incoming))
         store = self.store_for(conversation)
         stored = self._load(store, conversation) if store is not None else []
-        merge = merge_history(stored, chat, complete=bool(conversation.user_message_id))
+        merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
         if merge.attached:
             log.info(
                 "attached %d stored messages to conversation %s",
@@ -189,9 +189,8 @@ class HistoryService:
         if not self._usable(store, "could not record the outlet of conversation %s", conversation):
             return False
         try:
-            complete = conversation.kind is not ChatKind.API and all(m.message_id for m in chat)
             stored = store.load(conversation.key)
-            merge = merge_history(stored, chat, complete=complete)
+            merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
             # Usually the pipe recorded this turn, ids included: skip the write transaction (and
             # its second read of the branch) when recording would change nothing.
             if plan_record(stored, chat, merge.attached).changes_anything:

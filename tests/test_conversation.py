@@ -24,8 +24,10 @@ from helix_pipeline.conversation import (
     read_conversation,
     stable_conversation_id,
 )
+from helix_pipeline.messages import messages_from_dicts
 
 from .conftest import FIXTURES, load_fixture
+from .openwebui_releases import OPENWEBUI_0_6, RELEASES, Release, chat_turns, is_task
 
 OWUI = "openwebui-0.12.4"
 RUN1 = FIXTURES / OWUI / "run1_forward_headers"
@@ -74,6 +76,7 @@ class TestReadingRealOpenWebUIBodies:
             user_message_id="ad101b8f-cacc-48e7-bc00-9497760e39f6",
             parent_message_id=None,
             session_id="-bky48heMbUdVq9fAAAA",
+            chat_turn=True,
         )
 
     def test_a_second_turn_inlet_names_the_previous_assistant_message_as_parent(self) -> None:
@@ -243,6 +246,96 @@ class TestRecordedPipeBodiesWithACopiedContext:
         conversation = read_conversation(body, body["user"])
         assert conversation.kind is (ChatKind.TASK if body["x_owui"]["task"] else ChatKind.SAVED)
         assert conversation.chat_id == CHAT_E
+
+
+def _release_cases(hook: str) -> Iterator[Any]:
+    """Chat A's turns of every release, as its browser sent them."""
+    for release in RELEASES:
+        for index, record in enumerate(release.records()):
+            if record["hook"] == hook and not is_task(record):
+                yield pytest.param(release, record, id=f"{release}-{index}")
+
+
+class TestEveryReleaseSaysItsBodyIsTheWholeChat:
+    """0.6 marks a chat turn with ``parent_message(_id)``, 0.9 and later with ``user_message(_id)``:
+    either is Open WebUI's own chat, which always sends the whole chat."""
+
+    @pytest.mark.parametrize(("release", "record"), list(_release_cases("inlet")))
+    def test_every_recorded_chat_turn_inlet_is_the_whole_chat(
+        self, release: Release, record: dict[str, Any]
+    ) -> None:
+        conversation = read_conversation(record["body"], record["user"])
+        messages = messages_from_dicts(record["body"]["messages"])
+        assert conversation.chat_turn
+        assert conversation.sends_whole_chat(messages)
+
+    @pytest.mark.parametrize(("release", "record"), list(_release_cases("outlet")))
+    def test_every_recorded_outlet_is_the_whole_chat(
+        self, release: Release, record: dict[str, Any]
+    ) -> None:
+        conversation = read_conversation(record["body"], record["user"])
+        assert conversation.sends_whole_chat(messages_from_dicts(record["body"]["messages"]))
+
+    def test_0_6_names_the_user_message_in_parent_message(self) -> None:
+        turn = chat_turns(OPENWEBUI_0_6.records())[1]
+        inlet_body, outlet_body = turn[0]["body"], turn[1]["body"]
+        question, reply = outlet_body["messages"][-2:]
+
+        conversation = read_conversation(inlet_body, turn[0]["user"])
+
+        assert inlet_body["metadata"]["parent_message"]["id"] == question["id"]
+        assert "user_message" not in inlet_body["metadata"]
+        assert conversation.user_message_id == question["id"]
+        assert conversation.message_id == reply["id"]
+        assert conversation.parent_message_id == outlet_body["messages"][-3]["id"]
+
+    def test_0_6_first_turn_has_no_parent(self) -> None:
+        first = chat_turns(OPENWEBUI_0_6.records())[0][0]
+        conversation = read_conversation(first["body"], first["user"])
+        assert conversation.user_message_id == first["body"]["metadata"]["parent_message_id"]
+        assert conversation.parent_message_id is None
+
+    @pytest.mark.parametrize(
+        "metadata",
+        [
+            pytest.param({"parent_message_id": "u-1"}, id="parent-message-id"),
+            pytest.param({"parent_message": {"id": "u-1", "role": "user"}}, id="parent-message"),
+            pytest.param({"user_message_id": "u-1"}, id="user-message-id"),
+            pytest.param({"user_message": {"id": "u-1", "role": "user"}}, id="user-message"),
+        ],
+    )
+    def test_any_one_marker_is_enough(self, metadata: dict[str, Any]) -> None:
+        conversation = read_conversation(inlet(**metadata))
+        assert conversation.sends_whole_chat(messages_from_dicts(inlet()["messages"]))
+
+    def test_a_parent_message_of_the_assistant_marks_the_turn_but_is_no_user_message(
+        self,
+    ) -> None:
+        conversation = read_conversation(
+            inlet(parent_message={"id": "a-1", "role": "assistant", "parentId": "u-1"})
+        )
+        assert conversation.chat_turn
+        assert (conversation.user_message_id, conversation.parent_message_id) == (None, None)
+
+    @pytest.mark.parametrize(
+        "chat_id", [pytest.param("", id="no-chat"), pytest.param(CHAT_A, id="with-a-chat-id")]
+    )
+    def test_a_plain_api_inlet_may_be_only_the_newest_message(self, chat_id: str) -> None:
+        body = example("21_plain_api_inlet_no_chat")["body"]
+        body["metadata"]["chat_id"] = chat_id
+        conversation = read_conversation(body)
+        assert not conversation.chat_turn
+        assert not conversation.sends_whole_chat(messages_from_dicts(body["messages"]))
+
+    def test_a_plain_api_outlet_without_every_id_may_be_only_the_newest_messages(self) -> None:
+        body = example("22_plain_api_outlet_no_chat")["body"]
+        body["chat_id"] = CHAT_A
+        conversation = read_conversation(body)
+        assert not conversation.sends_whole_chat(messages_from_dicts(body["messages"]))
+
+    def test_messages_with_ids_without_a_chat_id_may_be_only_the_newest(self) -> None:
+        body = {"messages": [{"id": "m-1", "role": "user", "content": "hi"}]}
+        assert not read_conversation(body).sends_whole_chat(messages_from_dicts(body["messages"]))
 
 
 class TestThePrivateKeyRoundTrip:
