@@ -13,8 +13,9 @@ Typical use, one server per test module::
         body = server.inlet("helix.helix-consultant", inlet_body, user)
         reply = server.chat(body)
 
-:class:`OpenWebUI` replays the recorded Open WebUI 0.12.4 traffic (``tests/fixtures/``) against
-a server with our model, chat and user ids: inlet, answer and outlet, turn by turn.
+:class:`OpenWebUI` replays the recorded traffic of Open WebUI 0.6.43, 0.10.2 or 0.12.4
+(``tests/fixtures/``, read by ``tests/openwebui_releases.py``) against a server with our model,
+chat and user ids: inlet, answer and outlet, turn by turn.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import sysconfig
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,16 @@ import requests
 
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.stores import SessionStore
+from helix_pipeline.testing import FakeHelix
+
+from .openwebui_releases import (
+    OPENWEBUI_0_12,
+    Release,
+    chat_of,
+    hook_records,
+    is_task,
+    reply_text,
+)
 
 __all__ = [
     "API_KEY",
@@ -47,6 +59,7 @@ __all__ = [
     "ChatReply",
     "Exchange",
     "OpenWebUI",
+    "OpenWebUIWithHelixConnection",
     "PipelinesServer",
     "PipelinesServerError",
     "free_port",
@@ -397,38 +410,27 @@ class PipelinesServer:
         )
 
 
-# -- Open WebUI 0.12.4, replayed ---------------------------------------------------------------
+# -- Open WebUI 0.6.43, 0.10.2 and 0.12.4, replayed -------------------------------------------
 
-FIXTURES = REPO / "tests" / "fixtures" / "openwebui-0.12.4"
-RECORDED_USER_ID = "55add4cf-2ad0-40f4-9334-c6eb6d9eacf1"
-"""The user of every recorded run (``Capture Admin``)."""
+FIXTURES = OPENWEBUI_0_12.folder
+RECORDED_USER_ID = OPENWEBUI_0_12.user_id
+"""The user of every recorded 0.12.4 run (``Capture Admin``)."""
 PIPE_BODY_DROPPED = ("metadata", "features", "tool_ids")
 """Keys of the inlet's answer that Open WebUI does not send on to ``/chat/completions``."""
 TITLE_MAX_TOKENS = 1000
-"""What Open WebUI adds to a title task's body after the inlet (``run1 pipe.jsonl`` line 1)."""
+"""What Open WebUI adds to a title task's body after the inlet (every captured release)."""
 
 
 def recorded(path: str, chat_id: str) -> list[dict[str, Any]]:
     """The records of one recorded chat, in order, from ``fixtures/openwebui-0.12.4/<path>``."""
-    records = []
-    for line in (FIXTURES / path).read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record.get("hook") not in ("inlet", "outlet"):
-            continue  # what a capturing pipe() saw: Open WebUI sends no such request
-        body = record.get("body") or {}
-        metadata = body.get("metadata") or {}
-        if chat_id in (metadata.get("chat_id"), body.get("chat_id")):
-            records.append(record)
-    return records
+    return [r for r in hook_records(FIXTURES / path) if chat_of(r["body"]) == chat_id]
 
 
 def recorded_tools() -> list[dict[str, Any]]:
     """The 36 tool specs Open WebUI 0.12.4 sends with every chat turn to a pipe model."""
-    for line in (FIXTURES / "run1_forward_headers" / "pipe.jsonl").read_text().splitlines():
-        tools = json.loads(line)["body"].get("tools")
-        if tools:
-            return list(tools)
-    raise LookupError("no recorded pipe body carries tools")
+    if OPENWEBUI_0_12.tools is None:
+        raise LookupError("no recorded pipe body carries tools")
+    return OPENWEBUI_0_12.tools
 
 
 def rewrite(value: Any, replacements: Mapping[str, str]) -> Any:
@@ -440,10 +442,6 @@ def rewrite(value: Any, replacements: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         return {key: rewrite(item, replacements) for key, item in value.items()}
     return value
-
-
-def is_task(record: Mapping[str, Any]) -> bool:
-    return bool((record["body"].get("metadata") or {}).get("task"))
 
 
 @dataclass
@@ -458,14 +456,16 @@ class Exchange:
 
 
 class OpenWebUI:
-    """Replays recorded Open WebUI 0.12.4 traffic against a Pipelines server, with our ids.
+    """Replays a recorded Open WebUI release against a Pipelines server, with our ids.
 
     For a chat turn Open WebUI calls ``/{id}/filter/inlet`` for each of ``filters`` (the global
     filters, by priority) and then for ``target`` (the model itself, or a filter); then
     ``answer`` (for a pipe model: ``POST /chat/completions`` with the inlet's answer minus
-    ``metadata``, plus ``tools`` and ``user``); then ``/{id}/filter/outlet`` in the same order,
-    with the whole chat and its message ids. The recorded backend's replies are replaced by the
-    real ones as they come, so the history Open WebUI sends back is the history this run produced.
+    ``metadata``, plus ``user``, and the release's ``tools`` on a chat turn); then
+    ``/{id}/filter/outlet`` in the same order, with the whole chat and its message ids. The
+    recorded replies are replaced by the real ones as they come, so the history Open WebUI sends
+    back is the history this run produced. ``release`` is the captured release (0.12.4 unless
+    told); its records come from :class:`tests.openwebui_releases.Release`.
     """
 
     def __init__(
@@ -479,16 +479,18 @@ class OpenWebUI:
         model: str,
         recorded_model: str,
         filters: Sequence[str] = (),
+        release: Release = OPENWEBUI_0_12,
     ) -> None:
         self.server = server
         self.target = target
         self.chain = [*filters, target]
         self.user = dict(user)
         self.model = model
+        self.release = release
         self.replacements: dict[str, str] = {
             recorded_chat_id: chat_id,
             recorded_model: model,
-            RECORDED_USER_ID: str(user["id"]),
+            release.user_id: str(user["id"]),
         }
         self.exchanges: list[Exchange] = []
 
@@ -501,7 +503,8 @@ class OpenWebUI:
         """What Open WebUI posts to ``/chat/completions`` after the inlet answered."""
         body = {k: v for k, v in inlet_answer.items() if k not in PIPE_BODY_DROPPED}
         if not task:
-            body["tools"] = recorded_tools()
+            if self.release.tools is not None:
+                body["tools"] = self.release.tools
         elif task == "title_generation":
             body["max_tokens"] = TITLE_MAX_TOKENS
         body["user"] = {key: self.user[key] for key in ("name", "id", "email", "role")}
@@ -553,15 +556,66 @@ class OpenWebUI:
         self.exchanges.extend(done)
         return done
 
+    def edit(self, turn: Sequence[Mapping[str, Any]], text: str) -> list[Exchange]:
+        """Replay a recorded turn (its inlet and outlet) as an edit of its user message.
+
+        Open WebUI sends an edited message as that turn was sent, as a new sibling: ``text`` in
+        place of the old one, and fresh ids for the message and its reply (where 0.12.4's
+        recorded edit of its second message differs from that turn, it differs in these).
+        """
+        outlet = next(r for r in turn if r["hook"] == "outlet")
+        question, reply = outlet["body"]["messages"][-2:]
+        saved = dict(self.replacements)
+        self.replacements.update(
+            {
+                question["id"]: str(uuid.uuid4()),
+                reply["id"]: str(uuid.uuid4()),
+                question["content"]: text,
+            }
+        )
+        try:
+            return self.replay(turn)
+        finally:
+            self.replacements = saved
+
     def _learn_reply(self, following: Sequence[Mapping[str, Any]], content: str) -> None:
         """Map the recorded reply of this turn (in its outlet) to the reply this run got."""
         for record in following:
             if record["hook"] == "outlet":
-                recorded_reply = record["body"]["messages"][-1]["content"]
-                self.replacements[recorded_reply] = content
+                recorded_reply = reply_text(record["body"])
+                if recorded_reply:
+                    self.replacements[recorded_reply] = content
                 return
             if not is_task(record):
                 return  # the turn failed: Open WebUI ran no outlet for it
+
+
+class OpenWebUIWithHelixConnection(OpenWebUI):
+    """Open WebUI in front of Helix as an OpenAI connection: the answer comes from Helix itself
+    (the session filter's setting), with the forwarded user headers."""
+
+    def __init__(self, helix: FakeHelix, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.helix = helix
+
+    def answer(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> ChatReply:
+        body = self.pipe_body(inlet_answer, task=task)
+        del body["user"]  # sent to a pipe, not to an OpenAI connection (recorded backend.jsonl)
+        chat_id = str((inlet_answer.get("metadata") or {}).get("chat_id") or "")
+        response = requests.post(
+            f"{self.helix.url}/v1/chat/completions",
+            json=body,
+            headers=self.forwarded_headers(chat_id),
+            timeout=REQUEST_TIMEOUT_S,
+        )
+        if not body.get("stream", True):
+            content = response.json()["choices"][0]["message"]["content"]
+            return ChatReply(response.status_code, content, done=True, raw=response.text)
+        chunks, done = parse_sse(response.text)
+        content = "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
+        )
+        return ChatReply(response.status_code, content, chunks, done, raw=response.text)
 
 
 def stored(sessions: SessionStore, user: dict[str, Any], chat_id: str) -> list[tuple[str, str]]:

@@ -9,12 +9,11 @@ module; every test has its own user and chat ids.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.stores import SessionStore, open_store
@@ -23,10 +22,9 @@ from helix_pipeline.testing import FakeHelix
 from .conftest import load_fixture
 from .pipelines_server import (
     PIPELINES,
-    ChatReply,
     OpenWebUI,
+    OpenWebUIWithHelixConnection,
     PipelinesServer,
-    parse_sse,
     recorded,
     rewrite,
     stored,
@@ -43,33 +41,6 @@ CHAT_L1 = "21a7ec3e-2eab-4fe7-90ed-1f2ecfed2cb1"
 A = recorded("run1_forward_headers/filter.jsonl", CHAT_A)
 A_THREE_TURNS = A[:11]
 L1 = recorded("run1_forward_headers/filter.jsonl", CHAT_L1)
-
-
-class OpenWebUIWithHelixConnection(OpenWebUI):
-    """Open WebUI in front of Helix as an OpenAI connection: the answer comes from Helix itself."""
-
-    def __init__(self, helix: FakeHelix, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.helix = helix
-
-    def answer(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> ChatReply:
-        body = self.pipe_body(inlet_answer, task=task)
-        del body["user"]  # sent to a pipe, not to an OpenAI connection (recorded backend.jsonl)
-        chat_id = str(inlet_answer["metadata"].get("chat_id") or "")
-        response = requests.post(
-            f"{self.helix.url}/v1/chat/completions",
-            json=body,
-            headers=self.forwarded_headers(chat_id),
-            timeout=30,
-        )
-        if not body.get("stream", True):
-            content = response.json()["choices"][0]["message"]["content"]
-            return ChatReply(response.status_code, content, done=True, raw=response.text)
-        chunks, done = parse_sse(response.text)
-        content = "".join(
-            c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
-        )
-        return ChatReply(response.status_code, content, chunks, done, raw=response.text)
 
 
 @pytest.fixture(scope="module")
