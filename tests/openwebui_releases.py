@@ -24,12 +24,14 @@ __all__ = [
     "OPENWEBUI_0_12",
     "RELEASES",
     "Release",
+    "as_edit",
     "chat_of",
     "chat_turns",
     "hook_records",
     "is_task",
     "message_text",
     "reply_text",
+    "rewrite",
 ]
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -122,6 +124,32 @@ def chat_turns(records: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]
         elif record["hook"] == "outlet" and turns and len(turns[-1]) == 1:
             turns[-1].append(dict(record))
     return turns
+
+
+def rewrite(value: Any, replacements: Mapping[str, str]) -> Any:
+    """A deep copy of ``value`` with every string equal to a key replaced by its value."""
+    if isinstance(value, str):
+        return replacements.get(value, value)
+    if isinstance(value, list):
+        return [rewrite(item, replacements) for item in value]
+    if isinstance(value, dict):
+        return {key: rewrite(item, replacements) for key, item in value.items()}
+    return value
+
+
+def as_edit(
+    turn: Sequence[Mapping[str, Any]], text: str, question_id: str, reply_id: str
+) -> list[dict[str, Any]]:
+    """A recorded turn (its inlet and outlet) as Open WebUI sends an edit of its user message.
+
+    The edited message is a new sibling of the old one: the turn as it was sent, with ``text`` in
+    place of the old text and new ids for the message and its reply. (0.12.4's recorded edit of
+    its second message differs from that turn in these and in times alone: see test_releases.)
+    """
+    outlet = next(r for r in turn if r["hook"] == "outlet")
+    question, reply = outlet["body"]["messages"][-2:]
+    swaps = {question["id"]: question_id, reply["id"]: reply_id, question["content"]: text}
+    return [{**record, "body": rewrite(record["body"], swaps)} for record in turn]
 
 
 def message_text(message: Mapping[str, Any]) -> str:

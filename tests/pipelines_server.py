@@ -45,10 +45,12 @@ from helix_pipeline.testing import FakeHelix
 from .openwebui_releases import (
     OPENWEBUI_0_12,
     Release,
+    as_edit,
     chat_of,
     hook_records,
     is_task,
     reply_text,
+    rewrite,
 )
 
 __all__ = [
@@ -433,17 +435,6 @@ def recorded_tools() -> list[dict[str, Any]]:
     return OPENWEBUI_0_12.tools
 
 
-def rewrite(value: Any, replacements: Mapping[str, str]) -> Any:
-    """A deep copy of ``value`` with every string equal to a key replaced by its value."""
-    if isinstance(value, str):
-        return replacements.get(value, value)
-    if isinstance(value, list):
-        return [rewrite(item, replacements) for item in value]
-    if isinstance(value, dict):
-        return {key: rewrite(item, replacements) for key, item in value.items()}
-    return value
-
-
 @dataclass
 class Exchange:
     """One recorded request replayed: what was sent and what came back."""
@@ -557,26 +548,13 @@ class OpenWebUI:
         return done
 
     def edit(self, turn: Sequence[Mapping[str, Any]], text: str) -> list[Exchange]:
-        """Replay a recorded turn (its inlet and outlet) as an edit of its user message.
-
-        Open WebUI sends an edited message as that turn was sent, as a new sibling: ``text`` in
-        place of the old one, and fresh ids for the message and its reply (where 0.12.4's
-        recorded edit of its second message differs from that turn, it differs in these).
-        """
-        outlet = next(r for r in turn if r["hook"] == "outlet")
-        question, reply = outlet["body"]["messages"][-2:]
+        """Replay a recorded turn (its inlet and outlet) as an edit of its user message: ``text``
+        instead, with fresh ids for the message and its reply (see ``as_edit``)."""
         saved = dict(self.replacements)
-        self.replacements.update(
-            {
-                question["id"]: str(uuid.uuid4()),
-                reply["id"]: str(uuid.uuid4()),
-                question["content"]: text,
-            }
-        )
         try:
-            return self.replay(turn)
+            return self.replay(as_edit(turn, text, str(uuid.uuid4()), str(uuid.uuid4())))
         finally:
-            self.replacements = saved
+            self.replacements = saved  # the edit's reply replaces no later turn's recorded one
 
     def _learn_reply(self, following: Sequence[Mapping[str, Any]], content: str) -> None:
         """Map the recorded reply of this turn (in its outlet) to the reply this run got."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,14 @@ from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.stores import SessionStore
 from helix_pipeline.testing import FakeHelix, RecordedRequest
 
-from .openwebui_releases import RELEASES, Release, chat_turns, message_text
+from .openwebui_releases import (
+    OPENWEBUI_0_12,
+    RELEASES,
+    Release,
+    as_edit,
+    chat_turns,
+    message_text,
+)
 from .pipelines_server import (
     PIPELINES,
     Exchange,
@@ -203,3 +211,34 @@ class TestEveryRelease:
         assert before in [
             [(m.role, m.content, m.message_id) for m in b] for b in sessions.branches(chat.key)
         ], "the chat before the edit is kept as a branch"
+
+
+VOLATILE = ("task_id", "timestamp", "variables")
+"""Keys whose values change with time alone (and the id of a task run)."""
+
+
+def without_volatile(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_volatile(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [without_volatile(item) for item in value]
+    return value
+
+
+class TestAnEditBuiltFromARecordedTurn:
+    def test_is_what_0_12_4_sent_for_its_recorded_edit(self) -> None:
+        """0.12.4's capture holds an edit of the second message: the same turn, rebuilt as an
+        edit, must be that edit (the other releases' edits are built the same way)."""
+        turns = chat_turns(OPENWEBUI_0_12.records())
+        second, recorded_edit = turns[1], turns[4]
+        question, reply = recorded_edit[1]["body"]["messages"][-2:]
+
+        built = as_edit(second, question["content"], question["id"], reply["id"])
+
+        assert without_volatile(built[0]["body"]) == without_volatile(recorded_edit[0]["body"])
+        built_chat, recorded_chat = (
+            [(m["id"], m["role"], m["content"]) for m in r["body"]["messages"][:-1]]
+            for r in (built[1], recorded_edit[1])
+        )
+        assert built_chat == recorded_chat
+        assert built[1]["body"]["id"] == recorded_edit[1]["body"]["id"]
