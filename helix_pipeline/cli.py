@@ -106,25 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(command=_doctor)
 
-    install = commands.add_parser(
-        "install", help="copy the two pipeline files to a Pipelines folder, or upload them"
-    )
-    where = install.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "pipelines_dir",
-        nargs="?",
-        type=Path,
-        metavar="PIPELINES_DIR",
-        help="the Pipelines server's pipelines folder (created if missing)",
-    )
-    where.add_argument("--url", help="a running Pipelines server, e.g. http://localhost:9099")
-    install.add_argument(
-        "--api-key-env",
-        default="PIPELINES_API_KEY",
-        metavar="NAME",
-        help="environment variable holding the Pipelines API key (default: PIPELINES_API_KEY)",
-    )
-    install.set_defaults(command=_install)
+    _add_install(commands)
+    _add_bundle(commands)
     return parser
 
 
@@ -372,6 +355,28 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
     )
 
 
+def _add_install(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    install = commands.add_parser(
+        "install", help="copy the two pipeline files to a Pipelines folder, or upload them"
+    )
+    where = install.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "pipelines_dir",
+        nargs="?",
+        type=Path,
+        metavar="PIPELINES_DIR",
+        help="the Pipelines server's pipelines folder (created if missing)",
+    )
+    where.add_argument("--url", help="a running Pipelines server, e.g. http://localhost:9099")
+    install.add_argument(
+        "--api-key-env",
+        default="PIPELINES_API_KEY",
+        metavar="NAME",
+        help="environment variable holding the Pipelines API key (default: PIPELINES_API_KEY)",
+    )
+    install.set_defaults(command=_install)
+
+
 def _install(args: argparse.Namespace, out: TextIO) -> int:
     from .install import install_into, upload
 
@@ -379,4 +384,53 @@ def _install(args: argparse.Namespace, out: TextIO) -> int:
         install_into(args.pipelines_dir, out)
     else:
         upload(args.url, args.api_key_env, out)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ bundle
+
+
+def _add_bundle(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .bundle import DRIVERS
+
+    bundle = commands.add_parser(
+        "bundle", help="write the self-contained pipeline files (default: into ./pipelines)"
+    )
+    bundle.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("pipelines"),
+        metavar="DIR",
+        help="folder to write them into, created if missing (default: ./pipelines, the folder "
+        "a Pipelines server started here loads)",
+    )
+    bundle.add_argument(
+        "--with",
+        dest="drivers",
+        action="append",
+        default=[],
+        choices=sorted(DRIVERS),
+        help="add a session store driver to the files' requirements line (repeatable)",
+    )
+    bundle.add_argument(
+        "--functions",
+        action="store_true",
+        help="also write the Open WebUI Functions files (into DIR/functions/)",
+    )
+    bundle.set_defaults(command=_bundle)
+
+
+def _bundle(args: argparse.Namespace, out: TextIO) -> int:
+    from .bundle import bundles, write_bundles
+
+    groups = ["pipelines", "functions"] if args.functions else ["pipelines"]
+    try:
+        written = write_bundles(args.output, bundles(groups), drivers=args.drivers)
+    except OSError as exc:
+        raise InputError(f"cannot write to {args.output}: {exc.strerror}; pass -o DIR") from exc
+    for path in written:
+        out.write(
+            f"Wrote {path} (helix-pipeline {__version__}, {path.stat().st_size // 1024} KiB)\n"
+        )
     return 0

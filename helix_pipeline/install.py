@@ -1,20 +1,19 @@
 """``helix-pipeline install``: put the two pipeline files where a Pipelines server loads them.
 
-The files ship inside the package (``helix_pipeline/pipelines/`` is the repository's
-``pipelines/`` folder, so an editable install and a built wheel hold the same bytes). They are
-copied into a ``PIPELINES_DIR``, or uploaded to a running server with ``POST /pipelines/upload``
+The files are built from the package's own sources (:mod:`helix_pipeline.bundle`), the same
+bytes as the repository's ``pipelines/`` folder holds. They are copied into a ``PIPELINES_DIR``, or uploaded to a running server with ``POST /pipelines/upload``
 (multipart field ``file``, ``Authorization: Bearer <key>``), which saves and reloads them.
 """
 
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
 import requests
 
+from .bundle import build_bundle, bundles
 from .errors import ConfigError, HelixPipelineError
 from .stores import redact_url
 
@@ -26,9 +25,11 @@ UPLOAD_TIMEOUT_S = (5.0, 300.0)
 
 
 def pipeline_files() -> dict[str, bytes]:
-    """The two pipeline files a Pipelines server loads, as shipped inside the package."""
-    folder = resources.files("helix_pipeline") / "pipelines"
-    return {name: (folder / name).read_bytes() for name in PIPELINE_FILES}
+    """The two pipeline files a Pipelines server loads, built from this package's sources."""
+    return {
+        spec.output: build_bundle(spec.host, label=spec.output).encode()
+        for spec in bundles(["pipelines"])
+    }
 
 
 def install_into(folder: Path, out: TextIO) -> None:
@@ -45,8 +46,8 @@ def install_into(folder: Path, out: TextIO) -> None:
             setting="PIPELINES_DIR",
         ) from exc
     out.write(
-        "Restart the Pipelines server to load them (it installs helix-pipeline from their "
-        "requirements line).\n"
+        "They carry the library and need nothing installed: restart the Pipelines server (or "
+        "POST /pipelines/reload) to load them.\n"
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 import zipfile
 from email import policy
@@ -25,6 +27,7 @@ from .pipelines_server import API_KEY, TRACEBACK, PipelinesServer
 from .store_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+PURELIB = sysconfig.get_paths()["purelib"]
 PIPELINE_NAMES = ["helix.py", "helix_session_filter.py"]
 
 
@@ -184,7 +187,7 @@ class TestInstall:
         assert run(["install", str(tmp_path), "--url", "http://x"], capsys)[0] == 2
 
     @pytest.mark.slow
-    def test_a_built_wheel_carries_the_pipeline_files(self, tmp_path: Path) -> None:
+    def test_a_built_wheel_builds_the_same_pipeline_files(self, tmp_path: Path) -> None:
         source = tmp_path / "src"
         shutil.copytree(
             ROOT,
@@ -211,15 +214,36 @@ class TestInstall:
             timeout=300,
         )
         (wheel,) = (tmp_path / "dist").glob("helix_pipeline-*.whl")
-
         with zipfile.ZipFile(wheel) as archive:
-            for name in PIPELINE_NAMES:
-                shipped = archive.read(f"helix_pipeline/pipelines/{name}")
-                assert shipped == (ROOT / "pipelines" / name).read_bytes()
             entry_points = archive.read(
                 f"helix_pipeline-{helix_pipeline.__version__}.dist-info/entry_points.txt"
             ).decode()
+            archive.extractall(tmp_path / "unpacked")
         assert "helix-pipeline = helix_pipeline.cli:main" in entry_points
+
+        built = subprocess.run(
+            [
+                sys.executable,
+                "-S",  # no .pth files: the editable install's finder stays out of the way
+                "-c",
+                "import sys, helix_pipeline.cli as cli; print(cli.__file__); "
+                "sys.exit(cli.main(sys.argv[1:]))",
+                "bundle",
+                "-o",
+                str(tmp_path / "out"),
+            ],
+            env={**os.environ, "PYTHONPATH": f"{tmp_path / 'unpacked'}{os.pathsep}{PURELIB}"},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+        assert built.stdout.startswith(str(tmp_path / "unpacked")), "ran from the wheel"
+        for name in PIPELINE_NAMES:
+            shipped = (tmp_path / "out" / name).read_bytes()
+            assert shipped == (ROOT / "pipelines" / name).read_bytes()
 
 
 @pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The package's public surface and its pipeline files' frontmatter."""
+"""The package's public surface, and its host files staying thin."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import pytest
 import helix_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_FILES = sorted((ROOT / "pipelines").glob("*.py"))
+HOST_FILES = sorted((ROOT / "helix_pipeline" / "hosts").glob("[!_]*.py"))
 MODULES = sorted(
     name
     for _, name, _ in pkgutil.walk_packages(helix_pipeline.__path__, "helix_pipeline.")
     if name.rsplit(".", 1)[-1] not in ("redis", "postgres")  # their drivers are optional extras
+    and not name.startswith("helix_pipeline.hosts.")  # host files, loaded by hosts, not an API
 )
 
 
@@ -41,23 +42,9 @@ class TestPublicSurface:
             assert issubclass(getattr(errors, name), errors.HelixPipelineError)
 
 
-class TestPipelineFiles:
-    @pytest.mark.parametrize("path", PIPELINE_FILES, ids=lambda p: p.name)
-    def test_frontmatter_names_this_version_and_requires_this_package(self, path: Path) -> None:
-        text = path.read_text(encoding="utf-8")
-        assert text.startswith('"""'), "the Pipelines server reads frontmatter only at the start"
-        frontmatter = dict(
-            line.split(":", 1)
-            for line in text[3 : text.index('"""', 3)].splitlines()
-            if ":" in line
-        )
-        fields = {key.strip(): value.strip() for key, value in frontmatter.items()}
-        assert {"title", "author", "version", "license", "description"} <= set(fields)
-        assert fields["version"] == helix_pipeline.__version__
-        assert fields["requirements"] == f"helix-pipeline=={helix_pipeline.__version__}"
-
-    @pytest.mark.parametrize("path", PIPELINE_FILES, ids=lambda p: p.name)
-    def test_pipeline_files_stay_thin(self, path: Path) -> None:
+class TestHostFiles:
+    @pytest.mark.parametrize("path", HOST_FILES, ids=lambda p: p.name)
+    def test_host_files_stay_thin(self, path: Path) -> None:
         code = path.read_text(encoding="utf-8")
         assert len(code.splitlines()) < 80
         assert "print(" not in code
