@@ -618,18 +618,23 @@ inlet; 0.3/0.4 and every outlet put ``chat_id`` and ``id`` at the top level; ``p
 ``metadata``, so the Helix pipe's inlet copies the context into :data:`PRIVATE_KEY`. Every value is
 treated as hostile: non-strings, huge strings and control characters never crash anything, and an
 id is only ever a store key or a header value, never part of a file path.
+
+The user message a chat turn answers is ``metadata.user_message`` / ``user_message_id`` from 0.9
+on, and ``metadata.parent_message`` / ``parent_message_id`` in 0.6 (the parent of the reply being
+made). Either set marks a turn of Open WebUI's own chat, which always sends the whole chat:
+:meth:`Conversation.sends_whole_chat` is the one rule that decides it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from .messages import content_to_text
+from .messages import Message, content_to_text
 
 __all__ = [
     "PRIVATE_KEY",
@@ -684,6 +689,9 @@ class Conversation:
     user_message_id: str | None = None
     parent_message_id: str | None = None
     session_id: str | None = None
+    chat_turn: bool = False
+    """The body carries Open WebUI's chat-turn markers (``user_message``/``user_message_id`` from
+    0.9, ``parent_message``/``parent_message_id`` in 0.6): it holds the whole chat."""
 
     @property
     def key(self) -> ConversationKey:
@@ -695,8 +703,24 @@ class Conversation:
 
     @property
     def from_open_webui(self) -> bool:
-        """Open WebUI sends the whole chat every turn; plain API callers may send only the newest."""
+        """A chat of Open WebUI's own kinds (saved, temporary, channel): not a task, and not an
+        API call without a chat id. Whether a body holds the whole chat is
+        :meth:`sends_whole_chat`'s to say."""
         return self.kind in (ChatKind.SAVED, ChatKind.TEMPORARY, ChatKind.CHANNEL)
+
+    def sends_whole_chat(self, messages: Sequence[Message]) -> bool:
+        """Whether ``messages`` are the whole chat, not only its newest part: the one rule.
+
+        Open WebUI's own chat says so with its turn markers (:attr:`chat_turn`, or the id of the
+        user message) on every release, and its outlets with an id on every message. Without either, the messages may be a plain
+        API client's newest ones, and the stored history goes in front of them unless they resend
+        its start (:func:`~helix_pipeline.history.merge_history` checks that).
+        """
+        if self.chat_turn or self.user_message_id:
+            return True
+        return (
+            self.kind is not ChatKind.API and bool(messages) and all(m.message_id for m in messages)
+        )
 
     def to_private(self) -> dict[str, Any]:
         """The JSON-safe form the pipe's inlet stores under :data:`PRIVATE_KEY`."""
@@ -727,12 +751,8 @@ def read_conversation(body: object, user: object = None) -> Conversation:
     user_id = clean_id(_mapping(user).get("id")) or first("user_id") or ANONYMOUS_USER
     chat_id = first("chat_id")
     task = first("task")
-    user_message = _mapping(metadata.get("user_message"))
-    parent_id = clean_id(private.get("parent_message_id")) or clean_id(
-        metadata.get("parent_message_id")
-    )
-    if parent_id is None:
-        parent_id = clean_id(user_message.get("parentId"))
+    user_message = _user_message(metadata)
+    parent_id = clean_id(private.get("parent_message_id")) or clean_id(user_message.get("parentId"))
     # An outlet's top-level ``id`` is the assistant message; an inlet's ``message_id`` likewise.
     message_id = first("message_id") or clean_id(body_map.get("id"))
     messages = body_map.get("messages")
@@ -751,6 +771,7 @@ def read_conversation(body: object, user: object = None) -> Conversation:
         user_message_id=first("user_message_id") or clean_id(user_message.get("id")),
         parent_message_id=parent_id,
         session_id=first("session_id"),
+        chat_turn=private.get("chat_turn") is True or _has_turn_markers(metadata),
     )
 
 
@@ -820,6 +841,26 @@ def _classify(chat_id: str | None, task: str | None) -> ChatKind:
     if chat_id.startswith("channel:"):
         return ChatKind.CHANNEL
     return ChatKind.SAVED
+
+
+def _user_message(metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The user message this turn answers: ``user_message`` (0.9 on), else 0.6's
+    ``parent_message`` when it is the user's (the parent of the reply being made)."""
+    user_message = _mapping(metadata.get("user_message"))
+    if user_message:
+        return user_message
+    parent = _mapping(metadata.get("parent_message"))
+    return parent if parent.get("role") == "user" else {}
+
+
+def _has_turn_markers(metadata: Mapping[str, Any]) -> bool:
+    """Whether an inlet's metadata names the user message of an Open WebUI chat turn."""
+    return bool(
+        _mapping(metadata.get("user_message"))
+        or _mapping(metadata.get("parent_message"))
+        or clean_id(metadata.get("user_message_id"))
+        or clean_id(metadata.get("parent_message_id"))
+    )
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -1263,8 +1304,24 @@ def _part_to_text(part: object) -> str:
     return ""
 
 
+def _output_text(output: object) -> str:
+    """The text of a message's ``output`` items (Open WebUI 0.10 keeps an assistant reply there,
+    with ``content: ""``): the text parts of its ``message`` items, as in :func:`content_to_text`."""
+    if not isinstance(output, list):
+        return ""
+    texts = (
+        content_to_text(item.get("content"))
+        for item in output
+        if isinstance(item, Mapping) and item.get("type", "message") == "message"
+    )
+    return "\n".join(text for text in texts if text)
+
+
 def message_from_dict(raw: object) -> Message | None:
     """Normalise one OpenAI-style message dict; ``None`` for something that is not a message.
+
+    The text is ``content``, else (when that is empty) the ``output`` items Open WebUI 0.10 puts
+    an assistant reply in.
 
     Roles Helix does not know are never forwarded as such: ``developer`` becomes ``system``, and a
     ``tool``/``function`` result becomes an assistant message that says what it is.
@@ -1272,7 +1329,7 @@ def message_from_dict(raw: object) -> Message | None:
     if not isinstance(raw, Mapping):
         return None
     role_raw = raw.get("role")
-    content = content_to_text(raw.get("content"))
+    content = content_to_text(raw.get("content")) or _output_text(raw.get("output"))
     role = _ROLE_ALIASES.get(role_raw) if isinstance(role_raw, str) else None
     if role is None:
         if role_raw in ("tool", "function"):
@@ -1935,7 +1992,7 @@ class HistoryService:
         system, chat = split_system(without_notices(incoming))
         store = self.store_for(conversation)
         stored = self._load(store, conversation) if store is not None else []
-        merge = merge_history(stored, chat, complete=bool(conversation.user_message_id))
+        merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
         if merge.attached:
             log.info(
                 "attached %d stored messages to conversation %s",
@@ -2017,9 +2074,8 @@ class HistoryService:
         if not self._usable(store, "could not record the outlet of conversation %s", conversation):
             return False
         try:
-            complete = conversation.kind is not ChatKind.API and all(m.message_id for m in chat)
             stored = store.load(conversation.key)
-            merge = merge_history(stored, chat, complete=complete)
+            merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
             # Usually the pipe recorded this turn, ids included: skip the write transaction (and
             # its second read of the branch) when recording would change nothing.
             if plan_record(stored, chat, merge.attached).changes_anything:
@@ -5219,14 +5275,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__a211850f03', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__124fdb8e25', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 import asyncio
 from typing import Any
 
-from helix_pipeline__0_1_0__a211850f03.session_filter import SessionFilter
-from helix_pipeline__0_1_0__a211850f03.valves import FilterValves
+from helix_pipeline__0_1_0__124fdb8e25.session_filter import SessionFilter
+from helix_pipeline__0_1_0__124fdb8e25.valves import FilterValves
 
 __all__ = ["Pipeline"]
 
