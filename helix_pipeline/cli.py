@@ -1,13 +1,16 @@
 """The ``helix-pipeline`` command: demo, sessions, doctor, install.
 
 Every command writes its results to the ``out`` stream it is given (stdout) and its errors to
-stderr, one line, never a traceback for a :class:`~helix_pipeline.errors.HelixPipelineError`.
-Exit codes: 0 done, 1 failed (the line says why and what to do), 2 a usage error.
+stderr: one line, never a traceback. :func:`main` is the one place that turns a
+:class:`~helix_pipeline.errors.HelixPipelineError` or an ``OSError`` into that line
+(:func:`error_line`). Exit codes: 0 done, 1 failed (the line says why and what to do), 2 a usage
+error.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -23,7 +26,7 @@ from .export import export_jsonl, export_to_file, import_jsonl
 from .stores import MemoryStore, SessionStore, open_store, redact_url
 from .valves import default_store_url
 
-__all__ = ["build_parser", "main", "plural", "preview", "store_url_from"]
+__all__ = ["build_parser", "error_line", "main", "plural", "preview", "store_url_from"]
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +49,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command: Command = args.command
     try:
-        return command(args, sys.stdout)
-    except HelixPipelineError as exc:
-        sys.stderr.write(f"helix-pipeline: error: {exc}\n")
-        return 1
+        code = command(args, sys.stdout)
+        sys.stdout.flush()  # a full disk or a closed reader is reported here, not at exit
+        return code
     except KeyboardInterrupt:
         sys.stderr.write("helix-pipeline: interrupted\n")
         return 130
     except BrokenPipeError:  # e.g. `helix-pipeline demo | head`: the reader left, not an error
         _silence_stdout()
         return 0
+    except (HelixPipelineError, OSError) as exc:
+        sys.stderr.write(f"helix-pipeline: error: {error_line(exc)}\n")
+        _flush_or_silence_stdout()
+        return 1
+
+
+def error_line(exc: HelixPipelineError | OSError) -> str:
+    """The one line the command prints for a failure: what went wrong and what to do."""
+    if isinstance(exc, HelixPipelineError):
+        return " ".join(str(exc).split())
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device{where}: free some space, or write elsewhere"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}: run as a user who may, or choose another path"
+    return " ".join(f"{exc.strerror or exc}{where}".split())
+
+
+def _flush_or_silence_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError:
+        _silence_stdout()
 
 
 def _silence_stdout() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import helix_pipeline
 from helix_pipeline import cli
 from helix_pipeline.cli import main, plural, preview
 from helix_pipeline.conversation import ConversationKey
+from helix_pipeline.errors import StoreError
 from helix_pipeline.messages import Message
 from helix_pipeline.stores import MemoryStore, SessionStore, open_store
 
@@ -23,6 +26,7 @@ ANA = ConversationKey("ana", "chat-1")
 ANA_OTHER = ConversationKey("ana", "chat-2")
 BEN = ConversationKey("ben", "chat-1")
 PIPELINE_NAMES = ["helix.py", "helix_session_filter.py"]
+RUN_MAIN = "import sys; from helix_pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -93,6 +97,51 @@ class TestTheCommand:
         assert err.count("\n") == 1
         assert "SESSION_STORE_URL" in err
         assert "Traceback" not in err
+
+    @pytest.mark.parametrize("url", ["redis://[::1", "redis://:s3cret@[::1/0"])
+    def test_a_store_url_that_does_not_parse_fails_in_one_line(
+        self, url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, err = run(["sessions", "--store", url, "list"], capsys)
+
+        assert (code, out) == (1, "")
+        assert err == (
+            "helix-pipeline: error: Invalid session store URL '<unparseable URL>': Invalid IPv6 "
+            "URL. Set SESSION_STORE_URL to a URL such as sqlite:////abs/path.db or "
+            "redis://host:6379/0\n"
+        )
+
+    @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+    @pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+    def test_a_full_disk_under_stdout_fails_in_one_line(
+        self, unbuffered: str, tmp_path: Path
+    ) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        if unbuffered:
+            env["PYTHONUNBUFFERED"] = unbuffered
+        command = [sys.executable, "-c", RUN_MAIN, "sessions", "--store"]
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(
+                [*command, f"sqlite:///{tmp_path / 's.db'}", "export"],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                env=env,
+                check=False,
+                text=True,
+                timeout=60,
+            )
+
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-1] == (
+            "helix-pipeline: error: no space left on the device: free some space, or write elsewhere"
+        )
+        assert "Traceback" not in result.stderr
+        assert "Exception ignored" not in result.stderr
+
+    def test_an_error_is_always_one_line(self) -> None:
+        assert cli.error_line(StoreError("cannot open\n\tIs the server running?")) == (
+            "cannot open Is the server running?"
+        )
 
 
 class TestSessionsList:

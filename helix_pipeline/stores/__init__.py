@@ -42,7 +42,14 @@ def open_store(url: str, *, ttl_days: float | None = None) -> SessionStore:
     ``ttl_days`` (``SESSION_TTL_DAYS``) sets how long Redis keeps keys unless the URL says
     ``?ttl_days=``; the other engines purge by :meth:`SessionStore.purge` instead.
     """
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    try:
+        scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+        raise ConfigError(
+            f"Invalid session store URL {redact_url(url)!r}: {exc}. Set SESSION_STORE_URL to a "
+            "URL such as sqlite:////abs/path.db or redis://host:6379/0",
+            setting="SESSION_STORE_URL",
+        ) from exc
     if scheme == "memory":
         return MemoryStore(url)
     if scheme == "sqlite":

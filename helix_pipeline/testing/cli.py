@@ -1,20 +1,25 @@
 """``python -m helix_pipeline.testing``: FakeHelix in the foreground, for local trials.
 
 :func:`main` parses the options (host, port, header mode, API key, heartbeats, delays, a fault),
-logs every request at INFO and serves until interrupted. ``__main__.py`` calls it.
+logs every request at INFO and serves until interrupted. ``__main__.py`` calls it. A port that is
+taken or out of range, or a host that is not this machine's, ends it with one line saying what to
+change and exit code 1 (2 for a usage error), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
+import threading
 from collections.abc import Sequence
 
 from .faults import Fault
 from .helix_rules import _HEADER_BY_MODE
 from .server import FakeHelix
 
-__all__ = ["main"]
+__all__ = ["listen_problem", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Run FakeHelix, a Helix look-alike for tests.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--port", type=_port, default=8001, help="1 to 65535 (default: 8001)")
     parser.add_argument("--header-mode", choices=sorted(_HEADER_BY_MODE), default="current")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>'")
     parser.add_argument("--heartbeats", type=int, default=1, help="'.' heartbeats per stream")
@@ -45,10 +50,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
     )
-    logger.info(
-        "FakeHelix on http://%s:%d (header mode %s)", args.host, args.port, args.header_mode
-    )
     try:
-        helix.serve_forever()
+        helix.start()
+    except OSError as exc:
+        parser.exit(1, f"{parser.prog}: error: {listen_problem(args.host, args.port, exc)}\n")
+    logger.info("FakeHelix on %s (header mode %s)", helix.url, args.header_mode)
+    try:
+        threading.Event().wait()
     except KeyboardInterrupt:
         logger.info("FakeHelix stopped")
+    finally:
+        helix.stop()
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port: give a number from 1 to 65535")
+    return port
+
+
+def listen_problem(host: str, port: int, exc: OSError) -> str:
+    """Why FakeHelix cannot listen on ``host:port``, and what to change."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use: stop what listens there, or pick another --port"
+    if exc.errno == errno.EACCES:
+        return (
+            f"no permission to listen on port {port} (below 1024 needs root): pick another --port"
+        )
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host!r} is not an address of this machine: use --host 127.0.0.1"
+    return f"cannot listen on {host}:{port} ({exc.strerror or exc}): check --host and --port"
