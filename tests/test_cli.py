@@ -98,15 +98,18 @@ class TestTheCommand:
         assert "SESSION_STORE_URL" in err
         assert "Traceback" not in err
 
-    @pytest.mark.parametrize("url", ["redis://[::1", "redis://:s3cret@[::1/0"])
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [("redis://[::1", "redis://[::1"), ("redis://:s3cret@[::1/0", "redis://:***@[::1/0")],
+    )
     def test_a_store_url_that_does_not_parse_fails_in_one_line(
-        self, url: str, capsys: pytest.CaptureFixture[str]
+        self, url: str, shown: str, capsys: pytest.CaptureFixture[str]
     ) -> None:
         code, out, err = run(["sessions", "--store", url, "list"], capsys)
 
         assert (code, out) == (1, "")
         assert err == (
-            "helix-pipeline: error: Invalid session store URL '<unparseable URL>': Invalid IPv6 "
+            f"helix-pipeline: error: Invalid session store URL {shown!r}: Invalid IPv6 "
             "URL. Set SESSION_STORE_URL to a URL such as sqlite:////abs/path.db or "
             "redis://host:6379/0\n"
         )
