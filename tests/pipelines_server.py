@@ -13,9 +13,7 @@ Typical use, one server per test module::
         body = server.inlet("helix.helix-consultant", inlet_body, user)
         reply = server.chat(body)
 
-:class:`OpenWebUI` replays the recorded traffic of Open WebUI 0.6.43, 0.10.2 or 0.12.4
-(``tests/fixtures/``, read by ``tests/openwebui_releases.py``) against a server with our model,
-chat and user ids: inlet, answer and outlet, turn by turn.
+``tests/openwebui_replay.py`` drives such a server as a captured Open WebUI release does.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ import sys
 import sysconfig
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,39 +35,16 @@ from typing import Any
 
 import requests
 
-from helix_pipeline.conversation import ConversationKey
-from helix_pipeline.stores import SessionStore
-from helix_pipeline.testing import FakeHelix
-
-from .openwebui_releases import (
-    OPENWEBUI_0_12,
-    Release,
-    as_edit,
-    chat_of,
-    hook_records,
-    is_task,
-    reply_text,
-    rewrite,
-)
-
 __all__ = [
     "API_KEY",
     "PIPELINES",
     "SERVER_DIR",
     "TRACEBACK",
     "ChatReply",
-    "Exchange",
-    "OpenWebUI",
-    "OpenWebUIWithHelixConnection",
     "PipelinesServer",
     "PipelinesServerError",
     "free_port",
-    "is_task",
     "parse_sse",
-    "recorded",
-    "recorded_tools",
-    "rewrite",
-    "stored",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -410,192 +384,3 @@ class PipelinesServer:
             finish_reason=choice.get("finish_reason"),
             raw=raw,
         )
-
-
-# -- Open WebUI 0.6.43, 0.10.2 and 0.12.4, replayed -------------------------------------------
-
-FIXTURES = OPENWEBUI_0_12.folder
-RECORDED_USER_ID = OPENWEBUI_0_12.user_id
-"""The user of every recorded 0.12.4 run (``Capture Admin``)."""
-PIPE_BODY_DROPPED = ("metadata", "features", "tool_ids")
-"""Keys of the inlet's answer that Open WebUI does not send on to ``/chat/completions``."""
-TITLE_MAX_TOKENS = 1000
-"""What Open WebUI adds to a title task's body after the inlet (every captured release)."""
-
-
-def recorded(path: str, chat_id: str) -> list[dict[str, Any]]:
-    """The records of one recorded chat, in order, from ``fixtures/openwebui-0.12.4/<path>``."""
-    return [r for r in hook_records(FIXTURES / path) if chat_of(r["body"]) == chat_id]
-
-
-def recorded_tools() -> list[dict[str, Any]]:
-    """The 36 tool specs Open WebUI 0.12.4 sends with every chat turn to a pipe model."""
-    if OPENWEBUI_0_12.tools is None:
-        raise LookupError("no recorded pipe body carries tools")
-    return OPENWEBUI_0_12.tools
-
-
-@dataclass
-class Exchange:
-    """One recorded request replayed: what was sent and what came back."""
-
-    hook: str
-    sent: dict[str, Any]
-    returned: Any
-    task: str | None = None
-    reply: ChatReply | None = None
-
-
-class OpenWebUI:
-    """Replays a recorded Open WebUI release against a Pipelines server, with our ids.
-
-    For a chat turn Open WebUI calls ``/{id}/filter/inlet`` for each of ``filters`` (the global
-    filters, by priority) and then for ``target`` (the model itself, or a filter); then
-    ``answer`` (for a pipe model: ``POST /chat/completions`` with the inlet's answer minus
-    ``metadata``, plus ``user``, and the release's ``tools`` on a chat turn); then
-    ``/{id}/filter/outlet`` in the same order, with the whole chat and its message ids. The
-    recorded replies are replaced by the real ones as they come, so the history Open WebUI sends
-    back is the history this run produced. ``release`` is the captured release (0.12.4 unless
-    told); its records come from :class:`tests.openwebui_releases.Release`.
-    """
-
-    def __init__(
-        self,
-        server: PipelinesServer,
-        target: str,
-        *,
-        user: Mapping[str, Any],
-        chat_id: str,
-        recorded_chat_id: str,
-        model: str,
-        recorded_model: str,
-        filters: Sequence[str] = (),
-        release: Release = OPENWEBUI_0_12,
-    ) -> None:
-        self.server = server
-        self.target = target
-        self.chain = [*filters, target]
-        self.user = dict(user)
-        self.model = model
-        self.release = release
-        self.replacements: dict[str, str] = {
-            recorded_chat_id: chat_id,
-            recorded_model: model,
-            release.user_id: str(user["id"]),
-        }
-        self.exchanges: list[Exchange] = []
-
-    def prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """A recorded body with our ids and the replies of this run."""
-        body: dict[str, Any] = rewrite(record["body"], self.replacements)
-        return body
-
-    def pipe_body(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> dict[str, Any]:
-        """What Open WebUI posts to ``/chat/completions`` after the inlet answered."""
-        body = {k: v for k, v in inlet_answer.items() if k not in PIPE_BODY_DROPPED}
-        if not task:
-            if self.release.tools is not None:
-                body["tools"] = self.release.tools
-        elif task == "title_generation":
-            body["max_tokens"] = TITLE_MAX_TOKENS
-        body["user"] = {key: self.user[key] for key in ("name", "id", "email", "role")}
-        return body
-
-    def forwarded_headers(self, chat_id: str) -> dict[str, str]:
-        """The ``X-OpenWebUI-*`` headers of ``ENABLE_FORWARD_USER_INFO_HEADERS=true``."""
-        return {
-            "X-OpenWebUI-Auth-Type": "jwt",
-            "X-OpenWebUI-User-Name": str(self.user["name"]),
-            "X-OpenWebUI-User-Id": str(self.user["id"]),
-            "X-OpenWebUI-User-Email": str(self.user["email"]),
-            "X-OpenWebUI-User-Role": str(self.user["role"]),
-            "X-OpenWebUI-Chat-Id": chat_id,
-        }
-
-    def answer(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> ChatReply:
-        """Get the model's answer for the body the inlet returned (the Pipelines pipe here)."""
-        chat_id = str((inlet_answer.get("metadata") or {}).get("chat_id") or "")
-        return self.server.chat(
-            self.pipe_body(inlet_answer, task=task), headers=self.forwarded_headers(chat_id)
-        )
-
-    def replay(
-        self, records: Sequence[Mapping[str, Any]], *, stream: bool | None = None
-    ) -> list[Exchange]:
-        """Replay ``records`` in order; ``stream`` overrides the turns' own (tasks never stream)."""
-        done: list[Exchange] = []
-        for index, record in enumerate(records):
-            body = self.prepare(record)
-            if record["hook"] == "outlet":
-                returned = body
-                for hook_owner in self.chain:
-                    returned = self.server.outlet(hook_owner, returned, self.user)
-                done.append(Exchange("outlet", body, returned))
-                continue
-            task = (body.get("metadata") or {}).get("task")
-            if stream is not None and not task:
-                body["stream"] = stream
-            returned = body
-            for hook_owner in self.chain:
-                returned = self.server.inlet(hook_owner, returned, self.user)
-            reply = self.answer(returned, task=task)
-            if reply.status_code != 200:
-                raise PipelinesServerError(f"the answer failed: {reply.raw[:500]}")
-            if not task:
-                self._learn_reply(records[index + 1 :], reply.content)
-            done.append(Exchange("inlet", body, returned, task, reply))
-        self.exchanges.extend(done)
-        return done
-
-    def edit(self, turn: Sequence[Mapping[str, Any]], text: str) -> list[Exchange]:
-        """Replay a recorded turn (its inlet and outlet) as an edit of its user message: ``text``
-        instead, with fresh ids for the message and its reply (see ``as_edit``)."""
-        saved = dict(self.replacements)
-        try:
-            return self.replay(as_edit(turn, text, str(uuid.uuid4()), str(uuid.uuid4())))
-        finally:
-            self.replacements = saved  # the edit's reply replaces no later turn's recorded one
-
-    def _learn_reply(self, following: Sequence[Mapping[str, Any]], content: str) -> None:
-        """Map the recorded reply of this turn (in its outlet) to the reply this run got."""
-        for record in following:
-            if record["hook"] == "outlet":
-                recorded_reply = reply_text(record["body"])
-                if recorded_reply:
-                    self.replacements[recorded_reply] = content
-                return
-            if not is_task(record):
-                return  # the turn failed: Open WebUI ran no outlet for it
-
-
-class OpenWebUIWithHelixConnection(OpenWebUI):
-    """Open WebUI in front of Helix as an OpenAI connection: the answer comes from Helix itself
-    (the session filter's setting), with the forwarded user headers."""
-
-    def __init__(self, helix: FakeHelix, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.helix = helix
-
-    def answer(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> ChatReply:
-        body = self.pipe_body(inlet_answer, task=task)
-        del body["user"]  # sent to a pipe, not to an OpenAI connection (recorded backend.jsonl)
-        chat_id = str((inlet_answer.get("metadata") or {}).get("chat_id") or "")
-        response = requests.post(
-            f"{self.helix.url}/v1/chat/completions",
-            json=body,
-            headers=self.forwarded_headers(chat_id),
-            timeout=REQUEST_TIMEOUT_S,
-        )
-        if not body.get("stream", True):
-            content = response.json()["choices"][0]["message"]["content"]
-            return ChatReply(response.status_code, content, done=True, raw=response.text)
-        chunks, done = parse_sse(response.text)
-        content = "".join(
-            c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
-        )
-        return ChatReply(response.status_code, content, chunks, done, raw=response.text)
-
-
-def stored(sessions: SessionStore, user: dict[str, Any], chat_id: str) -> list[tuple[str, str]]:
-    """(role, content) of a user's chat's active branch."""
-    return [(m.role, m.content) for m in sessions.load(ConversationKey(user["id"], chat_id))]

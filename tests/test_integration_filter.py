@@ -20,14 +20,16 @@ from helix_pipeline.stores import SessionStore, open_store
 from helix_pipeline.testing import FakeHelix
 
 from .conftest import load_fixture
-from .pipelines_server import (
-    PIPELINES,
+from .openwebui_replay import (
     OpenWebUI,
     OpenWebUIWithHelixConnection,
-    PipelinesServer,
     recorded,
     rewrite,
     stored,
+)
+from .pipelines_server import (
+    PIPELINES,
+    PipelinesServer,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_run")]

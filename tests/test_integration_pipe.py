@@ -23,17 +23,19 @@ from helix_pipeline.stores import SessionStore
 from helix_pipeline.testing import FakeHelix, Fault, RecordedRequest
 
 from .conftest import load_fixture
-from .pipelines_server import (
-    PIPELINES,
-    TRACEBACK,
+from .openwebui_replay import (
     Exchange,
     OpenWebUI,
-    PipelinesServer,
-    free_port,
     is_task,
     recorded,
     rewrite,
     stored,
+)
+from .pipelines_server import (
+    PIPELINES,
+    TRACEBACK,
+    PipelinesServer,
+    free_port,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_run")]

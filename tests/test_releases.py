@@ -28,11 +28,13 @@ from .openwebui_releases import (
     chat_turns,
     message_text,
 )
-from .pipelines_server import (
-    PIPELINES,
+from .openwebui_replay import (
     Exchange,
     OpenWebUI,
     OpenWebUIWithHelixConnection,
+)
+from .pipelines_server import (
+    PIPELINES,
     PipelinesServer,
 )
 
