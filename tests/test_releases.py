@@ -162,6 +162,20 @@ class TestEveryRelease:
         assert stored == outlet_chat(last_turn)
         assert all(text.strip() for _, text, _ in stored), "no reply is stored empty"
 
+    def test_turns_carry_the_chat_id_and_tasks_reach_helix_without_it(
+        self, server: PipelinesServer, helix: FakeHelix, release: Release, flow: str
+    ) -> None:
+        chat = Chat(server, helix, release, flow)
+
+        exchanges = chat.ui.replay(chat.first_three)
+
+        assert [r.header("X-OpenWebUI-Chat-Id") for r in chat.helix_turns()] == [chat.chat_id] * 3
+        tasks = [r for r in helix.chat_requests if r not in chat.helix_turns()]
+        assert len(tasks) == len([e for e in exchanges if e.task]) > 0
+        if flow == "pipe":  # Open WebUI's own connection forwards the header on tasks too
+            assert {r.header("X-OpenWebUI-Chat-Id") for r in tasks} == {None}
+            assert {r.header("X-Conversation-ID") for r in tasks} == {None}
+
     def test_a_regeneration_sends_helix_the_chat_up_to_the_question_and_forks_a_branch(
         self,
         server: PipelinesServer,
