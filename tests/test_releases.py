@@ -43,6 +43,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_run")]
 PIPE = "helix.helix-consultant"
 FILTER = "helix_session_filter"
 EDITED = "[A-t1] EDITED: my name is Bo. What is 3+3?"
+EDITED_SECOND = "[A-t2] EDITED: and that number times 100?"
 FLOWS = ("pipe", "filter")
 CASES = [
     pytest.param(release, flow, id=f"{release}-{flow}") for release in RELEASES for flow in FLOWS
@@ -227,6 +228,29 @@ class TestEveryRelease:
         assert before in [
             [(m.role, m.content, m.message_id) for m in b] for b in sessions.branches(chat.key)
         ], "the chat before the edit is kept as a branch"
+
+    def test_an_edit_of_the_second_message_keeps_the_first_turn_and_forks_after_it(
+        self,
+        server: PipelinesServer,
+        helix: FakeHelix,
+        sessions: SessionStore,
+        release: Release,
+        flow: str,
+    ) -> None:
+        chat = Chat(server, helix, release, flow)
+        chat.ui.replay(chat.first_three)
+        before = branch(sessions, chat.key)
+
+        edited = chat.ui.edit(chat.turns[1], EDITED_SECOND)
+
+        assert chat.helix_turns()[-1].body["messages"] == [
+            *({"role": role, "content": text} for role, text, _ in before[:2]),
+            {"role": "user", "content": EDITED_SECOND},
+        ]
+        after = branch(sessions, chat.key)
+        assert after == outlet_chat(edited)
+        assert after[:2] == before[:2] and after[2][:2] == ("user", EDITED_SECOND)
+        assert len(after) == 4
 
 
 VOLATILE = ("task_id", "timestamp", "variables")
