@@ -8,19 +8,19 @@ stored history, and the log says so.
 from __future__ import annotations
 
 import logging
-import time
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .conversation import ChatKind, Conversation, read_conversation
-from .errors import StoreError, StoreUnavailable
+from .conversation import ChatKind, Conversation, ConversationKey, read_conversation
+from .errors import StoreError
 from .history import Budget, Trim, fit_budget, merge_history, split_system
 from .messages import Message, messages_from_dicts
 from .notices import without_notices
-from .stores import MemoryStore, SessionStore, lazy
-from .stores.base import plan_record
+from .stores import Branch, MemoryStore, SessionStore
 
 __all__ = ["TEMPORARY_CONVERSATIONS", "HistoryService", "Turn"]
 
@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 TEMPORARY_CONVERSATIONS = 1_000
 """Temporary chats kept in memory at most; beyond it the least recently used one is forgotten."""
+
+RECENT_CONVERSATIONS = 256
+RECENT_CHARACTERS = 8_000_000
+"""Bounds of what a service remembers of the branches it just read or recorded (the outlet's
+shortcut): conversations, and characters of message text in all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,8 @@ class Turn:
     prefix: tuple[Message, ...] = ()
     """The ``base`` stored messages that ``new`` follows, as this turn loaded them (ids included):
     recording checks them against the branch then active, which another worker may have changed."""
+    branch: Branch | None = None
+    """The stored branch as this turn read it, with its version (``None`` if it could not)."""
 
     def wire_messages(self) -> list[dict[str, str]]:
         return [m.to_wire() for m in self.outgoing]
@@ -73,7 +80,7 @@ class HistoryService:
         self.temporary_store = temporary_store or MemoryStore(
             "memory://temporary", max_conversations=TEMPORARY_CONVERSATIONS
         )
-        self._store_down_until = 0.0
+        self._recent = RecentBranches()
 
     def store_for(self, conversation: Conversation) -> SessionStore | None:
         """Where this conversation's history lives; ``None`` for what is never recorded."""
@@ -83,30 +90,12 @@ class HistoryService:
             return self.temporary_store
         return self.store
 
-    def _usable(self, store: SessionStore, doing: str, conversation: Conversation) -> bool:
-        """False for a few seconds after the store was found unreachable, so that a down engine
-        costs one timeout, not one per store call of every turn. Open WebUI resends the whole chat,
-        so turns answered meanwhile are recorded by the first turn after the store is back."""
-        if store is self.store and time.monotonic() < self._store_down_until:
-            log.warning(
-                "session store %s was unreachable moments ago: " + doing,
-                store.url,
-                conversation.conversation_id,
-            )
-            return False
-        return True
-
-    def _failed(self, store: SessionStore, exc: StoreError) -> None:
-        """A read that found the store unreachable rests it (a failed write may be a full disk,
-        which reads survive)."""
-        if store is self.store and isinstance(exc, StoreUnavailable):
-            self._store_down_until = time.monotonic() + lazy.RETRY_OPEN_S
-
     def prepare(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
         """Merge the stored history into the incoming messages and fit Helix's limits."""
         system, chat = split_system(without_notices(incoming))
         store = self.store_for(conversation)
-        stored = self._load(store, conversation) if store is not None else []
+        branch = self._read(store, conversation) if store is not None else None
+        stored = branch.messages if branch is not None else ()
         merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
         if merge.attached:
             log.info(
@@ -125,6 +114,7 @@ class HistoryService:
             attached=merge.attached,
             trim=trim,
             prefix=tuple(stored[: merge.base]),
+            branch=branch,
         )
 
     def passthrough(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
@@ -153,22 +143,22 @@ class HistoryService:
             )
         if not messages:
             return True
-        if not self._usable(
-            turn.store, "could not record a turn of conversation %s", turn.conversation
-        ):
-            return False
+        key = turn.conversation.key
         try:
             # The prefix, not ``after=turn.base``: if another worker recorded an edit of this chat
             # since prepare(), the turn forks from where it diverges instead of joining the edit.
-            turn.store.record(turn.conversation.key, [*turn.prefix, *messages], after=0)
+            # While nobody did, ``base`` spares the store reading the branch again.
+            result = turn.store.record(key, [*turn.prefix, *messages], after=0, base=turn.branch)
         except StoreError as exc:
+            self._recent.forget(turn.store, key)
             log.warning(
-                "could not record turn of conversation %s in %s: %s",
+                "could not record a turn of conversation %s in %s: %s",
                 turn.conversation.conversation_id,
                 turn.store.url,
                 exc,
             )
             return False
+        self._recent.remember(turn.store, key, result.active)
         return True
 
     def reconcile(self, conversation: Conversation, messages: Sequence[Message]) -> bool:
@@ -176,9 +166,11 @@ class HistoryService:
 
         Open WebUI's outlet holds the whole chat, every message with its id: it is matched against
         the stored branch from the start, so ids attach to what the pipe recorded and nothing is
-        stored twice. An API caller's outlet (with or without a chat id) holds only what it sent,
-        its own messages without ids: it is merged like an incoming request, so the history the
-        turn was answered with stays in front of it.
+        stored twice. It is matched against the branch this service just read or recorded for the
+        chat, when it has it: then the store is touched only if the outlet brings something new,
+        and is not read again. An API caller's outlet (with or without a chat id) holds only what
+        it sent, its own messages without ids: it is merged like an incoming request against the
+        branch read now, so the history the turn was answered with stays in front of it.
         """
         store = self.store_for(conversation)
         if store is None:
@@ -186,16 +178,18 @@ class HistoryService:
         _, chat = split_system(without_notices(messages))
         if not chat:
             return True
-        if not self._usable(store, "could not record the outlet of conversation %s", conversation):
-            return False
+        key = conversation.key
         try:
-            stored = store.load(conversation.key)
-            merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
-            # Usually the pipe recorded this turn, ids included: skip the write transaction (and
-            # its second read of the branch) when recording would change nothing.
-            if plan_record(stored, chat, merge.attached).changes_anything:
-                store.record(conversation.key, chat, after=merge.attached)
+            complete = conversation.sends_whole_chat(chat)
+            branch = self._recent.get(store, key) if complete else None
+            if branch is None:
+                branch = store.read(key)
+            merge = merge_history(branch.messages, chat, complete=complete)
+            if not branch.unchanged_by(chat, after=merge.attached):
+                result = store.record(key, chat, after=merge.attached, base=branch)
+                branch = result.active
         except StoreError as exc:
+            self._recent.forget(store, key)
             log.warning(
                 "could not record the outlet of conversation %s in %s: %s",
                 conversation.conversation_id,
@@ -203,6 +197,7 @@ class HistoryService:
                 exc,
             )
             return False
+        self._recent.remember(store, key, branch)
         return True
 
     def reconcile_outlet(self, body: Mapping[str, Any], user: object) -> bool:
@@ -232,22 +227,19 @@ class HistoryService:
             except StoreError as exc:
                 log.warning("closing %s failed: %s", store.url, exc)
 
-    def _load(self, store: SessionStore, conversation: Conversation) -> list[Message]:
-        if not self._usable(
-            store, "forwarding conversation %s without stored history", conversation
-        ):
-            return []
+    def _read(self, store: SessionStore, conversation: Conversation) -> Branch | None:
         try:
-            return store.load(conversation.key)
+            branch = store.read(conversation.key)
         except StoreError as exc:
-            self._failed(store, exc)
             log.warning(
                 "session store %s unavailable, forwarding conversation %s without stored history: %s",
                 store.url,
                 conversation.conversation_id,
                 exc,
             )
-            return []
+            return None
+        self._recent.remember(store, conversation.key, branch)
+        return branch
 
     @staticmethod
     def _with_ids(new: Sequence[Message], conversation: Conversation) -> list[Message]:
@@ -262,3 +254,53 @@ class HistoryService:
                         )
                     break
         return result
+
+
+class RecentBranches:
+    """The branch a service last read or recorded per conversation, least recently used out.
+
+    Bounded to :data:`RECENT_CONVERSATIONS` conversations and :data:`RECENT_CHARACTERS`
+    characters of message text; a longer branch is not kept. Each entry remembers its store.
+    """
+
+    def __init__(
+        self, conversations: int = RECENT_CONVERSATIONS, characters: int = RECENT_CHARACTERS
+    ) -> None:
+        self._limit = conversations
+        self._characters_limit = characters
+        self._characters = 0
+        self._lock = threading.Lock()
+        self._items: OrderedDict[ConversationKey, tuple[SessionStore, Branch, int]] = OrderedDict()
+
+    def get(self, store: SessionStore, key: ConversationKey) -> Branch | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item[0] is not store:
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def remember(self, store: SessionStore, key: ConversationKey, branch: Branch) -> None:
+        size = sum(len(m.content) for m in branch.messages)
+        with self._lock:
+            self._drop(key)
+            if size > self._characters_limit:
+                return
+            self._items[key] = (store, branch, size)
+            self._characters += size
+            while len(self._items) > self._limit or self._characters > self._characters_limit:
+                self._drop(next(iter(self._items)))
+
+    def forget(self, store: SessionStore, key: ConversationKey) -> None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and item[0] is store:
+                self._drop(key)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _drop(self, key: ConversationKey) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._characters -= item[2]

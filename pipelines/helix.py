@@ -1893,19 +1893,19 @@ stored history, and the log says so.
 from __future__ import annotations
 
 import logging
-import time
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .conversation import ChatKind, Conversation, read_conversation
-from .errors import StoreError, StoreUnavailable
+from .conversation import ChatKind, Conversation, ConversationKey, read_conversation
+from .errors import StoreError
 from .history import Budget, Trim, fit_budget, merge_history, split_system
 from .messages import Message, messages_from_dicts
 from .notices import without_notices
-from .stores import MemoryStore, SessionStore, lazy
-from .stores.base import plan_record
+from .stores import Branch, MemoryStore, SessionStore
 
 __all__ = ["TEMPORARY_CONVERSATIONS", "HistoryService", "Turn"]
 
@@ -1913,6 +1913,11 @@ log = logging.getLogger(__name__)
 
 TEMPORARY_CONVERSATIONS = 1_000
 """Temporary chats kept in memory at most; beyond it the least recently used one is forgotten."""
+
+RECENT_CONVERSATIONS = 256
+RECENT_CHARACTERS = 8_000_000
+"""Bounds of what a service remembers of the branches it just read or recorded (the outlet's
+shortcut): conversations, and characters of message text in all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1929,6 +1934,8 @@ class Turn:
     prefix: tuple[Message, ...] = ()
     """The ``base`` stored messages that ``new`` follows, as this turn loaded them (ids included):
     recording checks them against the branch then active, which another worker may have changed."""
+    branch: Branch | None = None
+    """The stored branch as this turn read it, with its version (``None`` if it could not)."""
 
     def wire_messages(self) -> list[dict[str, str]]:
         return [m.to_wire() for m in self.outgoing]
@@ -1958,7 +1965,7 @@ class HistoryService:
         self.temporary_store = temporary_store or MemoryStore(
             "memory://temporary", max_conversations=TEMPORARY_CONVERSATIONS
         )
-        self._store_down_until = 0.0
+        self._recent = RecentBranches()
 
     def store_for(self, conversation: Conversation) -> SessionStore | None:
         """Where this conversation's history lives; ``None`` for what is never recorded."""
@@ -1968,30 +1975,12 @@ class HistoryService:
             return self.temporary_store
         return self.store
 
-    def _usable(self, store: SessionStore, doing: str, conversation: Conversation) -> bool:
-        """False for a few seconds after the store was found unreachable, so that a down engine
-        costs one timeout, not one per store call of every turn. Open WebUI resends the whole chat,
-        so turns answered meanwhile are recorded by the first turn after the store is back."""
-        if store is self.store and time.monotonic() < self._store_down_until:
-            log.warning(
-                "session store %s was unreachable moments ago: " + doing,
-                store.url,
-                conversation.conversation_id,
-            )
-            return False
-        return True
-
-    def _failed(self, store: SessionStore, exc: StoreError) -> None:
-        """A read that found the store unreachable rests it (a failed write may be a full disk,
-        which reads survive)."""
-        if store is self.store and isinstance(exc, StoreUnavailable):
-            self._store_down_until = time.monotonic() + lazy.RETRY_OPEN_S
-
     def prepare(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
         """Merge the stored history into the incoming messages and fit Helix's limits."""
         system, chat = split_system(without_notices(incoming))
         store = self.store_for(conversation)
-        stored = self._load(store, conversation) if store is not None else []
+        branch = self._read(store, conversation) if store is not None else None
+        stored = branch.messages if branch is not None else ()
         merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
         if merge.attached:
             log.info(
@@ -2010,6 +1999,7 @@ class HistoryService:
             attached=merge.attached,
             trim=trim,
             prefix=tuple(stored[: merge.base]),
+            branch=branch,
         )
 
     def passthrough(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
@@ -2038,22 +2028,22 @@ class HistoryService:
             )
         if not messages:
             return True
-        if not self._usable(
-            turn.store, "could not record a turn of conversation %s", turn.conversation
-        ):
-            return False
+        key = turn.conversation.key
         try:
             # The prefix, not ``after=turn.base``: if another worker recorded an edit of this chat
             # since prepare(), the turn forks from where it diverges instead of joining the edit.
-            turn.store.record(turn.conversation.key, [*turn.prefix, *messages], after=0)
+            # While nobody did, ``base`` spares the store reading the branch again.
+            result = turn.store.record(key, [*turn.prefix, *messages], after=0, base=turn.branch)
         except StoreError as exc:
+            self._recent.forget(turn.store, key)
             log.warning(
-                "could not record turn of conversation %s in %s: %s",
+                "could not record a turn of conversation %s in %s: %s",
                 turn.conversation.conversation_id,
                 turn.store.url,
                 exc,
             )
             return False
+        self._recent.remember(turn.store, key, result.active)
         return True
 
     def reconcile(self, conversation: Conversation, messages: Sequence[Message]) -> bool:
@@ -2061,9 +2051,11 @@ class HistoryService:
 
         Open WebUI's outlet holds the whole chat, every message with its id: it is matched against
         the stored branch from the start, so ids attach to what the pipe recorded and nothing is
-        stored twice. An API caller's outlet (with or without a chat id) holds only what it sent,
-        its own messages without ids: it is merged like an incoming request, so the history the
-        turn was answered with stays in front of it.
+        stored twice. It is matched against the branch this service just read or recorded for the
+        chat, when it has it: then the store is touched only if the outlet brings something new,
+        and is not read again. An API caller's outlet (with or without a chat id) holds only what
+        it sent, its own messages without ids: it is merged like an incoming request against the
+        branch read now, so the history the turn was answered with stays in front of it.
         """
         store = self.store_for(conversation)
         if store is None:
@@ -2071,16 +2063,18 @@ class HistoryService:
         _, chat = split_system(without_notices(messages))
         if not chat:
             return True
-        if not self._usable(store, "could not record the outlet of conversation %s", conversation):
-            return False
+        key = conversation.key
         try:
-            stored = store.load(conversation.key)
-            merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
-            # Usually the pipe recorded this turn, ids included: skip the write transaction (and
-            # its second read of the branch) when recording would change nothing.
-            if plan_record(stored, chat, merge.attached).changes_anything:
-                store.record(conversation.key, chat, after=merge.attached)
+            complete = conversation.sends_whole_chat(chat)
+            branch = self._recent.get(store, key) if complete else None
+            if branch is None:
+                branch = store.read(key)
+            merge = merge_history(branch.messages, chat, complete=complete)
+            if not branch.unchanged_by(chat, after=merge.attached):
+                result = store.record(key, chat, after=merge.attached, base=branch)
+                branch = result.active
         except StoreError as exc:
+            self._recent.forget(store, key)
             log.warning(
                 "could not record the outlet of conversation %s in %s: %s",
                 conversation.conversation_id,
@@ -2088,6 +2082,7 @@ class HistoryService:
                 exc,
             )
             return False
+        self._recent.remember(store, key, branch)
         return True
 
     def reconcile_outlet(self, body: Mapping[str, Any], user: object) -> bool:
@@ -2117,22 +2112,19 @@ class HistoryService:
             except StoreError as exc:
                 log.warning("closing %s failed: %s", store.url, exc)
 
-    def _load(self, store: SessionStore, conversation: Conversation) -> list[Message]:
-        if not self._usable(
-            store, "forwarding conversation %s without stored history", conversation
-        ):
-            return []
+    def _read(self, store: SessionStore, conversation: Conversation) -> Branch | None:
         try:
-            return store.load(conversation.key)
+            branch = store.read(conversation.key)
         except StoreError as exc:
-            self._failed(store, exc)
             log.warning(
                 "session store %s unavailable, forwarding conversation %s without stored history: %s",
                 store.url,
                 conversation.conversation_id,
                 exc,
             )
-            return []
+            return None
+        self._recent.remember(store, conversation.key, branch)
+        return branch
 
     @staticmethod
     def _with_ids(new: Sequence[Message], conversation: Conversation) -> list[Message]:
@@ -2147,6 +2139,56 @@ class HistoryService:
                         )
                     break
         return result
+
+
+class RecentBranches:
+    """The branch a service last read or recorded per conversation, least recently used out.
+
+    Bounded to :data:`RECENT_CONVERSATIONS` conversations and :data:`RECENT_CHARACTERS`
+    characters of message text; a longer branch is not kept. Each entry remembers its store.
+    """
+
+    def __init__(
+        self, conversations: int = RECENT_CONVERSATIONS, characters: int = RECENT_CHARACTERS
+    ) -> None:
+        self._limit = conversations
+        self._characters_limit = characters
+        self._characters = 0
+        self._lock = threading.Lock()
+        self._items: OrderedDict[ConversationKey, tuple[SessionStore, Branch, int]] = OrderedDict()
+
+    def get(self, store: SessionStore, key: ConversationKey) -> Branch | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item[0] is not store:
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def remember(self, store: SessionStore, key: ConversationKey, branch: Branch) -> None:
+        size = sum(len(m.content) for m in branch.messages)
+        with self._lock:
+            self._drop(key)
+            if size > self._characters_limit:
+                return
+            self._items[key] = (store, branch, size)
+            self._characters += size
+            while len(self._items) > self._limit or self._characters > self._characters_limit:
+                self._drop(next(iter(self._items)))
+
+    def forget(self, store: SessionStore, key: ConversationKey) -> None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and item[0] is store:
+                self._drop(key)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _drop(self, key: ConversationKey) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._characters -= item[2]
 ''',
     'helix_pipeline/session_filter.py': r'''"""The history service as an Open WebUI filter, for a Helix reached through Open WebUI's own
 OpenAI connection (with ``ENABLE_FORWARD_USER_INFO_HEADERS=true`` carrying the chat id).
@@ -2493,10 +2535,11 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..urls import redact_url
-from .base import ConversationSummary, RecordResult, SessionStore
+from .base import Branch, ConversationSummary, RecordResult, SessionStore
 from .memory import MemoryStore
 
 __all__ = [
+    "Branch",
     "ConversationSummary",
     "MemoryStore",
     "RecordResult",
@@ -2515,7 +2558,14 @@ def open_store(url: str, *, ttl_days: float | None = None) -> SessionStore:
     ``ttl_days`` (``SESSION_TTL_DAYS``) sets how long Redis keeps keys unless the URL says
     ``?ttl_days=``; the other engines purge by :meth:`SessionStore.purge` instead.
     """
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    try:
+        scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+        raise ConfigError(
+            f"Invalid session store URL {redact_url(url)!r}: {exc}. Set SESSION_STORE_URL to a "
+            "URL such as sqlite:////abs/path.db or redis://host:6379/0",
+            setting="SESSION_STORE_URL",
+        ) from exc
     if scheme == "memory":
         return MemoryStore(url)
     if scheme == "sqlite":
@@ -2551,19 +2601,49 @@ A conversation is a list of branches; the newest branch is the active one. Branc
 self-contained (a new branch copies the prefix it shares with its parent), so loading the active
 branch is one indexed read. Nothing is ever updated in place except a message's Open WebUI id, and
 nothing is deleted except by :meth:`SessionStore.delete` or :meth:`SessionStore.purge`.
+
+Every change gives the conversation a new *version*. :meth:`SessionStore.read` returns the active
+branch with its version; a writer that hands that :class:`Branch` back to
+:meth:`SessionStore.record` as ``base`` has its turn appended without the branch being read
+again, unless another writer moved it since: then the record reads the branch and plans as usual
+(so a turn prepared before another worker's edit forks instead of joining the edit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from ..conversation import ConversationKey
 from ..messages import Message
 
-__all__ = ["ConversationSummary", "RecordPlan", "RecordResult", "SessionStore", "plan_record"]
+__all__ = [
+    "Branch",
+    "ConversationSummary",
+    "RecordPlan",
+    "RecordResult",
+    "SessionStore",
+    "applied",
+    "plan_record",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """A conversation's active branch as one read (or write) left it, and its version.
+
+    ``version`` is opaque: equal versions of one conversation mean the same branch, messages and
+    ids included. ``None`` means there was no conversation.
+    """
+
+    messages: tuple[Message, ...] = ()
+    version: object = None
+
+    def unchanged_by(self, messages: Sequence[Message], *, after: int | None = None) -> bool:
+        """Whether recording ``messages`` after ``after`` onto this branch would store nothing."""
+        return not plan_record(self.messages, messages, after).changes_anything
 
 
 @dataclass(frozen=True, slots=True)
@@ -2578,12 +2658,14 @@ class ConversationSummary:
 
 @dataclass(frozen=True, slots=True)
 class RecordResult:
-    """What :meth:`SessionStore.record` did: messages appended, ids attached, whether it forked."""
+    """What :meth:`SessionStore.record` did: messages appended, ids attached, whether it forked;
+    and the active branch it left (not compared: it carries the store's own times and version)."""
 
     branch: int
     appended: int
     ids_attached: int
     forked: bool
+    active: Branch = field(default=Branch(), compare=False, repr=False)
 
 
 @runtime_checkable
@@ -2600,8 +2682,17 @@ class SessionStore(Protocol):
         """The active branch of a conversation, oldest first; ``[]`` if there is none."""
         ...
 
+    def read(self, key: ConversationKey) -> Branch:
+        """The active branch with its version, in one read; an empty ``Branch()`` if none."""
+        ...
+
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
         """Record ``messages`` as following the first ``after`` messages of the active branch.
 
@@ -2616,6 +2707,10 @@ class SessionStore(Protocol):
         latest of its previous last activity and the times of the messages stored or given an id,
         so an ordinary turn makes it now, and an imported conversation keeps its own age for
         :meth:`conversations` and :meth:`purge`.
+
+        ``base`` is the branch as the caller read it: while the conversation is still at its
+        version, the store plans against it instead of reading the branch again. The result's
+        ``active`` is the branch as this call left it, with its new version.
         """
         ...
 
@@ -2709,12 +2804,30 @@ def plan_record(
     return RecordPlan(
         new=tuple(rest), fork_at=fork_at, attach=tuple(attach), attached_at=tuple(attached_at)
     )
+
+
+def applied(
+    active: Sequence[Message], plan: RecordPlan, stamped: Sequence[Message]
+) -> tuple[Message, ...]:
+    """The active branch once ``plan`` is applied to ``active``, its new messages ``stamped``."""
+    messages = list(active)
+    for position, message_id in plan.attach:
+        messages[position] = messages[position].with_id(message_id)
+    if plan.fork_at is not None:
+        del messages[plan.fork_at :]
+    return (*messages, *stamped)
 ''',
-    'helix_pipeline/stores/lazy.py': r'''"""A store that opens its engine on first use and again after a failure to open.
+    'helix_pipeline/stores/lazy.py': r'''"""A store that opens its engine on first use, and rests it after finding it unreachable.
 
 The Pipelines server instantiates pipelines at load time, where an exception moves the file to
 ``failed/``. Opening the real engine lazily keeps loading free of I/O, and lets a store that was
 down at startup (a read-only folder, a Redis not yet up) recover by itself.
+
+It is also the one circuit breaker between the pipelines and their store: after a failed open, or
+a read that found the engine unreachable, every call fails at once with that error for
+``retry_s`` seconds, so that a down engine costs one timeout, not one per store call of every turn.
+(A failed write does not rest it: a full disk fails writes that reads survive.) Open WebUI resends
+the whole chat, so turns answered meanwhile are recorded by the first turn after the rest.
 """
 
 from __future__ import annotations
@@ -2723,21 +2836,24 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..messages import Message
-from .base import ConversationSummary, RecordResult, SessionStore
+from .base import Branch, ConversationSummary, RecordResult, SessionStore
 
 __all__ = ["RETRY_OPEN_S", "LazyStore"]
 
 RETRY_OPEN_S = 5.0
-"""Seconds a store found unreachable is left alone before it is asked again: a failed open here
-(the default ``retry_s``), and a failed call in :class:`~helix_pipeline.service.HistoryService`."""
+"""Seconds a store found unreachable is left alone before it is asked again (the default
+``retry_s``)."""
+
+T = TypeVar("T")
 
 
 class LazyStore:
-    """Opens ``open_engine()`` when first needed; after a failed open, waits ``retry_s`` to retry."""
+    """Opens ``open_engine()`` when first needed; rests ``retry_s`` after finding it unreachable."""
 
     def __init__(
         self, url: str, open_engine: Callable[[], SessionStore], *, retry_s: float | None = None
@@ -2751,40 +2867,61 @@ class LazyStore:
         self._lock = threading.Lock()
 
     def engine(self) -> SessionStore:
-        """The open engine, opening it now if needed (raises the opening error, remembered briefly)."""
+        """The open engine, opening it now if needed; raises the failure that rests it."""
+        failure = self._failure
+        if failure is not None and time.monotonic() - self._failed_at < self._retry_s:
+            raise failure
         engine = self._engine
         if engine is not None:
             return engine
         with self._lock:
             if self._engine is not None:
                 return self._engine
-            if self._failure is not None and time.monotonic() - self._failed_at < self._retry_s:
-                raise self._failure
             try:
                 self._engine = self._open_engine()
             except (StoreError, ConfigError) as exc:
                 failure = StoreUnavailable(str(exc), store=self.url)
-                self._failure, self._failed_at = failure, time.monotonic()
+                self._rest(failure)
                 raise failure from exc
             self._failure = None
             return self._engine
 
+    def _reading(self, read: Callable[[SessionStore], T]) -> T:
+        """Run a read on the engine; an unreachable engine rests."""
+        try:
+            return read(self.engine())
+        except StoreUnavailable as exc:
+            if exc is not self._failure:
+                self._rest(exc)
+            raise
+
+    def _rest(self, failure: StoreUnavailable) -> None:
+        self._failure, self._failed_at = failure, time.monotonic()
+
     def load(self, key: ConversationKey) -> list[Message]:
-        return self.engine().load(key)
+        return self._reading(lambda engine: engine.load(key))
+
+    def read(self, key: ConversationKey) -> Branch:
+        return self._reading(lambda engine: engine.read(key))
 
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
-        return self.engine().record(key, messages, after=after)
+        return self.engine().record(key, messages, after=after, base=base)
 
     def branches(self, key: ConversationKey) -> list[list[Message]]:
-        return self.engine().branches(key)
+        return self._reading(lambda engine: engine.branches(key))
 
     def conversations(self, user_id: str) -> list[ConversationSummary]:
-        return self.engine().conversations(user_id)
+        return self._reading(lambda engine: engine.conversations(user_id))
 
     def users(self) -> list[str]:
-        return self.engine().users()
+        return self._reading(lambda engine: engine.users())
 
     def delete(self, key: ConversationKey) -> bool:
         return self.engine().delete(key)
@@ -2802,6 +2939,7 @@ class LazyStore:
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -2810,7 +2948,7 @@ from datetime import datetime, timezone
 from ..conversation import ConversationKey
 from ..errors import ConfigError
 from ..messages import Message
-from .base import ConversationSummary, RecordResult, plan_record
+from .base import Branch, ConversationSummary, RecordResult, plan_record
 
 __all__ = ["MemoryStore"]
 
@@ -2835,18 +2973,31 @@ class MemoryStore:
         # Insertion order is recency order when bounded: the first key is the least recently used.
         self._branches: dict[ConversationKey, list[list[Message]]] = {}
         self._touched: dict[ConversationKey, float] = {}
+        self._versions: dict[ConversationKey, int] = {}
+        self._changes = itertools.count(1)
+        """Versions: one counter for the whole store, so a conversation deleted and recorded
+        again never repeats one."""
 
     def load(self, key: ConversationKey) -> list[Message]:
+        return list(self.read(key).messages)
+
+    def read(self, key: ConversationKey) -> Branch:
         with self._lock:
             branches = self._branches.get(key)
             if not branches:
-                return []
+                return Branch()
             self._used(key)
-            return list(branches[-1])
+            return Branch(tuple(branches[-1]), self._versions[key])
 
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
+        """Record under the store's lock; ``base`` changes nothing here (reading costs nothing)."""
         now = time.time()
         with self._lock:
             branches = self._branches.setdefault(key, [[]])
@@ -2862,14 +3013,17 @@ class MemoryStore:
                 active.extend(stamped)
             if plan.changes_anything:
                 self._touched[key] = plan.last_activity(now, self._touched.get(key))
+                self._versions[key] = next(self._changes)
                 self._forget_least_recently_used()
             elif not active:
                 del self._branches[key]
+            kept = key in self._branches
             return RecordResult(
-                branch=len(branches) - 1 if key in self._branches else 0,
+                branch=len(branches) - 1 if kept else 0,
                 appended=len(stamped),
                 ids_attached=len(plan.attach),
                 forked=plan.fork_at is not None,
+                active=Branch(tuple(branches[-1]), self._versions[key]) if kept else Branch(),
             )
 
     def branches(self, key: ConversationKey) -> list[list[Message]]:
@@ -2897,6 +3051,7 @@ class MemoryStore:
     def delete(self, key: ConversationKey) -> bool:
         with self._lock:
             self._touched.pop(key, None)
+            self._versions.pop(key, None)
             return self._branches.pop(key, None) is not None
 
     def purge(self, before: datetime) -> int:
@@ -2906,6 +3061,7 @@ class MemoryStore:
             for key in old:
                 del self._branches[key]
                 del self._touched[key]
+                del self._versions[key]
             return len(old)
 
     def _used(self, key: ConversationKey) -> None:
@@ -2920,11 +3076,13 @@ class MemoryStore:
             oldest = next(iter(self._branches))
             del self._branches[oldest]
             self._touched.pop(oldest, None)
+            self._versions.pop(oldest, None)
 
     def close(self) -> None:
         with self._lock:
             self._branches.clear()
             self._touched.clear()
+            self._versions.clear()
 ''',
     'helix_pipeline/stores/migrations.py': r'''"""Schema migrations of the SQL stores: named functions, each applied once, in order, on open.
 
@@ -2935,12 +3093,13 @@ migration is either fully applied and recorded or not at all. Never edit a migra
 shipped: add a new one. One runner, :func:`migrate`, serves both engines: SQLite's migrations
 are here (:data:`SQLITE`), PostgreSQL's in :mod:`~helix_pipeline.stores.postgres_migrations`.
 
-Schema (version ``m002``), table names ``conversations``/``messages`` in SQLite and
+Schema (version ``m003``), table names ``conversations``/``messages`` in SQLite and
 ``helix_conversations``/``helix_messages`` in PostgreSQL:
 
 - conversations: one row per (user id, conversation id) with the active branch number, the
-  message count of that branch and the last activity (Unix seconds), so listing and purging never
-  touch the messages. PostgreSQL finds a row by ``key_hash``
+  message count of that branch, the last activity (Unix seconds) and a revision that every change
+  moves on (``m003``): listing and purging never touch the messages, and a writer tells from the
+  row alone whether the branch it read is still the active one. PostgreSQL finds a row by ``key_hash``
   (SHA-256 of both ids, unique) and lists by ``user_hash``; ids are UTF-8 ``bytea`` there.
 - messages: one row per message of a branch; ``(conversation, branch, position)`` is unique and
   indexed, so loading the active branch is one index range read.
@@ -3042,6 +3201,10 @@ def m002_create_messages(db: Any) -> None:
     )
 
 
+def m003_add_revision(db: Any) -> None:
+    db.execute("ALTER TABLE conversations ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
+
+
 @contextmanager
 def _sqlite_exclusive(db: Any) -> Iterator[None]:
     """``BEGIN IMMEDIATE``: the file's write lock, held until the migrations are committed."""
@@ -3056,7 +3219,7 @@ def _sqlite_exclusive(db: Any) -> Iterator[None]:
 
 
 SQLITE = Schema(
-    migrations=(m001_create_conversations, m002_create_messages),
+    migrations=(m001_create_conversations, m002_create_messages, m003_add_revision),
     table="schema_migrations",
     table_exists="SELECT max(name) FROM sqlite_master WHERE type = 'table' AND name = ?",
     create_table=(
@@ -3098,7 +3261,8 @@ from urllib.parse import urlsplit
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from . import redact_url, url_error
+from ..urls import redact_url
+from . import url_error
 from .migrations import migrate
 from .postgres_migrations import POSTGRES
 from .sql import Dialect, Queries, SQLStore
@@ -3225,13 +3389,13 @@ class PostgresStore(SQLStore):
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
 
-    def _create(self, db: Any, key: ConversationKey, now: float) -> int | None:
+    def _create(self, db: Any, key: ConversationKey, now: float, revision: int) -> int | None:
         key_hash, user_id, conversation_id = _key_params(key)
         created = db.execute(
             "INSERT INTO helix_conversations (key_hash, user_hash, user_id, conversation_id, "
-            "active_branch, message_count, last_activity) VALUES (%s, %s, %s, %s, 0, 0, %s) "
-            "ON CONFLICT (key_hash) DO NOTHING RETURNING id",
-            (key_hash, _digest(user_id), user_id, conversation_id, now),
+            "active_branch, message_count, last_activity, revision) "
+            "VALUES (%s, %s, %s, %s, 0, 0, %s, %s) ON CONFLICT (key_hash) DO NOTHING RETURNING id",
+            (key_hash, _digest(user_id), user_id, conversation_id, now, revision),
         ).fetchone()
         return None if created is None else int(created[0])
 
@@ -3378,6 +3542,10 @@ def m002_create_messages(conn: Any) -> None:
     )
 
 
+def m003_add_revision(conn: Any) -> None:
+    conn.execute("ALTER TABLE helix_conversations ADD COLUMN revision bigint NOT NULL DEFAULT 0")
+
+
 @contextmanager
 def _postgres_exclusive(conn: Any) -> Iterator[None]:
     """A transaction holding an advisory lock, so concurrent openers migrate one at a time."""
@@ -3387,7 +3555,7 @@ def _postgres_exclusive(conn: Any) -> Iterator[None]:
 
 
 POSTGRES = Schema(
-    migrations=(m001_create_conversations, m002_create_messages),
+    migrations=(m001_create_conversations, m002_create_messages, m003_add_revision),
     table="helix_schema_migrations",
     table_exists="SELECT to_regclass(%s)",
     create_table=(
@@ -3401,52 +3569,47 @@ POSTGRES = Schema(
 ''',
     'helix_pipeline/stores/redis.py': r'''"""The Redis store (``redis://`` or ``rediss://``; needs ``pip install helix-pipeline[redis]``).
 
-Ids never appear in key names: ``C`` below is a SHA-256 digest of the pair (user id, conversation
-id) and ``U`` one of the user id, so hostile ids cannot collide, glob or break a hash tag. ``P`` is
-the key prefix (``?prefix=``, default ``helix``).
-
-========================  ================================================================
-``P:{C}:meta``            hash: user, conversation, branches, count, touched, token
-``P:{C}:active``          list: the active branch, one JSON message per item
-``P:{C}:b:N``             list: older branch ``N`` (0 is the first)
-``P:{idx}:users``         sorted set: user id -> its newest activity
-``P:{idx}:convs``         sorted set: JSON ``[user, conversation]`` -> last activity (purge)
-``P:{idx}:user:U``        hash: conversation id -> token of the conversation's incarnation
-========================  ================================================================
-
-Every key of one conversation shares the hash tag ``{C}``, so a turn is one ``WATCH``/``MULTI``
-transaction (retried on conflict) that also works on Redis Cluster; loading the active branch is
-one ``LRANGE``. The index keys share the tag ``{idx}`` and change through small Lua scripts, after
-the conversation's own transaction. The index may briefly list a conversation that is gone (it is
-skipped and cleaned up when read); a process killed between the two steps leaves a conversation
-unlisted until its next turn or its expiry. Every key expires ``ttl_days`` after the last change
-(``?ttl_days=``, ``0`` keeps them forever). Needs Redis 6.2 or newer; ``?cluster=true`` for a
-Redis Cluster.
+Keys are laid out in :mod:`.redis_keys`; all of one conversation share a hash tag, so a turn is
+one ``WATCH``/``MULTI`` transaction (retried on conflict) that also works on Redis Cluster.
+Reading the active branch with its version is one ``MULTI`` (``HMGET``, ``LRANGE``); a record
+given that branch (``base``) checks the version in the meta hash and appends without reading the
+list again. The index keys change through Lua scripts after the conversation's own transaction:
+it may briefly list a conversation that is gone (skipped and cleaned up when read), and a process
+killed between the two leaves a conversation unlisted until its next turn or expiry. Keys expire
+``ttl_days`` after the last change (``0`` keeps them). Needs Redis 6.2 or newer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import random
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..conversation import ConversationKey
-from ..errors import ConfigError, StoreError, StoreUnavailable
+from ..errors import StoreError
 from ..messages import Message
-from . import redact_url, url_error
-from .base import ConversationSummary, RecordResult, plan_record
+from ..urls import redact_url
+from .base import Branch, ConversationSummary, RecordPlan, RecordResult, applied, plan_record
+from .redis_keys import (
+    INDEX_SCRIPT,
+    UNINDEX_SCRIPT,
+    VERSION_FIELDS,
+    Keys,
+    decode_message,
+    encode_message,
+    pair,
+    to_bytes,
+    to_text,
+    version_of,
+)
+from .redis_setup import back_off, failure, import_redis, url_error, url_options
 
 __all__ = ["DEFAULT_TTL_DAYS", "RedisStore"]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_DAYS = 0.0
 """Days a conversation is kept after its last change: 0, forever, unless ``ttl_days`` says otherwise."""
@@ -3454,53 +3617,6 @@ DEFAULT_TTL_DAYS = 0.0
 CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 5.0
 _MAX_ATTEMPTS = 50
-_INSTALL = "pip install helix-pipeline[redis]"
-
-# KEYS: users, convs, user hash. ARGV: user, conversation, pair, touched, token, ttl, horizon.
-_INDEX_SCRIPT = """
-redis.call('ZADD', KEYS[1], 'GT', ARGV[4], ARGV[1])
-redis.call('ZADD', KEYS[2], 'GT', ARGV[4], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
-local ttl = tonumber(ARGV[6])
-if ttl > 0 then
-  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[7])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
-end
-return 1
-"""
-
-# KEYS: users, convs, user hash. ARGV: user, conversation, pair, token the caller saw ('' for
-# none: then only a purge candidate without a user-index entry is dropped).
-_UNINDEX_SCRIPT = """
-local seen = redis.call('HGET', KEYS[3], ARGV[2])
-if seen ~= ARGV[4] and not (seen == false and ARGV[4] == '') then return 0 end
-redis.call('HDEL', KEYS[3], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[3])
-if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('ZREM', KEYS[1], ARGV[1]) end
-return 1
-"""
-
-
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_RESPONSE_HINTS = (
-    # (words in Redis's answer, unavailable?, what to do)
-    ("OOM", False, "Redis is out of memory: raise its maxmemory, or lower ttl_days"),
-    ("READONLY", True, "SESSION_STORE_URL names a read-only replica: point it at the primary"),
-    ("DB index is out of range", True, "use a database number the server has (/0 to /15)"),
-    ("MOVED", True, "SESSION_STORE_URL names a Redis Cluster node: add ?cluster=true"),
-)
-
-
-def _import_redis() -> Any:
-    try:
-        import redis
-    except ImportError as exc:
-        raise ConfigError(
-            f"The Redis session store needs the redis package: {_INSTALL}",
-            setting="SESSION_STORE_URL",
-        ) from exc
-    return redis
 
 
 class RedisStore:
@@ -3517,22 +3633,22 @@ class RedisStore:
         command_timeout: float = COMMAND_TIMEOUT_S,
         display_url: str | None = None,
     ) -> None:
-        """Connect to the Redis server at ``url`` (no ``ttl_days``/``prefix`` in its query).
-
-        ``cluster=True`` talks to a Redis Cluster, ``url`` naming any of its nodes.
-        ``display_url`` is the URL to show (redacted) instead of ``url``.
+        """Connect to the Redis server at ``url`` (no ``ttl_days``/``prefix`` in its query);
+        ``cluster=True`` for a Redis Cluster, ``url`` naming any node; ``display_url`` to show.
 
         Raises :class:`ConfigError` when the redis package is missing or a setting is invalid,
         :class:`StoreUnavailable` when the server cannot be reached.
         """
         if not ttl_days >= 0 or ttl_days == float("inf"):
-            raise _url_error(url, "ttl_days must be a number of days, 0 (keep forever) or more")
+            raise url_error(url, "ttl_days must be a number of days, 0 (keep forever) or more")
         if not prefix or any(c in prefix for c in "{}"):
-            raise _url_error(url, "prefix must be a non-empty string without { or }")
-        redis = _import_redis()
+            raise url_error(url, "prefix must be a non-empty string without { or }")
+        redis = import_redis()
         self.url = redact_url(display_url or url)
         self.ttl_seconds = round(ttl_days * 86_400)
         self.prefix = prefix
+        self.keys = Keys(prefix)
+        """The names of this store's keys."""
         self._password = urlsplit(url).password
         self._errors = redis.exceptions
         client_class = redis.cluster.RedisCluster if cluster else redis.Redis
@@ -3549,9 +3665,9 @@ class RedisStore:
                 self._client.ping()
             except (ValueError, TypeError) as exc:
                 # redis-py hands unknown URL parameters on to its connections: a TypeError.
-                raise _url_error(url, f"redis-py cannot use it ({exc})") from exc
-        self._index = self._client.register_script(_INDEX_SCRIPT)
-        self._unindex = self._client.register_script(_UNINDEX_SCRIPT)
+                raise url_error(url, f"redis-py cannot use it ({exc})") from exc
+        self._index = self._client.register_script(INDEX_SCRIPT)
+        self._unindex = self._client.register_script(UNINDEX_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, *, ttl_days: float | None = None) -> RedisStore:
@@ -3562,106 +3678,46 @@ class RedisStore:
         ``prefix`` (default ``helix``) and ``cluster`` (``true`` for Redis Cluster); any other
         is passed on to redis-py.
         """
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("redis", "rediss"):
-            raise _url_error(url, "it must start with redis:// or rediss://")
-        options: dict[str, Any] = {} if ttl_days is None else {"ttl_days": float(ttl_days)}
-        rest: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name == "ttl_days":
-                try:
-                    options["ttl_days"] = float(value)
-                except ValueError:
-                    options["ttl_days"] = -1.0
-            elif name == "prefix":
-                options["prefix"] = value
-            elif name == "cluster":
-                if value.lower() not in _BOOLEANS:
-                    raise _url_error(url, "cluster must be true or false")
-                options["cluster"] = _BOOLEANS[value.lower()]
-            else:
-                rest.append((name, value))
-        return cls(urlunsplit(parts._replace(query=urlencode(rest))), display_url=url, **options)
+        plain, options = url_options(url, ttl_days)
+        return cls(plain, display_url=url, **options)
 
     def load(self, key: ConversationKey) -> list[Message]:
         with self._translated("loading a conversation", key):
-            raw = self._client.lrange(self._active_key(key), 0, -1)
-        return [_decode_message(item) for item in raw]
+            raw = self._client.lrange(self.keys.active(key), 0, -1)
+        return [decode_message(item) for item in raw]
+
+    def read(self, key: ConversationKey) -> Branch:
+        # One round trip, the version read first: a write in between makes it older than the
+        # list, which a record given this branch then finds moved, and reads again.
+        with self._translated("loading a conversation", key):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hmget(self.keys.meta(key), VERSION_FIELDS)
+            pipe.lrange(self.keys.active(key), 0, -1)
+            fields, raw = pipe.execute()
+        return Branch(tuple(map(decode_message, raw)), version_of(*fields))
 
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
-        meta_key, active_key = self._meta_key(key), self._active_key(key)
         with (
             self._translated("recording a turn", key),
             self._client.pipeline(transaction=True) as pipe,
         ):
             for attempt in range(_MAX_ATTEMPTS):
                 try:
-                    pipe.watch(meta_key)
-                    meta = pipe.hgetall(meta_key)
-                    branches = int(meta[b"branches"]) if meta else 0
-                    raw = pipe.lrange(active_key, 0, -1) if branches else []
-                    active = [_decode_message(item) for item in raw]
-                    plan = plan_record(active, messages, after)
-                    if not plan.changes_anything:
-                        pipe.reset()
-                        return RecordResult(
-                            branch=max(branches - 1, 0), appended=0, ids_attached=0, forked=False
-                        )
-                    now = time.time()
-                    stamped = plan.stamped(now)
-                    touched = plan.last_activity(
-                        now, float(meta[b"touched"]) if b"touched" in meta else None
-                    )
-                    token = meta.get(b"token") or uuid.uuid4().hex.encode()
-                    pipe.multi()
-                    for position, message_id in plan.attach:
-                        active[position] = active[position].with_id(message_id)
-                        pipe.lset(active_key, position, _encode_message(active[position]))
-                    if plan.fork_at is not None:
-                        # Not pipe.rename(): redis-py blocks that name in cluster pipelines, as
-                        # keys may be in two slots; ours share one hash tag.
-                        pipe.execute_command(
-                            "RENAME", active_key, self._branch_key(key, branches - 1)
-                        )
-                        new_active = [*active[: plan.fork_at], *stamped]
-                        pipe.rpush(active_key, *map(_encode_message, new_active))
-                        branches += 1
-                        count = len(new_active)
-                    else:
-                        if stamped:
-                            pipe.rpush(active_key, *map(_encode_message, stamped))
-                        branches = max(branches, 1)
-                        count = len(active) + len(stamped)
-                    pipe.hset(
-                        meta_key,
-                        mapping={
-                            "user": _bytes(key.user_id),
-                            "conversation": _bytes(key.conversation_id),
-                            "branches": branches,
-                            "count": count,
-                            "touched": repr(touched),
-                            "token": token,
-                        },
-                    )
-                    if self.ttl_seconds:
-                        # Counted from the last activity, which an import may have set in the past.
-                        expires_ms = round((touched + self.ttl_seconds) * 1000)
-                        for name in (meta_key, active_key, *self._older_keys(key, branches)):
-                            pipe.pexpireat(name, expires_ms)
-                    pipe.execute()
+                    result, indexed = self._record_once(pipe, key, messages, after, base)
                 except self._errors.WatchError:
                     pipe.reset()
-                    _back_off(attempt)
+                    back_off(attempt)
                     continue
-                self._add_to_index(key, touched, token)
-                return RecordResult(
-                    branch=branches - 1,
-                    appended=len(stamped),
-                    ids_attached=len(plan.attach),
-                    forked=plan.fork_at is not None,
-                )
+                if indexed is not None:
+                    self._add_to_index(key, *indexed)
+                return result
         raise StoreError(
             f"The Redis session store {self.url} could not record a turn: the conversation kept "
             f"changing under {_MAX_ATTEMPTS} attempts; retry the request",
@@ -3669,8 +3725,90 @@ class RedisStore:
             conversation_id=key.conversation_id,
         )
 
+    def _record_once(
+        self,
+        pipe: Any,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        after: int | None,
+        base: Branch | None,
+    ) -> tuple[RecordResult, tuple[float, bytes] | None]:
+        """One attempt under ``WATCH``: the result, and the last activity and token to index
+        (``None`` if nothing changed). Raises ``WatchError`` if another writer came in between."""
+        meta_key = self.keys.meta(key)
+        pipe.watch(meta_key)
+        meta = pipe.hgetall(meta_key)
+        version = version_of(*(meta.get(name.encode()) for name in VERSION_FIELDS))
+        branches = int(meta[b"branches"]) if meta else 0
+        if base is not None and base.version == version:
+            active: Sequence[Message] = base.messages
+        elif branches:
+            active = [decode_message(raw) for raw in pipe.lrange(self.keys.active(key), 0, -1)]
+        else:
+            active = ()
+        plan = plan_record(active, messages, after)
+        if not plan.changes_anything:
+            pipe.reset()
+            unchanged = Branch(tuple(active), version)
+            return RecordResult(max(branches - 1, 0), 0, 0, False, active=unchanged), None
+        now = time.time()
+        stamped = plan.stamped(now)
+        previous = float(meta[b"touched"]) if b"touched" in meta else None
+        touched = plan.last_activity(now, previous)
+        new = applied(active, plan, stamped)
+        branches = branches + 1 if plan.fork_at is not None else max(branches, 1)
+        fields: dict[str, Any] = {
+            "user": to_bytes(key.user_id),
+            "conversation": to_bytes(key.conversation_id),
+            "branches": branches,
+            "count": len(new),
+            "touched": repr(touched),
+            "token": meta.get(b"token") or uuid.uuid4().hex.encode(),
+            "rev": int(meta.get(b"rev", 0)) + 1,
+        }
+        pipe.multi()
+        self._queue_changes(pipe, key, plan, new=new, appended=len(stamped), branches=branches)
+        pipe.hset(meta_key, mapping=fields)
+        if self.ttl_seconds:
+            # Counted from the last activity, which an import may have set in the past.
+            expires_ms = round((touched + self.ttl_seconds) * 1000)
+            for name in (meta_key, self.keys.active(key), *self.keys.older(key, branches)):
+                pipe.pexpireat(name, expires_ms)
+        pipe.execute()
+        version = version_of(*(fields[name] for name in VERSION_FIELDS))
+        result = RecordResult(
+            branch=branches - 1,
+            appended=len(stamped),
+            ids_attached=len(plan.attach),
+            forked=plan.fork_at is not None,
+            active=Branch(new, version),
+        )
+        return result, (touched, fields["token"])
+
+    def _queue_changes(
+        self,
+        pipe: Any,
+        key: ConversationKey,
+        plan: RecordPlan,
+        *,
+        new: Sequence[Message],
+        appended: int,
+        branches: int,
+    ) -> None:
+        """Queue the list changes that make ``new`` the active branch (``branches`` in all)."""
+        active_key = self.keys.active(key)
+        for position, _message_id in plan.attach:
+            pipe.lset(active_key, position, encode_message(new[position]))
+        if plan.fork_at is not None:
+            # Not pipe.rename(): redis-py blocks that name in cluster pipelines, as keys may be
+            # in two slots; ours share one hash tag.
+            pipe.execute_command("RENAME", active_key, self.keys.branch(key, branches - 2))
+            pipe.rpush(active_key, *map(encode_message, new))
+        elif appended:
+            pipe.rpush(active_key, *map(encode_message, new[len(new) - appended :]))
+
     def branches(self, key: ConversationKey) -> list[list[Message]]:
-        meta_key = self._meta_key(key)
+        meta_key = self.keys.meta(key)
         with self._translated("loading the branches of a conversation", key):
             count = int(self._client.hget(meta_key, "branches") or 0)
             for attempt in range(_MAX_ATTEMPTS):
@@ -3678,13 +3816,13 @@ class RedisStore:
                     return []
                 pipe = self._client.pipeline(transaction=True)
                 pipe.hget(meta_key, "branches")
-                for name in (*self._older_keys(key, count), self._active_key(key)):
+                for name in (*self.keys.older(key, count), self.keys.active(key)):
                     pipe.lrange(name, 0, -1)
                 now_count, *lists = pipe.execute()
                 if int(now_count or 0) == count:
-                    return [[_decode_message(item) for item in raw] for raw in lists]
+                    return [[decode_message(item) for item in raw] for raw in lists]
                 count = int(now_count or 0)  # a fork or a delete came in between: read again
-                _back_off(attempt)
+                back_off(attempt)
         raise StoreError(
             f"The Redis session store {self.url} could not read the branches of a conversation: "
             f"it kept changing under {_MAX_ATTEMPTS} attempts; retry",
@@ -3694,19 +3832,19 @@ class RedisStore:
 
     def conversations(self, user_id: str) -> list[ConversationSummary]:
         with self._translated("listing conversations"):
-            tokens = self._client.hgetall(self._user_index_key(user_id))
-            ids = [_text(raw) for raw in tokens]
+            tokens = self._client.hgetall(self.keys.user_index(user_id))
+            ids = [to_text(raw) for raw in tokens]
             pipe = self._client.pipeline(transaction=False)
             for conversation_id in ids:
                 key = ConversationKey(user_id, conversation_id)
-                pipe.hmget(self._meta_key(key), ["count", "branches", "touched"])
+                pipe.hmget(self.keys.meta(key), ["count", "branches", "touched"])
             metas = pipe.execute()
             summaries: list[ConversationSummary] = []
             for conversation_id, (count, branches, touched) in zip(ids, metas, strict=True):
                 if touched is None:
                     self._remove_from_index(
                         ConversationKey(user_id, conversation_id),
-                        tokens[_bytes(conversation_id)],
+                        tokens[to_bytes(conversation_id)],
                     )
                     continue
                 summaries.append(
@@ -3721,14 +3859,14 @@ class RedisStore:
 
     def users(self) -> list[str]:
         with self._translated("listing users"):
-            users_key = self._index_key("users")
+            users_key = self.keys.index("users")
             if self.ttl_seconds:
                 horizon = time.time() - self.ttl_seconds
                 self._client.zremrangebyscore(users_key, "-inf", f"({horizon!r}")
-            candidates = [_text(raw) for raw in self._client.zrange(users_key, 0, -1)]
+            candidates = [to_text(raw) for raw in self._client.zrange(users_key, 0, -1)]
             pipe = self._client.pipeline(transaction=False)
             for user_id in candidates:
-                pipe.exists(self._user_index_key(user_id))
+                pipe.exists(self.keys.user_index(user_id))
             alive = pipe.execute()
         return sorted(user for user, exists in zip(candidates, alive, strict=True) if exists)
 
@@ -3740,11 +3878,11 @@ class RedisStore:
         cutoff = before.timestamp()
         purged = 0
         with self._translated("purging old conversations"):
-            raw_pairs = self._client.zrangebyscore(self._index_key("convs"), "-inf", f"({cutoff!r}")
+            raw_pairs = self._client.zrangebyscore(self.keys.index("convs"), "-inf", f"({cutoff!r}")
             for raw in raw_pairs:
-                user_id, conversation_id = json.loads(_text(raw))
+                user_id, conversation_id = json.loads(to_text(raw))
                 key = ConversationKey(user_id, conversation_id)
-                seen = self._client.hget(self._user_index_key(user_id), _bytes(conversation_id))
+                seen = self._client.hget(self.keys.user_index(user_id), to_bytes(conversation_id))
                 if self._delete_if(key, before=cutoff, index_token=seen or b""):
                     purged += 1
         return purged
@@ -3762,7 +3900,7 @@ class RedisStore:
 
         A conversation that is gone but still indexed under ``index_token`` leaves the index.
         """
-        meta_key = self._meta_key(key)
+        meta_key = self.keys.meta(key)
         with self._client.pipeline(transaction=True) as pipe:
             for attempt in range(_MAX_ATTEMPTS):
                 try:
@@ -3778,11 +3916,11 @@ class RedisStore:
                         return False
                     branches = int(meta[b"branches"])
                     pipe.multi()
-                    pipe.delete(meta_key, self._active_key(key), *self._older_keys(key, branches))
+                    pipe.delete(meta_key, self.keys.active(key), *self.keys.older(key, branches))
                     pipe.execute()
                 except self._errors.WatchError:
                     pipe.reset()
-                    _back_off(attempt)
+                    back_off(attempt)
                     continue
                 self._remove_from_index(key, meta[b"token"])
                 return True
@@ -3795,11 +3933,11 @@ class RedisStore:
 
     def _add_to_index(self, key: ConversationKey, touched: float, token: bytes) -> None:
         self._index(
-            keys=self._index_keys(key.user_id),
+            keys=self.keys.indexes(key.user_id),
             args=[
-                _bytes(key.user_id),
-                _bytes(key.conversation_id),
-                _pair(key),
+                to_bytes(key.user_id),
+                to_bytes(key.conversation_id),
+                pair(key),
                 repr(touched),
                 token,
                 self.ttl_seconds,
@@ -3809,30 +3947,9 @@ class RedisStore:
 
     def _remove_from_index(self, key: ConversationKey, token: bytes) -> None:
         self._unindex(
-            keys=self._index_keys(key.user_id),
-            args=[_bytes(key.user_id), _bytes(key.conversation_id), _pair(key), token],
+            keys=self.keys.indexes(key.user_id),
+            args=[to_bytes(key.user_id), to_bytes(key.conversation_id), pair(key), token],
         )
-
-    def _meta_key(self, key: ConversationKey) -> str:
-        return f"{self.prefix}:{{{_digest(_pair(key))}}}:meta"
-
-    def _active_key(self, key: ConversationKey) -> str:
-        return f"{self.prefix}:{{{_digest(_pair(key))}}}:active"
-
-    def _branch_key(self, key: ConversationKey, branch: int) -> str:
-        return f"{self.prefix}:{{{_digest(_pair(key))}}}:b:{branch}"
-
-    def _older_keys(self, key: ConversationKey, branches: int) -> list[str]:
-        return [self._branch_key(key, branch) for branch in range(branches - 1)]
-
-    def _index_key(self, name: str) -> str:
-        return f"{self.prefix}:{{idx}}:{name}"
-
-    def _user_index_key(self, user_id: str) -> str:
-        return self._index_key(f"user:{_digest(_bytes(user_id))}")
-
-    def _index_keys(self, user_id: str) -> list[str]:
-        return [self._index_key("users"), self._index_key("convs"), self._user_index_key(user_id)]
 
     @contextmanager
     def _translated(self, doing: str, key: ConversationKey | None = None) -> Iterator[None]:
@@ -3840,68 +3957,140 @@ class RedisStore:
         try:
             yield
         except (self._errors.RedisError, self._errors.RedisClusterException) as exc:
-            detail = str(exc)
-            if self._password:
-                detail = detail.replace(self._password, "***")
-            where = f"The Redis session store {self.url} failed while {doing} ({detail})"
-            unavailable, hint = self._hint(exc, detail)
-            error = StoreUnavailable if unavailable else StoreError
-            raise error(
-                f"{where}: {hint}" if hint else where,
-                store=self.url,
-                conversation_id=key.conversation_id if key is not None else None,
+            raise failure(
+                self._errors, exc, url=self.url, password=self._password, doing=doing, key=key
             ) from exc
         except TypeError as exc:  # redis-py passes unknown URL parameters on to its connections
-            raise _url_error(
-                self.url, f"Redis does not know one of its parameters ({exc})"
-            ) from exc
+            raise url_error(self.url, f"Redis does not know one of its parameters ({exc})") from exc
+''',
+    'helix_pipeline/stores/redis_keys.py': r'''"""The Redis store's keys, index scripts and message encoding (no I/O, no redis import).
 
-    def _hint(self, exc: Exception, detail: str) -> tuple[bool, str]:
-        """Whether ``exc`` means Redis cannot be used at all, and what to check."""
-        errors = self._errors
-        if isinstance(exc, errors.AuthenticationError):
-            return True, "check the user name and password in SESSION_STORE_URL"
-        if "CERTIFICATE_VERIFY_FAILED" in detail:
-            return True, (
-                "the server's TLS certificate is not trusted: add "
-                "?ssl_ca_certs=/path/to/ca.pem to SESSION_STORE_URL"
-            )
-        if isinstance(exc, (errors.ConnectionError, errors.TimeoutError)) or (
-            isinstance(exc, errors.RedisClusterException) and "connect" in detail
-        ):
-            return True, (
-                "check that Redis is running and reachable at the host and port of "
-                "SESSION_STORE_URL (and that rediss:// is used exactly when it expects TLS)"
-            )
-        for words, unavailable, hint in _RESPONSE_HINTS:
-            if words in detail:
-                return unavailable, hint
-        return False, ""
+Ids never appear in key names: ``C`` below is a SHA-256 digest of the pair (user id, conversation
+id) and ``U`` one of the user id, so hostile ids cannot collide, glob or break a hash tag. ``P`` is
+the key prefix (``?prefix=``, default ``helix``).
+
+========================  ================================================================
+``P:{C}:meta``            hash: user, conversation, branches, count, touched, token, rev
+``P:{C}:active``          list: the active branch, one JSON message per item
+``P:{C}:b:N``             list: older branch ``N`` (0 is the first)
+``P:{idx}:users``         sorted set: user id -> its newest activity
+``P:{idx}:convs``         sorted set: JSON ``[user, conversation]`` -> last activity (purge)
+``P:{idx}:user:U``        hash: conversation id -> token of the conversation's incarnation
+========================  ================================================================
+
+Every key of one conversation shares the hash tag ``{C}``, so a turn is one transaction that also
+works on Redis Cluster. The index keys share the tag ``{idx}`` and change through the two scripts
+below, after the conversation's own transaction. ``token`` names one incarnation of a conversation
+(a new one after a delete) and ``rev`` counts its changes: with ``branches`` and ``count`` they
+are the version a writer checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..conversation import ConversationKey
+from ..messages import Message
+
+__all__ = [
+    "INDEX_SCRIPT",
+    "UNINDEX_SCRIPT",
+    "VERSION_FIELDS",
+    "Keys",
+    "decode_message",
+    "encode_message",
+    "pair",
+    "to_bytes",
+    "to_text",
+    "version_of",
+]
+
+# KEYS: users, convs, user hash. ARGV: user, conversation, pair, touched, token, ttl, horizon.
+INDEX_SCRIPT = """
+redis.call('ZADD', KEYS[1], 'GT', ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[4], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
+end
+return 1
+"""
+
+# KEYS: users, convs, user hash. ARGV: user, conversation, pair, token the caller saw ('' for
+# none: then only a purge candidate without a user-index entry is dropped).
+UNINDEX_SCRIPT = """
+local seen = redis.call('HGET', KEYS[3], ARGV[2])
+if seen ~= ARGV[4] and not (seen == false and ARGV[4] == '') then return 0 end
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+VERSION_FIELDS = ("token", "rev", "branches", "count")
+"""The meta fields that make a conversation's version, in :func:`version_of`'s order."""
 
 
-def _back_off(attempt: int) -> None:
-    """After a WATCH conflict: retry at once, then after short random pauses (no lockstep)."""
-    if attempt:
-        time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
+def version_of(token: Any, rev: Any, branches: Any, count: Any) -> object:
+    """The version of a conversation from its meta fields; ``None`` when there is none."""
+    if token is None:
+        return None
+    return (bytes(token), int(rev or 0), int(branches or 0), int(count or 0))
 
 
-def _bytes(text: str) -> bytes:
+@dataclass(frozen=True)
+class Keys:
+    """The names of the keys under one prefix."""
+
+    prefix: str
+
+    def meta(self, key: ConversationKey) -> str:
+        return f"{self.prefix}:{{{_digest(pair(key))}}}:meta"
+
+    def active(self, key: ConversationKey) -> str:
+        return f"{self.prefix}:{{{_digest(pair(key))}}}:active"
+
+    def branch(self, key: ConversationKey, branch: int) -> str:
+        return f"{self.prefix}:{{{_digest(pair(key))}}}:b:{branch}"
+
+    def older(self, key: ConversationKey, branches: int) -> list[str]:
+        """The keys of every branch but the active one, oldest first."""
+        return [self.branch(key, branch) for branch in range(branches - 1)]
+
+    def index(self, name: str) -> str:
+        return f"{self.prefix}:{{idx}}:{name}"
+
+    def user_index(self, user_id: str) -> str:
+        return self.index(f"user:{_digest(to_bytes(user_id))}")
+
+    def indexes(self, user_id: str) -> list[str]:
+        """The ``KEYS`` of both index scripts."""
+        return [self.index("users"), self.index("convs"), self.user_index(user_id)]
+
+
+def to_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _text(raw: bytes) -> str:
+def to_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogatepass")
 
 
-def _pair(key: ConversationKey) -> bytes:
-    return _bytes(json.dumps([key.user_id, key.conversation_id], ensure_ascii=False))
+def pair(key: ConversationKey) -> bytes:
+    return to_bytes(json.dumps([key.user_id, key.conversation_id], ensure_ascii=False))
 
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _encode_message(message: Message) -> bytes:
+def encode_message(message: Message) -> bytes:
     data: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.message_id is not None:
         data["id"] = message.message_id
@@ -3909,11 +4098,11 @@ def _encode_message(message: Message) -> bytes:
         data["partial"] = True
     if message.created_at is not None:
         data["at"] = message.created_at
-    return _bytes(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    return to_bytes(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
 
 
-def _decode_message(raw: bytes) -> Message:
-    data = json.loads(_text(raw))
+def decode_message(raw: bytes) -> Message:
+    data = json.loads(to_text(raw))
     return Message(
         role=data["role"],
         content=data["content"],
@@ -3921,16 +4110,134 @@ def _decode_message(raw: bytes) -> Message:
         partial=bool(data.get("partial", False)),
         created_at=data.get("at"),
     )
+''',
+    'helix_pipeline/stores/redis_setup.py': r'''"""Opening the Redis store: the driver, the URL's own options, what each failure means, and
+how long to wait after a conflict.
+
+No I/O here: :mod:`~helix_pipeline.stores.redis` calls these while it connects and whenever
+redis-py raises.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..conversation import ConversationKey
+from ..errors import ConfigError, StoreError, StoreUnavailable
+from . import url_error as _store_url_error
+
+__all__ = ["back_off", "failure", "import_redis", "url_error", "url_options"]
+
+_INSTALL = "pip install helix-pipeline[redis]"
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_RESPONSE_HINTS = (
+    # (words in Redis's answer, unavailable?, what to do)
+    ("OOM", False, "Redis is out of memory: raise its maxmemory, or lower ttl_days"),
+    ("READONLY", True, "SESSION_STORE_URL names a read-only replica: point it at the primary"),
+    ("DB index is out of range", True, "use a database number the server has (/0 to /15)"),
+    ("MOVED", True, "SESSION_STORE_URL names a Redis Cluster node: add ?cluster=true"),
+)
 
 
-def _url_error(url: str, problem: str) -> ConfigError:
-    return url_error(
+def import_redis() -> Any:
+    """The redis package, or a :class:`ConfigError` naming the extra to install."""
+    try:
+        import redis
+    except ImportError as exc:
+        raise ConfigError(
+            f"The Redis session store needs the redis package: {_INSTALL}",
+            setting="SESSION_STORE_URL",
+        ) from exc
+    return redis
+
+
+def url_error(url: str, problem: str) -> ConfigError:
+    return _store_url_error(
         "Redis",
         url,
         problem,
         "redis://[:password@]host:6379/0 (or rediss:// for TLS), optionally with "
         "?ttl_days=N&prefix=NAME",
     )
+
+
+def url_options(url: str, ttl_days: float | None) -> tuple[str, dict[str, Any]]:
+    """The URL without our own parameters (``ttl_days``, ``prefix``, ``cluster``), and those
+    as :class:`~helix_pipeline.stores.redis.RedisStore` arguments; ``ttl_days`` is the default."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("redis", "rediss"):
+        raise url_error(url, "it must start with redis:// or rediss://")
+    options: dict[str, Any] = {} if ttl_days is None else {"ttl_days": float(ttl_days)}
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "ttl_days":
+            try:
+                options["ttl_days"] = float(value)
+            except ValueError:
+                options["ttl_days"] = -1.0
+        elif name == "prefix":
+            options["prefix"] = value
+        elif name == "cluster":
+            if value.lower() not in _BOOLEANS:
+                raise url_error(url, "cluster must be true or false")
+            options["cluster"] = _BOOLEANS[value.lower()]
+        else:
+            rest.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(rest))), options
+
+
+def failure(
+    errors: Any,
+    exc: Exception,
+    *,
+    url: str,
+    password: str | None,
+    doing: str,
+    key: ConversationKey | None,
+) -> StoreError:
+    """The :class:`StoreError` for a redis-py error (``errors`` is ``redis.exceptions``)."""
+    detail = str(exc)
+    if password:
+        detail = detail.replace(password, "***")
+    where = f"The Redis session store {url} failed while {doing} ({detail})"
+    unavailable, hint = _hint(errors, exc, detail)
+    error = StoreUnavailable if unavailable else StoreError
+    return error(
+        f"{where}: {hint}" if hint else where,
+        store=url,
+        conversation_id=key.conversation_id if key is not None else None,
+    )
+
+
+def _hint(errors: Any, exc: Exception, detail: str) -> tuple[bool, str]:
+    """Whether ``exc`` means Redis cannot be used at all, and what to check."""
+    if isinstance(exc, errors.AuthenticationError):
+        return True, "check the user name and password in SESSION_STORE_URL"
+    if "CERTIFICATE_VERIFY_FAILED" in detail:
+        return True, (
+            "the server's TLS certificate is not trusted: add "
+            "?ssl_ca_certs=/path/to/ca.pem to SESSION_STORE_URL"
+        )
+    if isinstance(exc, (errors.ConnectionError, errors.TimeoutError)) or (
+        isinstance(exc, errors.RedisClusterException) and "connect" in detail
+    ):
+        return True, (
+            "check that Redis is running and reachable at the host and port of "
+            "SESSION_STORE_URL (and that rediss:// is used exactly when it expects TLS)"
+        )
+    for words, unavailable, hint in _RESPONSE_HINTS:
+        if words in detail:
+            return unavailable, hint
+    return False, ""
+
+
+def back_off(attempt: int) -> None:
+    """After a WATCH conflict: retry at once, then after short random pauses (no lockstep)."""
+    if attempt:
+        time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
 ''',
     'helix_pipeline/stores/sql.py': r'''"""The SQL store: one implementation for SQLite and PostgreSQL, parameterised by a :class:`Dialect`.
 
@@ -3942,22 +4249,46 @@ transactions, the creation of a conversation row, and the translation of its dri
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ..conversation import ConversationKey
 from ..errors import StoreError
 from ..messages import Message
-from .base import ConversationSummary, RecordPlan, RecordResult, plan_record
+from .base import Branch, ConversationSummary, RecordPlan, RecordResult, applied, plan_record
 
-__all__ = ["Dialect", "Queries", "SQLStore", "text"]
+__all__ = ["Dialect", "Queries", "SQLStore", "message_from_row", "new_revision", "text"]
 
 _MESSAGE_COLUMNS = "m.role, m.content, m.message_id, m.partial, m.created_at"
+_VERSION_COLUMNS = "c.id, c.active_branch, c.message_count, c.revision"
 _CREATE_ATTEMPTS = 3
+
+
+class _Row(NamedTuple):
+    """A conversation's row as a writer locked it; ``last_activity`` is ``None`` if created now."""
+
+    id: int
+    branch: int
+    length: int
+    revision: int
+    last_activity: float | None
+
+    @property
+    def version(self) -> tuple[int, int, int, int]:
+        # The branch and count too, so that a writer that does not move the revision (an older
+        # release sharing the database) still changes the version.
+        return (self.id, self.branch, self.length, self.revision)
+
+
+def new_revision() -> int:
+    """Where a new conversation's revision starts: random, so that a conversation deleted and
+    created again (SQLite may reuse its row id) never repeats a version."""
+    return random.getrandbits(48)
 
 
 @dataclass(frozen=True)
@@ -3991,7 +4322,7 @@ class Queries:
             return text.replace("?", d.placeholder)
 
         self.load_active = sql(
-            f"SELECT {_MESSAGE_COLUMNS} FROM {{c}} AS c JOIN {{m}} AS m "
+            f"SELECT {_MESSAGE_COLUMNS}, {_VERSION_COLUMNS} FROM {{c}} AS c JOIN {{m}} AS m "
             "ON m.conversation = c.id AND m.branch = c.active_branch WHERE {key} ORDER BY m.position"
         )
         self.load_all = sql(
@@ -3999,7 +4330,7 @@ class Queries:
             "ON m.conversation = c.id WHERE {key} ORDER BY m.branch, m.position"
         )
         self.find = sql(
-            "SELECT c.id, c.active_branch, c.last_activity FROM {c} AS c WHERE {key}" + d.lock_row
+            f"SELECT {_VERSION_COLUMNS}, c.last_activity FROM {{c}} AS c WHERE {{key}}" + d.lock_row
         )
         self.read_branch = sql(
             "SELECT role, content, message_id, partial, created_at FROM {m} "
@@ -4016,7 +4347,8 @@ class Queries:
             "UPDATE {m} SET message_id = ? WHERE conversation = ? AND branch = ? AND position = ?"
         )
         self.update_conversation = sql(
-            "UPDATE {c} SET active_branch = ?, message_count = ?, last_activity = ? WHERE id = ?"
+            "UPDATE {c} SET active_branch = ?, message_count = ?, revision = ?, last_activity = ? "
+            "WHERE id = ?"
         )
         self.list_conversations = sql(
             "SELECT conversation_id, message_count, active_branch + 1, last_activity FROM {c} "
@@ -4052,42 +4384,51 @@ class SQLStore:
         """A connection inside one write transaction, committed on leaving, errors translated."""
         raise NotImplementedError
 
-    def _create(self, db: Any, key: ConversationKey, now: float) -> int | None:
-        """Insert the conversation's row; its id, or ``None`` if another writer just did."""
+    def _create(self, db: Any, key: ConversationKey, now: float, revision: int) -> int | None:
+        """Insert the conversation's row (branch 0, no messages, ``revision``); its id, or
+        ``None`` if another writer just did."""
         raise NotImplementedError
 
     # -- the protocol --------------------------------------------------------------------------
 
     def load(self, key: ConversationKey) -> list[Message]:
+        return list(self.read(key).messages)
+
+    def read(self, key: ConversationKey) -> Branch:
         with self._connection("loading a conversation", key) as db:
             rows = db.execute(self.queries.load_active, self.dialect.key_params(key)).fetchall()
-        return [message_from_row(row) for row in rows]
+        if not rows:
+            return Branch()
+        return Branch(tuple(map(message_from_row, rows)), tuple(rows[0][5:]))
 
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
         with self._transaction("recording a turn", key) as db:
-            found = self._lock_or_create(db, key, messages, after)
-            if found is None:
-                return RecordResult(branch=0, appended=0, ids_attached=0, forked=False)
-            conversation, branch, previous = found
-            active = [] if previous is None else self._read_branch(db, conversation, branch)
-            plan = plan_record(active, messages, after)
-            if not plan.changes_anything:
-                return RecordResult(branch=branch, appended=0, ids_attached=0, forked=False)
-            branch = self._apply(
-                db,
-                plan,
-                conversation=conversation,
-                branch=branch,
-                previous=previous,
-                length=len(active),
-            )
+            row, active, plan = self._locked(db, key, messages, after, base)
+            if row is None or not plan.changes_anything:
+                version = None if row is None else row.version
+                return RecordResult(
+                    branch=0 if row is None else row.branch,
+                    appended=0,
+                    ids_attached=0,
+                    forked=False,
+                    active=Branch(tuple(active), version),
+                )
+            now = time.time()
+            stamped = plan.stamped(now)
+            written = self._apply(db, row, len(active), plan, stamped=stamped, now=now)
         return RecordResult(
-            branch=branch,
-            appended=len(plan.new),
+            branch=written.branch,
+            appended=len(stamped),
             ids_attached=len(plan.attach),
             forked=plan.fork_at is not None,
+            active=Branch(applied(active, plan, stamped), written.version),
         )
 
     def branches(self, key: ConversationKey) -> list[list[Message]]:
@@ -4139,25 +4480,38 @@ class SQLStore:
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _lock_or_create(
-        self, db: Any, key: ConversationKey, messages: Sequence[Message], after: int | None
-    ) -> tuple[int, int, float | None] | None:
-        """Lock the conversation's row, creating it if this call records something.
+    def _locked(
+        self,
+        db: Any,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        after: int | None,
+        base: Branch | None,
+    ) -> tuple[_Row | None, Sequence[Message], RecordPlan]:
+        """Lock the conversation's row (creating it if this call records something), take its
+        active branch (``base`` while its version holds, else read), and plan the record.
 
-        Returns ``(row id, active branch, last activity)``, the last activity ``None`` for a row
-        created now, or ``None`` when the conversation does not exist and recording ``messages``
-        would change nothing.
+        The row is ``None`` when the conversation does not exist and recording changes nothing.
         """
         params = self.dialect.key_params(key)
         for _attempt in range(_CREATE_ATTEMPTS):
             found = db.execute(self.queries.find, params).fetchone()
             if found is not None:
-                return int(found[0]), int(found[1]), float(found[2])
-            if not plan_record([], messages, after).changes_anything:
-                return None
-            created = self._create(db, key, time.time())
+                row = _Row(
+                    int(found[0]), int(found[1]), int(found[2]), int(found[3]), float(found[4])
+                )
+                if base is not None and base.version == row.version:
+                    active: Sequence[Message] = base.messages
+                else:
+                    active = self._read_branch(db, row.id, row.branch)
+                return row, active, plan_record(active, messages, after)
+            plan = plan_record((), messages, after)
+            if not plan.changes_anything:
+                return None, (), plan
+            revision = new_revision()
+            created = self._create(db, key, time.time(), revision)
             if created is not None:
-                return created, 0, None
+                return _Row(created, 0, 0, revision, None), (), plan
             # Another writer created it since our look-up: lock its row instead.
         raise StoreError(
             f"The {self.dialect.name} session store {self.url} could not create a conversation "
@@ -4169,23 +4523,22 @@ class SQLStore:
     def _apply(
         self,
         db: Any,
+        row: _Row,
+        length: int,
         plan: RecordPlan,
         *,
-        conversation: int,
-        branch: int,
-        previous: float | None,
-        length: int,
-    ) -> int:
-        """Write ``plan`` onto the active branch ``branch`` of ``length`` messages; the branch
-        then active."""
-        now = time.time()
+        stamped: Sequence[Message],
+        now: float,
+    ) -> _Row:
+        """Write ``plan`` onto the locked row's active branch of ``length`` messages; the row as
+        it now stands."""
         as_text = self.dialect.text_param
+        conversation, branch, start = row.id, row.branch, length
         with closing(db.cursor()) as cursor:
             cursor.executemany(
                 self.queries.attach_id,
                 [(as_text(mid), conversation, branch, pos) for pos, mid in plan.attach],
             )
-            start = length
             if plan.fork_at is not None:
                 cursor.execute(
                     self.queries.copy_prefix, (branch + 1, conversation, branch, plan.fork_at)
@@ -4204,14 +4557,18 @@ class SQLStore:
                         message.partial,
                         message.created_at,
                     )
-                    for position, message in enumerate(plan.stamped(now), start)
+                    for position, message in enumerate(stamped, start)
                 ],
             )
-            cursor.execute(
-                self.queries.update_conversation,
-                (branch, start + len(plan.new), plan.last_activity(now, previous), conversation),
+            written = _Row(
+                conversation,
+                branch,
+                start + len(stamped),
+                row.revision + 1,
+                plan.last_activity(now, row.last_activity),
             )
-        return branch
+            cursor.execute(self.queries.update_conversation, (*written[1:], conversation))
+        return written
 
     def _read_branch(self, db: Any, conversation: int, branch: int) -> list[Message]:
         rows = db.execute(self.queries.read_branch, (conversation, branch)).fetchall()
@@ -4219,10 +4576,10 @@ class SQLStore:
 
 
 def message_from_row(row: Sequence[Any]) -> Message:
-    """A message from its columns ``role, content, message_id, partial, created_at``."""
+    """A message from its first columns ``role, content, message_id, partial, created_at``."""
     # Run for every message of every load: the common case (text, not bytes) is checked inline,
     # which takes a quarter off reading a 50-message branch.
-    role, content, message_id, partial, created_at = row
+    role, content, message_id, partial, created_at = row[:5]
     return Message(
         role,
         content if content.__class__ is str else text(content),
@@ -4376,11 +4733,13 @@ class SQLiteStore(SQLStore):
                 raise _url_error(url, "timeout must be a number of seconds, 0 or more")
         return cls(path, busy_timeout=busy_timeout, url=url)
 
-    def _create(self, db: sqlite3.Connection, key: ConversationKey, now: float) -> int:
+    def _create(
+        self, db: sqlite3.Connection, key: ConversationKey, now: float, revision: int
+    ) -> int:
         cursor = db.execute(
             "INSERT INTO conversations (user_id, conversation_id, active_branch, "
-            "message_count, last_activity) VALUES (?, ?, 0, 0, ?)",
-            (*_key_params(key), now),
+            "message_count, last_activity, revision) VALUES (?, ?, 0, 0, ?, ?)",
+            (*_key_params(key), now, revision),
         )
         return int(cursor.lastrowid or 0)
 
@@ -5275,15 +5634,15 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__124fdb8e25', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__b35bc0990b', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from helix_pipeline__0_1_0__124fdb8e25.pipe import HelixPipe
-from helix_pipeline__0_1_0__124fdb8e25.valves import HelixValves
+from helix_pipeline__0_1_0__b35bc0990b.pipe import HelixPipe
+from helix_pipeline__0_1_0__b35bc0990b.valves import HelixValves
 
 __all__ = ["Pipeline"]
 

@@ -352,7 +352,7 @@ class TestIndex:
     ) -> None:
         store.record(ALICE, turn(1))
         self.delete_conversation_keys(client)
-        client.hdel(store._user_index_key("alice"), "chat-1")
+        client.hdel(store.keys.user_index("alice"), "chat-1")
 
         assert store.purge(datetime.now(timezone.utc) + timedelta(days=1)) == 0
         assert client.keys("*") == []
@@ -360,7 +360,7 @@ class TestIndex:
     def test_a_user_whose_index_expired_is_not_listed(self, store: RedisStore, client: Any) -> None:
         store.record(ALICE, turn(1))
         store.record(ConversationKey("bob", "x"), turn(1))
-        client.delete(store._user_index_key("bob"))
+        client.delete(store.keys.user_index("bob"))
 
         assert store.users() == ["alice"]
 
@@ -370,7 +370,7 @@ class TestIndex:
         opened = RedisStore.from_url(f"{server.url}?ttl_days=1")
         try:
             opened.record(ALICE, turn(1))
-            users_key = opened._index_key("users")
+            users_key = opened.keys.index("users")
             client.zadd(users_key, {"alice": time.time() - 2 * 86_400})
 
             assert opened.users() == []
@@ -384,11 +384,43 @@ class TestIndex:
         store.record(ALICE, turn(1))
         cutoff = datetime.now(timezone.utc) + timedelta(days=1)
         # The index says "old", the conversation itself says "just now": the conversation wins.
-        client.zadd(store._index_key("convs"), {b'["alice","chat-1"]': 0.0})
-        client.hset(store._meta_key(ALICE), "touched", repr(cutoff.timestamp() + 60))
+        client.zadd(store.keys.index("convs"), {b'["alice","chat-1"]': 0.0})
+        client.hset(store.keys.meta(ALICE), "touched", repr(cutoff.timestamp() + 60))
 
         assert store.purge(cutoff) == 0
         assert len(store.load(ALICE)) == 2
+
+
+def commands(client: Any, name: str) -> int:
+    """How many ``name`` commands the server has run (its own counters)."""
+    return int(client.info("commandstats").get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+class TestRecordingOnTheBranchRead:
+    def test_a_record_given_the_current_branch_does_not_read_the_list_again(
+        self, store: RedisStore, client: Any
+    ) -> None:
+        store.record(ALICE, turn(1))
+        base = store.read(ALICE)
+        before = commands(client, "lrange")
+
+        store.record(ALICE, [*base.messages, *turn(2)], after=0, base=base)
+
+        assert commands(client, "lrange") == before
+        assert [m.message_id for m in store.load(ALICE)] == ["u1", "a1", "u2", "a2"]
+
+    def test_a_record_given_a_stale_branch_reads_the_list(
+        self, store: RedisStore, client: Any
+    ) -> None:
+        store.record(ALICE, turn(1))
+        stale = store.read(ALICE)
+        store.record(ALICE, turn(2))
+        before = commands(client, "lrange")
+
+        store.record(ALICE, [*stale.messages, *turn(2)], after=0, base=stale)
+
+        assert commands(client, "lrange") == before + 1
+        assert [m.message_id for m in store.load(ALICE)] == ["u1", "a1", "u2", "a2"]
 
 
 class TestConsistentReads:
@@ -416,7 +448,7 @@ class TestConcurrency:
         self, store: RedisStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         store.record(ALICE, turn(1))
-        monkeypatch.setattr(redis_store_module, "_back_off", lambda attempt: None)
+        monkeypatch.setattr(redis_store_module, "back_off", lambda attempt: None)
         conflict = redis.exceptions.WatchError("changed")
         monkeypatch.setattr(redis.client.Pipeline, "execute", lambda self, **kw: _raise(conflict))
 

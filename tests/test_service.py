@@ -13,8 +13,7 @@ from helix_pipeline.errors import StoreUnavailable
 from helix_pipeline.history import Budget
 from helix_pipeline.messages import Message
 from helix_pipeline.service import HistoryService
-from helix_pipeline.stores import MemoryStore
-from helix_pipeline.stores.base import RecordResult
+from helix_pipeline.stores import Branch, MemoryStore, RecordResult
 
 USER = {"id": "user-a", "name": "A", "email": "a@example.com", "role": "user"}
 
@@ -49,8 +48,16 @@ class BrokenStore(MemoryStore):
     def load(self, key: ConversationKey) -> list[Message]:
         raise StoreUnavailable("the store is down", store=self.url)
 
+    def read(self, key: ConversationKey) -> Branch:
+        raise StoreUnavailable("the store is down", store=self.url)
+
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
         raise StoreUnavailable("the store is down", store=self.url)
 
@@ -239,28 +246,32 @@ class TestBudget:
 class CountingBrokenStore(BrokenStore):
     calls = 0
 
-    def load(self, key: ConversationKey) -> list[Message]:
+    def read(self, key: ConversationKey) -> Branch:
         self.calls += 1
-        return super().load(key)
+        return super().read(key)
 
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
         self.calls += 1
-        return super().record(key, messages, after=after)
+        return super().record(key, messages, after=after, base=base)
 
 
 class TestAStoreThatStaysDown:
     def test_turns_stop_asking_it_for_a_while_after_it_was_found_unreachable(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import helix_pipeline.service as service_module
         from helix_pipeline.stores import lazy
 
         clock = [1000.0]
-        monkeypatch.setattr(service_module.time, "monotonic", lambda: clock[0])
+        monkeypatch.setattr(lazy.time, "monotonic", lambda: clock[0])
         store = CountingBrokenStore("memory://broken")
-        service = HistoryService(store)
+        service = HistoryService(lazy.LazyStore(store.url, lambda: store))
         body = {"chat_id": "api-chat", "messages": [{"role": "user", "content": "q"}]}
         conversation = read_conversation(body, USER)
 

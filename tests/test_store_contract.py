@@ -15,7 +15,7 @@ import pytest
 
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.messages import Message
-from helix_pipeline.stores import RecordResult, SessionStore
+from helix_pipeline.stores import Branch, RecordResult, SessionStore
 
 ALICE = ConversationKey("alice", "chat-1")
 
@@ -568,3 +568,122 @@ class TestConcurrentWriters:
         ids = [m.message_id or "" for m in store.load(ALICE)]
         assert sorted(ids) == sorted(f"{w}-{n}" for w in range(4) for n in range(10))
         assert len(store.branches(ALICE)) == 1
+
+
+class TestReadingWithAVersion:
+    def test_an_unknown_conversation_reads_as_an_empty_branch_without_a_version(
+        self, store: SessionStore
+    ) -> None:
+        assert store.read(ALICE) == Branch()
+        assert store.read(ALICE).version is None
+
+    def test_read_gives_the_active_branch_as_load_does(self, store: SessionStore) -> None:
+        store.record(ALICE, chat(2))
+        store.record(ALICE, [Message("user", "edited")], after=2)
+
+        branch = store.read(ALICE)
+        assert list(branch.messages) == store.load(ALICE)
+        assert branch.version is not None
+
+    def test_every_change_moves_the_version_and_nothing_else_does(
+        self, store: SessionStore
+    ) -> None:
+        store.record(ALICE, chat(1, ids=False))
+        versions = [store.read(ALICE).version]
+        store.record(ALICE, chat(1), after=0)  # ids attached
+        versions.append(store.read(ALICE).version)
+        store.record(ALICE, turn(2))  # appended
+        versions.append(store.read(ALICE).version)
+        store.record(ALICE, [Message("user", "edited")], after=2)  # forked
+        versions.append(store.read(ALICE).version)
+        store.record(ALICE, [*chat(1), Message("user", "edited")], after=0)  # nothing new
+
+        assert len(set(versions)) == 4
+        assert store.read(ALICE).version == versions[-1]
+
+    def test_a_conversation_deleted_and_recorded_again_has_a_new_version(
+        self, store: SessionStore
+    ) -> None:
+        store.record(ALICE, turn(1))
+        before = store.read(ALICE)
+        store.delete(ALICE)
+        store.record(ALICE, turn(1))
+
+        assert store.read(ALICE).version != before.version
+
+
+class TestRecordingOnTheBranchRead:
+    def test_a_record_on_the_current_branch_appends_and_returns_what_a_read_gives(
+        self, store: SessionStore
+    ) -> None:
+        store.record(ALICE, chat(1))
+        base = store.read(ALICE)
+        result = store.record(ALICE, [*base.messages, *turn(2)], after=0, base=base)
+
+        assert result == RecordResult(branch=0, appended=2, ids_attached=0, forked=False)
+        assert result.active == store.read(ALICE)
+        assert rows(result.active.messages) == rows(chat(2))
+
+    def test_a_record_that_changes_nothing_returns_the_branch_as_it_stands(
+        self, store: SessionStore
+    ) -> None:
+        store.record(ALICE, chat(1))
+        base = store.read(ALICE)
+        result = store.record(ALICE, chat(1), after=0, base=base)
+
+        assert result.appended == result.ids_attached == 0
+        assert result.active == base == store.read(ALICE)
+
+    def test_a_new_conversation_recorded_on_its_empty_read_is_created(
+        self, store: SessionStore
+    ) -> None:
+        result = store.record(ALICE, chat(1), after=0, base=store.read(ALICE))
+
+        assert result == RecordResult(branch=0, appended=2, ids_attached=0, forked=False)
+        assert result.active == store.read(ALICE)
+
+    def test_a_branch_another_writer_appended_to_is_read_again_and_nothing_is_lost(
+        self, store: SessionStore
+    ) -> None:
+        store.record(ALICE, chat(1))
+        stale = store.read(ALICE)
+        store.record(ALICE, turn(2))  # another worker's turn, with ids
+        result = store.record(ALICE, [*stale.messages, *turn(2)], after=0, base=stale)
+
+        assert result.appended == 0
+        assert rows(store.load(ALICE)) == rows(chat(2))
+        assert result.active == store.read(ALICE)
+
+    def test_a_turn_read_before_another_writers_edit_forks_from_the_edit(
+        self, store: SessionStore
+    ) -> None:
+        store.record(ALICE, chat(2))
+        stale = store.read(ALICE)
+        store.record(ALICE, [Message("user", "question 2, edited", "u2e")], after=2)
+        result = store.record(ALICE, [*stale.messages, *turn(3)], after=0, base=stale)
+
+        assert result == RecordResult(branch=2, appended=4, ids_attached=0, forked=True)
+        assert rows(store.load(ALICE)) == rows(chat(3))
+        assert len(store.branches(ALICE)) == 3
+
+    def test_a_branch_read_before_a_delete_is_not_trusted_after_it(
+        self, store: SessionStore
+    ) -> None:
+        store.record(ALICE, chat(2))
+        stale = store.read(ALICE)
+        store.delete(ALICE)
+        store.record(ALICE, [Message("user", "a new start", "n1")])
+        store.record(ALICE, [*stale.messages, *turn(3)], after=0, base=stale)
+
+        old, new = store.branches(ALICE)
+        assert rows(old) == [("user", "a new start", "n1", False)]
+        assert rows(new) == rows(chat(3))
+
+    def test_ids_attached_by_another_writer_move_the_version(self, store: SessionStore) -> None:
+        store.record(ALICE, chat(1, ids=False))
+        stale = store.read(ALICE)
+        store.record(ALICE, chat(1), after=0)  # another worker's outlet attaches the ids
+        result = store.record(ALICE, [*chat(1), *turn(2)], after=0, base=stale)
+
+        assert result.ids_attached == 0
+        assert rows(store.load(ALICE)) == rows(chat(2))

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..urls import redact_url
-from .base import ConversationSummary, RecordResult, SessionStore
+from .base import Branch, ConversationSummary, RecordResult, SessionStore
 from .memory import MemoryStore
 
 __all__ = [
+    "Branch",
     "ConversationSummary",
     "MemoryStore",
     "RecordResult",

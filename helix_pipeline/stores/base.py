@@ -4,19 +4,49 @@ A conversation is a list of branches; the newest branch is the active one. Branc
 self-contained (a new branch copies the prefix it shares with its parent), so loading the active
 branch is one indexed read. Nothing is ever updated in place except a message's Open WebUI id, and
 nothing is deleted except by :meth:`SessionStore.delete` or :meth:`SessionStore.purge`.
+
+Every change gives the conversation a new *version*. :meth:`SessionStore.read` returns the active
+branch with its version; a writer that hands that :class:`Branch` back to
+:meth:`SessionStore.record` as ``base`` has its turn appended without the branch being read
+again, unless another writer moved it since: then the record reads the branch and plans as usual
+(so a turn prepared before another worker's edit forks instead of joining the edit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from ..conversation import ConversationKey
 from ..messages import Message
 
-__all__ = ["ConversationSummary", "RecordPlan", "RecordResult", "SessionStore", "plan_record"]
+__all__ = [
+    "Branch",
+    "ConversationSummary",
+    "RecordPlan",
+    "RecordResult",
+    "SessionStore",
+    "applied",
+    "plan_record",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """A conversation's active branch as one read (or write) left it, and its version.
+
+    ``version`` is opaque: equal versions of one conversation mean the same branch, messages and
+    ids included. ``None`` means there was no conversation.
+    """
+
+    messages: tuple[Message, ...] = ()
+    version: object = None
+
+    def unchanged_by(self, messages: Sequence[Message], *, after: int | None = None) -> bool:
+        """Whether recording ``messages`` after ``after`` onto this branch would store nothing."""
+        return not plan_record(self.messages, messages, after).changes_anything
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +61,14 @@ class ConversationSummary:
 
 @dataclass(frozen=True, slots=True)
 class RecordResult:
-    """What :meth:`SessionStore.record` did: messages appended, ids attached, whether it forked."""
+    """What :meth:`SessionStore.record` did: messages appended, ids attached, whether it forked;
+    and the active branch it left (not compared: it carries the store's own times and version)."""
 
     branch: int
     appended: int
     ids_attached: int
     forked: bool
+    active: Branch = field(default=Branch(), compare=False, repr=False)
 
 
 @runtime_checkable
@@ -53,8 +85,17 @@ class SessionStore(Protocol):
         """The active branch of a conversation, oldest first; ``[]`` if there is none."""
         ...
 
+    def read(self, key: ConversationKey) -> Branch:
+        """The active branch with its version, in one read; an empty ``Branch()`` if none."""
+        ...
+
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
         """Record ``messages`` as following the first ``after`` messages of the active branch.
 
@@ -69,6 +110,10 @@ class SessionStore(Protocol):
         latest of its previous last activity and the times of the messages stored or given an id,
         so an ordinary turn makes it now, and an imported conversation keeps its own age for
         :meth:`conversations` and :meth:`purge`.
+
+        ``base`` is the branch as the caller read it: while the conversation is still at its
+        version, the store plans against it instead of reading the branch again. The result's
+        ``active`` is the branch as this call left it, with its new version.
         """
         ...
 
@@ -162,3 +207,15 @@ def plan_record(
     return RecordPlan(
         new=tuple(rest), fork_at=fork_at, attach=tuple(attach), attached_at=tuple(attached_at)
     )
+
+
+def applied(
+    active: Sequence[Message], plan: RecordPlan, stamped: Sequence[Message]
+) -> tuple[Message, ...]:
+    """The active branch once ``plan`` is applied to ``active``, its new messages ``stamped``."""
+    messages = list(active)
+    for position, message_id in plan.attach:
+        messages[position] = messages[position].with_id(message_id)
+    if plan.fork_at is not None:
+        del messages[plan.fork_at :]
+    return (*messages, *stamped)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from datetime import datetime, timezone
 from ..conversation import ConversationKey
 from ..errors import ConfigError
 from ..messages import Message
-from .base import ConversationSummary, RecordResult, plan_record
+from .base import Branch, ConversationSummary, RecordResult, plan_record
 
 __all__ = ["MemoryStore"]
 
@@ -35,18 +36,31 @@ class MemoryStore:
         # Insertion order is recency order when bounded: the first key is the least recently used.
         self._branches: dict[ConversationKey, list[list[Message]]] = {}
         self._touched: dict[ConversationKey, float] = {}
+        self._versions: dict[ConversationKey, int] = {}
+        self._changes = itertools.count(1)
+        """Versions: one counter for the whole store, so a conversation deleted and recorded
+        again never repeats one."""
 
     def load(self, key: ConversationKey) -> list[Message]:
+        return list(self.read(key).messages)
+
+    def read(self, key: ConversationKey) -> Branch:
         with self._lock:
             branches = self._branches.get(key)
             if not branches:
-                return []
+                return Branch()
             self._used(key)
-            return list(branches[-1])
+            return Branch(tuple(branches[-1]), self._versions[key])
 
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
+        """Record under the store's lock; ``base`` changes nothing here (reading costs nothing)."""
         now = time.time()
         with self._lock:
             branches = self._branches.setdefault(key, [[]])
@@ -62,14 +76,17 @@ class MemoryStore:
                 active.extend(stamped)
             if plan.changes_anything:
                 self._touched[key] = plan.last_activity(now, self._touched.get(key))
+                self._versions[key] = next(self._changes)
                 self._forget_least_recently_used()
             elif not active:
                 del self._branches[key]
+            kept = key in self._branches
             return RecordResult(
-                branch=len(branches) - 1 if key in self._branches else 0,
+                branch=len(branches) - 1 if kept else 0,
                 appended=len(stamped),
                 ids_attached=len(plan.attach),
                 forked=plan.fork_at is not None,
+                active=Branch(tuple(branches[-1]), self._versions[key]) if kept else Branch(),
             )
 
     def branches(self, key: ConversationKey) -> list[list[Message]]:
@@ -97,6 +114,7 @@ class MemoryStore:
     def delete(self, key: ConversationKey) -> bool:
         with self._lock:
             self._touched.pop(key, None)
+            self._versions.pop(key, None)
             return self._branches.pop(key, None) is not None
 
     def purge(self, before: datetime) -> int:
@@ -106,6 +124,7 @@ class MemoryStore:
             for key in old:
                 del self._branches[key]
                 del self._touched[key]
+                del self._versions[key]
             return len(old)
 
     def _used(self, key: ConversationKey) -> None:
@@ -120,8 +139,10 @@ class MemoryStore:
             oldest = next(iter(self._branches))
             del self._branches[oldest]
             self._touched.pop(oldest, None)
+            self._versions.pop(oldest, None)
 
     def close(self) -> None:
         with self._lock:
             self._branches.clear()
             self._touched.clear()
+            self._versions.clear()

@@ -7,12 +7,13 @@ migration is either fully applied and recorded or not at all. Never edit a migra
 shipped: add a new one. One runner, :func:`migrate`, serves both engines: SQLite's migrations
 are here (:data:`SQLITE`), PostgreSQL's in :mod:`~helix_pipeline.stores.postgres_migrations`.
 
-Schema (version ``m002``), table names ``conversations``/``messages`` in SQLite and
+Schema (version ``m003``), table names ``conversations``/``messages`` in SQLite and
 ``helix_conversations``/``helix_messages`` in PostgreSQL:
 
 - conversations: one row per (user id, conversation id) with the active branch number, the
-  message count of that branch and the last activity (Unix seconds), so listing and purging never
-  touch the messages. PostgreSQL finds a row by ``key_hash``
+  message count of that branch, the last activity (Unix seconds) and a revision that every change
+  moves on (``m003``): listing and purging never touch the messages, and a writer tells from the
+  row alone whether the branch it read is still the active one. PostgreSQL finds a row by ``key_hash``
   (SHA-256 of both ids, unique) and lists by ``user_hash``; ids are UTF-8 ``bytea`` there.
 - messages: one row per message of a branch; ``(conversation, branch, position)`` is unique and
   indexed, so loading the active branch is one index range read.
@@ -114,6 +115,10 @@ def m002_create_messages(db: Any) -> None:
     )
 
 
+def m003_add_revision(db: Any) -> None:
+    db.execute("ALTER TABLE conversations ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
+
+
 @contextmanager
 def _sqlite_exclusive(db: Any) -> Iterator[None]:
     """``BEGIN IMMEDIATE``: the file's write lock, held until the migrations are committed."""
@@ -128,7 +133,7 @@ def _sqlite_exclusive(db: Any) -> Iterator[None]:
 
 
 SQLITE = Schema(
-    migrations=(m001_create_conversations, m002_create_messages),
+    migrations=(m001_create_conversations, m002_create_messages, m003_add_revision),
     table="schema_migrations",
     table_exists="SELECT max(name) FROM sqlite_master WHERE type = 'table' AND name = ?",
     create_table=(

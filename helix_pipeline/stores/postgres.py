@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from . import redact_url, url_error
+from ..urls import redact_url
+from . import url_error
 from .migrations import migrate
 from .postgres_migrations import POSTGRES
 from .sql import Dialect, Queries, SQLStore
@@ -155,13 +156,13 @@ class PostgresStore(SQLStore):
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
 
-    def _create(self, db: Any, key: ConversationKey, now: float) -> int | None:
+    def _create(self, db: Any, key: ConversationKey, now: float, revision: int) -> int | None:
         key_hash, user_id, conversation_id = _key_params(key)
         created = db.execute(
             "INSERT INTO helix_conversations (key_hash, user_hash, user_id, conversation_id, "
-            "active_branch, message_count, last_activity) VALUES (%s, %s, %s, %s, 0, 0, %s) "
-            "ON CONFLICT (key_hash) DO NOTHING RETURNING id",
-            (key_hash, _digest(user_id), user_id, conversation_id, now),
+            "active_branch, message_count, last_activity, revision) "
+            "VALUES (%s, %s, %s, %s, 0, 0, %s, %s) ON CONFLICT (key_hash) DO NOTHING RETURNING id",
+            (key_hash, _digest(user_id), user_id, conversation_id, now, revision),
         ).fetchone()
         return None if created is None else int(created[0])
 

@@ -61,6 +61,10 @@ def m002_create_messages(conn: Any) -> None:
     )
 
 
+def m003_add_revision(conn: Any) -> None:
+    conn.execute("ALTER TABLE helix_conversations ADD COLUMN revision bigint NOT NULL DEFAULT 0")
+
+
 @contextmanager
 def _postgres_exclusive(conn: Any) -> Iterator[None]:
     """A transaction holding an advisory lock, so concurrent openers migrate one at a time."""
@@ -70,7 +74,7 @@ def _postgres_exclusive(conn: Any) -> Iterator[None]:
 
 
 POSTGRES = Schema(
-    migrations=(m001_create_conversations, m002_create_messages),
+    migrations=(m001_create_conversations, m002_create_messages, m003_add_revision),
     table="helix_schema_migrations",
     table_exists="SELECT to_regclass(%s)",
     create_table=(

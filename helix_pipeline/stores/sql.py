@@ -8,22 +8,46 @@ transactions, the creation of a conversation row, and the translation of its dri
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ..conversation import ConversationKey
 from ..errors import StoreError
 from ..messages import Message
-from .base import ConversationSummary, RecordPlan, RecordResult, plan_record
+from .base import Branch, ConversationSummary, RecordPlan, RecordResult, applied, plan_record
 
-__all__ = ["Dialect", "Queries", "SQLStore", "text"]
+__all__ = ["Dialect", "Queries", "SQLStore", "message_from_row", "new_revision", "text"]
 
 _MESSAGE_COLUMNS = "m.role, m.content, m.message_id, m.partial, m.created_at"
+_VERSION_COLUMNS = "c.id, c.active_branch, c.message_count, c.revision"
 _CREATE_ATTEMPTS = 3
+
+
+class _Row(NamedTuple):
+    """A conversation's row as a writer locked it; ``last_activity`` is ``None`` if created now."""
+
+    id: int
+    branch: int
+    length: int
+    revision: int
+    last_activity: float | None
+
+    @property
+    def version(self) -> tuple[int, int, int, int]:
+        # The branch and count too, so that a writer that does not move the revision (an older
+        # release sharing the database) still changes the version.
+        return (self.id, self.branch, self.length, self.revision)
+
+
+def new_revision() -> int:
+    """Where a new conversation's revision starts: random, so that a conversation deleted and
+    created again (SQLite may reuse its row id) never repeats a version."""
+    return random.getrandbits(48)
 
 
 @dataclass(frozen=True)
@@ -57,7 +81,7 @@ class Queries:
             return text.replace("?", d.placeholder)
 
         self.load_active = sql(
-            f"SELECT {_MESSAGE_COLUMNS} FROM {{c}} AS c JOIN {{m}} AS m "
+            f"SELECT {_MESSAGE_COLUMNS}, {_VERSION_COLUMNS} FROM {{c}} AS c JOIN {{m}} AS m "
             "ON m.conversation = c.id AND m.branch = c.active_branch WHERE {key} ORDER BY m.position"
         )
         self.load_all = sql(
@@ -65,7 +89,7 @@ class Queries:
             "ON m.conversation = c.id WHERE {key} ORDER BY m.branch, m.position"
         )
         self.find = sql(
-            "SELECT c.id, c.active_branch, c.last_activity FROM {c} AS c WHERE {key}" + d.lock_row
+            f"SELECT {_VERSION_COLUMNS}, c.last_activity FROM {{c}} AS c WHERE {{key}}" + d.lock_row
         )
         self.read_branch = sql(
             "SELECT role, content, message_id, partial, created_at FROM {m} "
@@ -82,7 +106,8 @@ class Queries:
             "UPDATE {m} SET message_id = ? WHERE conversation = ? AND branch = ? AND position = ?"
         )
         self.update_conversation = sql(
-            "UPDATE {c} SET active_branch = ?, message_count = ?, last_activity = ? WHERE id = ?"
+            "UPDATE {c} SET active_branch = ?, message_count = ?, revision = ?, last_activity = ? "
+            "WHERE id = ?"
         )
         self.list_conversations = sql(
             "SELECT conversation_id, message_count, active_branch + 1, last_activity FROM {c} "
@@ -118,42 +143,51 @@ class SQLStore:
         """A connection inside one write transaction, committed on leaving, errors translated."""
         raise NotImplementedError
 
-    def _create(self, db: Any, key: ConversationKey, now: float) -> int | None:
-        """Insert the conversation's row; its id, or ``None`` if another writer just did."""
+    def _create(self, db: Any, key: ConversationKey, now: float, revision: int) -> int | None:
+        """Insert the conversation's row (branch 0, no messages, ``revision``); its id, or
+        ``None`` if another writer just did."""
         raise NotImplementedError
 
     # -- the protocol --------------------------------------------------------------------------
 
     def load(self, key: ConversationKey) -> list[Message]:
+        return list(self.read(key).messages)
+
+    def read(self, key: ConversationKey) -> Branch:
         with self._connection("loading a conversation", key) as db:
             rows = db.execute(self.queries.load_active, self.dialect.key_params(key)).fetchall()
-        return [message_from_row(row) for row in rows]
+        if not rows:
+            return Branch()
+        return Branch(tuple(map(message_from_row, rows)), tuple(rows[0][5:]))
 
     def record(
-        self, key: ConversationKey, messages: Sequence[Message], *, after: int | None = None
+        self,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        *,
+        after: int | None = None,
+        base: Branch | None = None,
     ) -> RecordResult:
         with self._transaction("recording a turn", key) as db:
-            found = self._lock_or_create(db, key, messages, after)
-            if found is None:
-                return RecordResult(branch=0, appended=0, ids_attached=0, forked=False)
-            conversation, branch, previous = found
-            active = [] if previous is None else self._read_branch(db, conversation, branch)
-            plan = plan_record(active, messages, after)
-            if not plan.changes_anything:
-                return RecordResult(branch=branch, appended=0, ids_attached=0, forked=False)
-            branch = self._apply(
-                db,
-                plan,
-                conversation=conversation,
-                branch=branch,
-                previous=previous,
-                length=len(active),
-            )
+            row, active, plan = self._locked(db, key, messages, after, base)
+            if row is None or not plan.changes_anything:
+                version = None if row is None else row.version
+                return RecordResult(
+                    branch=0 if row is None else row.branch,
+                    appended=0,
+                    ids_attached=0,
+                    forked=False,
+                    active=Branch(tuple(active), version),
+                )
+            now = time.time()
+            stamped = plan.stamped(now)
+            written = self._apply(db, row, len(active), plan, stamped=stamped, now=now)
         return RecordResult(
-            branch=branch,
-            appended=len(plan.new),
+            branch=written.branch,
+            appended=len(stamped),
             ids_attached=len(plan.attach),
             forked=plan.fork_at is not None,
+            active=Branch(applied(active, plan, stamped), written.version),
         )
 
     def branches(self, key: ConversationKey) -> list[list[Message]]:
@@ -205,25 +239,38 @@ class SQLStore:
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _lock_or_create(
-        self, db: Any, key: ConversationKey, messages: Sequence[Message], after: int | None
-    ) -> tuple[int, int, float | None] | None:
-        """Lock the conversation's row, creating it if this call records something.
+    def _locked(
+        self,
+        db: Any,
+        key: ConversationKey,
+        messages: Sequence[Message],
+        after: int | None,
+        base: Branch | None,
+    ) -> tuple[_Row | None, Sequence[Message], RecordPlan]:
+        """Lock the conversation's row (creating it if this call records something), take its
+        active branch (``base`` while its version holds, else read), and plan the record.
 
-        Returns ``(row id, active branch, last activity)``, the last activity ``None`` for a row
-        created now, or ``None`` when the conversation does not exist and recording ``messages``
-        would change nothing.
+        The row is ``None`` when the conversation does not exist and recording changes nothing.
         """
         params = self.dialect.key_params(key)
         for _attempt in range(_CREATE_ATTEMPTS):
             found = db.execute(self.queries.find, params).fetchone()
             if found is not None:
-                return int(found[0]), int(found[1]), float(found[2])
-            if not plan_record([], messages, after).changes_anything:
-                return None
-            created = self._create(db, key, time.time())
+                row = _Row(
+                    int(found[0]), int(found[1]), int(found[2]), int(found[3]), float(found[4])
+                )
+                if base is not None and base.version == row.version:
+                    active: Sequence[Message] = base.messages
+                else:
+                    active = self._read_branch(db, row.id, row.branch)
+                return row, active, plan_record(active, messages, after)
+            plan = plan_record((), messages, after)
+            if not plan.changes_anything:
+                return None, (), plan
+            revision = new_revision()
+            created = self._create(db, key, time.time(), revision)
             if created is not None:
-                return created, 0, None
+                return _Row(created, 0, 0, revision, None), (), plan
             # Another writer created it since our look-up: lock its row instead.
         raise StoreError(
             f"The {self.dialect.name} session store {self.url} could not create a conversation "
@@ -235,23 +282,22 @@ class SQLStore:
     def _apply(
         self,
         db: Any,
+        row: _Row,
+        length: int,
         plan: RecordPlan,
         *,
-        conversation: int,
-        branch: int,
-        previous: float | None,
-        length: int,
-    ) -> int:
-        """Write ``plan`` onto the active branch ``branch`` of ``length`` messages; the branch
-        then active."""
-        now = time.time()
+        stamped: Sequence[Message],
+        now: float,
+    ) -> _Row:
+        """Write ``plan`` onto the locked row's active branch of ``length`` messages; the row as
+        it now stands."""
         as_text = self.dialect.text_param
+        conversation, branch, start = row.id, row.branch, length
         with closing(db.cursor()) as cursor:
             cursor.executemany(
                 self.queries.attach_id,
                 [(as_text(mid), conversation, branch, pos) for pos, mid in plan.attach],
             )
-            start = length
             if plan.fork_at is not None:
                 cursor.execute(
                     self.queries.copy_prefix, (branch + 1, conversation, branch, plan.fork_at)
@@ -270,14 +316,18 @@ class SQLStore:
                         message.partial,
                         message.created_at,
                     )
-                    for position, message in enumerate(plan.stamped(now), start)
+                    for position, message in enumerate(stamped, start)
                 ],
             )
-            cursor.execute(
-                self.queries.update_conversation,
-                (branch, start + len(plan.new), plan.last_activity(now, previous), conversation),
+            written = _Row(
+                conversation,
+                branch,
+                start + len(stamped),
+                row.revision + 1,
+                plan.last_activity(now, row.last_activity),
             )
-        return branch
+            cursor.execute(self.queries.update_conversation, (*written[1:], conversation))
+        return written
 
     def _read_branch(self, db: Any, conversation: int, branch: int) -> list[Message]:
         rows = db.execute(self.queries.read_branch, (conversation, branch)).fetchall()
@@ -285,10 +335,10 @@ class SQLStore:
 
 
 def message_from_row(row: Sequence[Any]) -> Message:
-    """A message from its columns ``role, content, message_id, partial, created_at``."""
+    """A message from its first columns ``role, content, message_id, partial, created_at``."""
     # Run for every message of every load: the common case (text, not bytes) is checked inline,
     # which takes a quarter off reading a 50-message branch.
-    role, content, message_id, partial, created_at = row
+    role, content, message_id, partial, created_at = row[:5]
     return Message(
         role,
         content if content.__class__ is str else text(content),

@@ -136,11 +136,13 @@ class SQLiteStore(SQLStore):
                 raise _url_error(url, "timeout must be a number of seconds, 0 or more")
         return cls(path, busy_timeout=busy_timeout, url=url)
 
-    def _create(self, db: sqlite3.Connection, key: ConversationKey, now: float) -> int:
+    def _create(
+        self, db: sqlite3.Connection, key: ConversationKey, now: float, revision: int
+    ) -> int:
         cursor = db.execute(
             "INSERT INTO conversations (user_id, conversation_id, active_branch, "
-            "message_count, last_activity) VALUES (?, ?, 0, 0, ?)",
-            (*_key_params(key), now),
+            "message_count, last_activity, revision) VALUES (?, ?, 0, 0, ?, ?)",
+            (*_key_params(key), now, revision),
         )
         return int(cursor.lastrowid or 0)
 
