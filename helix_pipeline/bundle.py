@@ -73,6 +73,10 @@ class BundleSpec:
 BUNDLES: tuple[BundleSpec, ...] = (
     BundleSpec("helix.py", f"{LIBRARY}.hosts.pipelines_pipe"),
     BundleSpec("helix_session_filter.py", f"{LIBRARY}.hosts.pipelines_filter"),
+    BundleSpec("functions/helix.py", f"{LIBRARY}.hosts.functions_pipe", "functions"),
+    BundleSpec(
+        "functions/helix_session_filter.py", f"{LIBRARY}.hosts.functions_filter", "functions"
+    ),
 )
 """Every bundle the repository's ``pipelines/`` folder holds, by group (``bundle --functions``)."""
 

@@ -393,11 +393,17 @@ def _add_install(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the Pipelines server's pipelines folder (created if missing)",
     )
     where.add_argument("--url", help="a running Pipelines server, e.g. http://localhost:9099")
+    where.add_argument(
+        "--openwebui",
+        metavar="URL",
+        help="a running Open WebUI, e.g. http://localhost:8080: create or update the Helix "
+        "Functions through its admin API, switch them on, and check the Helix model is listed",
+    )
     install.add_argument(
         "--api-key-env",
-        default="PIPELINES_API_KEY",
         metavar="NAME",
-        help="environment variable holding the Pipelines API key (default: PIPELINES_API_KEY)",
+        help="environment variable holding the API key (default: PIPELINES_API_KEY, or with "
+        "--openwebui OPENWEBUI_API_KEY, an Open WebUI admin's API key)",
     )
     install.set_defaults(command=_install)
 
@@ -405,10 +411,14 @@ def _add_install(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _install(args: argparse.Namespace, out: TextIO) -> int:
     from .install import install_into, upload
 
-    if args.url is None:
+    if args.openwebui is not None:
+        from .install_openwebui import install_functions
+
+        install_functions(args.openwebui, args.api_key_env or "OPENWEBUI_API_KEY", out)
+    elif args.url is None:
         install_into(args.pipelines_dir, out)
     else:
-        upload(args.url, args.api_key_env, out)
+        upload(args.url, args.api_key_env or "PIPELINES_API_KEY", out)
     return 0
 
 

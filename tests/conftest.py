@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,17 @@ def pytest_configure(config: pytest.Config) -> None:
 def load_fixture(name: str) -> Any:
     """A real Open WebUI 0.12.4 payload from ``tests/fixtures/`` (see its README)."""
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def isolated_imports() -> Iterator[None]:
+    """Undo what executing bundles adds to ``sys.modules`` and ``sys.meta_path``."""
+    modules = set(sys.modules)
+    finders = list(sys.meta_path)
+    yield
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+    sys.meta_path[:] = finders
 
 
 @pytest.fixture(params=ENGINES)

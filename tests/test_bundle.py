@@ -12,7 +12,6 @@ import logging
 import re
 import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +45,6 @@ def embedded_package(text: str) -> str:
     found = re.search(r"^_helix_library = load_embedded\(\n    '(\w+)'", text, re.MULTILINE)
     assert found, "no load_embedded call"
     return found.group(1)
-
-
-@pytest.fixture
-def isolated_imports() -> Iterator[None]:
-    """Undo what executing bundles adds to ``sys.modules`` and ``sys.meta_path``."""
-    modules = set(sys.modules)
-    finders = list(sys.meta_path)
-    yield
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
-    sys.meta_path[:] = finders
 
 
 def exec_as_open_webui(text: str, name: str) -> types.ModuleType:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from helix_pipeline.cli import main
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.functions import WORKING
 from helix_pipeline.hosts import functions_filter, functions_pipe
@@ -29,6 +30,7 @@ from .openwebui_functions import Events, call_filter, call_pipe, load_function
 USER_A = {"id": "user-a", "name": "Ana", "email": "ana@example.com", "role": "user"}
 USER_B = {"id": "user-b", "name": "Ben", "email": "ben@example.com", "role": "user"}
 HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -296,34 +298,31 @@ def _newest_only(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-class TestFilterFunction:
-    def _ask(
-        self, session_filter: Any, valves: dict[str, Any], chat: OpenWebUIChat, text: str, **kw: Any
-    ) -> tuple[dict[str, Any], Events]:
-        """A client that sends only its newest message; the filter's inlet, then its outlet."""
-        turn = chat.start_turn(text)
-        body = _newest_only(chat.inlet_body(turn))
-        events = Events()
-        sent = asyncio.run(
-            call_filter(
-                session_filter, "inlet", body, chat.user, events=events, valves=valves, **kw
-            )
-        )
-        chat.finish_turn(turn, f"reply to {text}")
-        outlet = chat.outlet_body(turn)
-        result = asyncio.run(
-            call_filter(
-                session_filter, "outlet", copy.deepcopy(outlet), chat.user, valves=valves, **kw
-            )
-        )
-        assert result == outlet
-        return sent, events
+def ask_through_filter(
+    session_filter: Any, valves: dict[str, Any], chat: OpenWebUIChat, text: str, **kw: Any
+) -> tuple[dict[str, Any], Events]:
+    """A client that sends only its newest message; the filter's inlet, then its outlet."""
+    turn = chat.start_turn(text)
+    body = _newest_only(chat.inlet_body(turn))
+    events = Events()
+    sent = asyncio.run(
+        call_filter(session_filter, "inlet", body, chat.user, events=events, valves=valves, **kw)
+    )
+    chat.finish_turn(turn, f"reply to {text}")
+    outlet = chat.outlet_body(turn)
+    result = asyncio.run(
+        call_filter(session_filter, "outlet", copy.deepcopy(outlet), chat.user, valves=valves, **kw)
+    )
+    assert result == outlet
+    return sent, events
 
+
+class TestFilterFunction:
     def test_the_inlet_attaches_the_stored_history_and_adds_no_keys(
         self, session_filter: Any, valves: dict[str, Any]
     ) -> None:
         chat = OpenWebUIChat(user=USER_A, model="helix-consultant")
-        self._ask(session_filter, valves, chat, "remember 42")
+        ask_through_filter(session_filter, valves, chat, "remember 42")
         body = _newest_only(chat.inlet_body(chat.start_turn("what did I say?")))
         keys = set(body)
         events = Events()
@@ -343,7 +342,7 @@ class TestFilterFunction:
         self, session_filter: Any, valves: dict[str, Any], stored: SessionStore
     ) -> None:
         chat = OpenWebUIChat(user=USER_A, model="helix-consultant")
-        self._ask(session_filter, valves, chat, "hello")
+        ask_through_filter(session_filter, valves, chat, "hello")
 
         kept = stored.load(ConversationKey(USER_A["id"], chat.chat_id))
         assert [(m.message_id, m.content) for m in kept] == [
@@ -355,9 +354,57 @@ class TestFilterFunction:
     ) -> None:
         chat = OpenWebUIChat(user=USER_A, model="helix-consultant")
         off = {"user_valves": {"HISTORY_ENABLED": False}}
-        self._ask(session_filter, valves, chat, "hello", **off)
-        sent, events = self._ask(session_filter, valves, chat, "again", **off)
+        ask_through_filter(session_filter, valves, chat, "hello", **off)
+        sent, events = ask_through_filter(session_filter, valves, chat, "again", **off)
 
         assert stored.load(ConversationKey(USER_A["id"], chat.chat_id)) == []
         assert [m["content"] for m in sent["messages"]] == ["again"]
         assert events.sent == []
+
+
+class TestInstallCommand:
+    def test_without_an_admin_key_it_fails_naming_the_variable(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.delenv("OPENWEBUI_API_KEY", raising=False)
+
+        assert main(["install", "--openwebui", "http://127.0.0.1:1"]) == 1
+        assert "set the environment variable OPENWEBUI_API_KEY" in capsys.readouterr().err
+
+    def test_an_unreachable_open_webui_fails_saying_so(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("OPENWEBUI_API_KEY", "sk-secret-key")
+        url = f"http://127.0.0.1:{_closed_port()}"
+
+        assert main(["install", "--openwebui", url]) == 1
+        err = capsys.readouterr().err
+        assert f"cannot reach Open WebUI at {url}" in err and "sk-secret-key" not in err
+
+
+@pytest.mark.usefixtures("isolated_imports")
+class TestBundledFunctions:
+    """The committed one-file Functions, loaded as Open WebUI loads them, behave as the sources."""
+
+    def test_the_bundled_pipe_keeps_the_history(
+        self, valves: dict[str, Any], helix: FakeHelix
+    ) -> None:
+        source = (REPO / "pipelines" / "functions" / "helix.py").read_text(encoding="utf-8")
+        chat = Chat(load_function(source, "helix"), valves, USER_A)
+        chat.send("first")
+        chat.send("second")
+
+        assert [m["content"] for m in helix.chat_requests[-1].body["messages"]][::2] == [
+            "first",
+            "second",
+        ]
+        assert "Helix: 2 earlier messages attached" in chat.events.descriptions
+
+    def test_the_bundled_filter_attaches_the_history(self, valves: dict[str, Any]) -> None:
+        path = REPO / "pipelines" / "functions" / "helix_session_filter.py"
+        session_filter = load_function(path.read_text(encoding="utf-8"), "helix_session_filter")
+        chat = OpenWebUIChat(user=USER_A, model="helix-consultant")
+        ask_through_filter(session_filter, valves, chat, "remember 42")
+        sent, _ = ask_through_filter(session_filter, valves, chat, "what did I say?")
+
+        assert sent["messages"][0]["content"] == "remember 42"

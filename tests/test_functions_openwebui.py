@@ -7,6 +7,7 @@ The module skips, saying why, only when Open WebUI's venv cannot be built on thi
 
 from __future__ import annotations
 
+import io
 import logging
 import statistics
 import threading
@@ -17,7 +18,10 @@ from typing import Any
 
 import pytest
 
+from helix_pipeline.cli import main
 from helix_pipeline.conversation import PRIVATE_KEY, ConversationKey
+from helix_pipeline.errors import ConfigError
+from helix_pipeline.install_openwebui import install_functions
 from helix_pipeline.stores import SessionStore, open_store
 from helix_pipeline.testing import FakeHelix, Fault
 
@@ -40,8 +44,11 @@ HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
 SLOW_TURNS = 20
 
 
-def _function_source(name: str) -> str:
-    return (REPO / "helix_pipeline" / "hosts" / name).read_text(encoding="utf-8")
+SOURCES = {
+    name: (REPO / "pipelines" / name).read_text(encoding="utf-8")
+    for name in ("functions/helix.py", "functions/helix_session_filter.py")
+}
+"""The committed Function bundles, as an admin pastes them: Open WebUI's venv has no helix_pipeline."""
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,7 @@ def server(helix: FakeHelix, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     except OpenWebUIUnavailable as exc:
         pytest.skip(str(exc))
     env = {
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": "",  # the Functions are the bundles: nothing of ours is importable there
         # Helix also as an OpenAI connection of Open WebUI's own, for the filter Function.
         "ENABLE_OPENAI_API": "true",
         "OPENAI_API_BASE_URLS": f"{helix.url}/v1",
@@ -69,11 +76,25 @@ def server(helix: FakeHelix, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield running
 
 
+KEY_ENV = "HELIX_TEST_OPENWEBUI_KEY"
+
+
+def _install(server: OpenWebUIServer, account: Account) -> str:
+    """``helix-pipeline install --openwebui URL``, as an admin runs it; what it printed."""
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(KEY_ENV, account.token)
+        install_functions(server.url, KEY_ENV, out, sources=SOURCES)
+    return out.getvalue()
+
+
 @pytest.fixture(scope="module")
 def admin(server: OpenWebUIServer, helix: FakeHelix) -> Account:
+    """The admin, who installs the Functions with ``helix-pipeline install --openwebui``."""
     account = server.signup("Admin")
     assert account.role == "admin"
-    server.create_function(account, "helix", "Helix", _function_source("functions_pipe.py"))
+    printed = _install(server, account)
+    assert "Created and switched on the Function helix (Helix)" in printed
     server.set_valves(account, "helix", {"HELIX_BASE_URL": helix.url, "MAX_RETRIES": 0})
     return account
 
@@ -236,19 +257,41 @@ class TestPipeFunctionInOpenWebUI:
             assert "Helix reply" in chat.wait_for(message_id)["content"]
 
 
+class TestInstall:
+    def test_installing_again_from_the_command_line_updates_them_and_keeps_their_valves(
+        self,
+        server: OpenWebUIServer,
+        admin: Account,
+        helix: FakeHelix,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        monkeypatch.setenv("OPENWEBUI_API_KEY", admin.token)
+        assert main(["install", "--openwebui", server.url]) == 0
+        printed = capsys.readouterr().out
+
+        assert "Updated and switched on the Function helix (Helix)" in printed
+        assert "Updated and switched on the Function helix_session_filter" in printed
+        assert f"Open WebUI lists {PIPE_MODEL}" in printed
+        valves = server.ok("GET", "/api/v1/functions/id/helix/valves", admin)
+        assert valves["HELIX_BASE_URL"] == helix.url
+        functions = server.ok("GET", "/api/v1/functions/", admin)
+        assert {f["id"]: f["is_active"] for f in functions} == {
+            "helix": True,
+            "helix_session_filter": True,
+        }
+
+    def test_a_key_that_is_not_an_admins_fails_saying_so(
+        self, server: OpenWebUIServer, ben: Account
+    ) -> None:
+        with pytest.raises(ConfigError, match=f"refused the key in {KEY_ENV}"):
+            _install(server, ben)
+
+
 class TestFilterFunctionInOpenWebUI:
     @pytest.fixture
     def session_filter(self, server: OpenWebUIServer, admin: Account) -> Iterator[None]:
-        """The filter Function on every model, for these tests only."""
-        if "helix_session_filter" not in {
-            f["id"] for f in server.ok("GET", "/api/v1/functions/", admin)
-        }:
-            server.create_function(
-                admin,
-                "helix_session_filter",
-                "Helix session memory",
-                _function_source("functions_filter.py"),
-            )
+        """The filter Function (installed switched on) on every model, for these tests only."""
         server.ok("POST", "/api/v1/functions/id/helix_session_filter/toggle/global", admin)
         yield
         server.ok("POST", "/api/v1/functions/id/helix_session_filter/toggle/global", admin)
