@@ -16,10 +16,12 @@ events, which Open WebUI also saves in the chat: the answer and its status lines
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -38,6 +40,7 @@ __all__ = [
     "BrowserChat",
     "OpenWebUIServer",
     "OpenWebUIUnavailable",
+    "SocketListener",
     "openwebui_python",
 ]
 
@@ -316,3 +319,65 @@ class BrowserChat:
                 return message
             time.sleep(0.2)
         raise AssertionError(f"the answer to {message_id} did not finish in {TURN_TIMEOUT_S} s")
+
+
+class SocketListener:
+    """The browser's socket to Open WebUI for one account (``tests/openwebui_socket.py``, run by
+    Open WebUI's Python): every ``events`` message it receives, as they arrive. A context manager."""
+
+    def __init__(self, server: OpenWebUIServer, account: Account) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self.sid = ""
+        script = Path(__file__).with_name("openwebui_socket.py")
+        self._process = subprocess.Popen(
+            [str(openwebui_python()), str(script), server.url, account.token],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, name="socket-listener", daemon=True)
+        self._reader.start()
+        if not self._connected.wait(30):
+            self.close()
+            raise AssertionError("the socket listener did not connect to Open WebUI")
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            data = json.loads(line)
+            if "sid" in data and not self._connected.is_set():
+                self.sid = str(data["sid"])
+                self._connected.set()
+                continue
+            with self._lock:
+                self.events.append(data)
+
+    def for_message(self, message_id: str) -> list[dict[str, Any]]:
+        """The events of one assistant message (``data`` of each), in order."""
+        with self._lock:
+            return [e["data"] for e in self.events if e.get("message_id") == message_id]
+
+    def close(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self._reader.join(timeout=10)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+    def __enter__(self) -> SocketListener:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

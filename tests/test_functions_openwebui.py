@@ -30,6 +30,7 @@ from .openwebui_server import (
     BrowserChat,
     OpenWebUIServer,
     OpenWebUIUnavailable,
+    SocketListener,
     openwebui_python,
 )
 
@@ -194,6 +195,32 @@ class TestPipeFunctionInOpenWebUI:
         assert descriptions[:2] == ["Helix: 2 earlier messages attached", "Helix is working..."]
         assert message["statusHistory"][-1]["done"] is True
         assert "Helix is working" not in message["content"]
+
+    def test_the_browsers_socket_gets_the_status_lines_then_the_answer(
+        self, server: OpenWebUIServer, admin: Account
+    ) -> None:
+        with SocketListener(server, admin) as socket:
+            chat = BrowserChat(server, admin, PIPE_MODEL, session_id=socket.sid)
+            message = chat.send("over the socket")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                e["type"] == "chat:completion" and e["data"].get("done")
+                for e in socket.for_message(chat.last_message_id or "")
+            ):
+                time.sleep(0.05)
+            events = socket.for_message(chat.last_message_id or "")
+
+        statuses = [e["data"]["description"] for e in events if e["type"] == "status"]
+        deltas = [
+            e["data"]["delta"]
+            for e in events
+            if e["type"] == "response:completion"
+            and e["data"].get("type") == "response.output_text.delta"
+        ]
+        kinds = [e["type"] for e in events]
+        assert "Helix is working..." in statuses
+        assert kinds.index("status") < kinds.index("response:completion"), "status, then answer"
+        assert "".join(deltas) == message["content"]
 
     def test_a_failure_is_one_status_line_and_the_next_turn_still_works(
         self, server: OpenWebUIServer, admin: Account, helix: FakeHelix
