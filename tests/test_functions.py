@@ -382,6 +382,49 @@ class TestInstallCommand:
         assert f"cannot reach Open WebUI at {url}" in err and "sk-secret-key" not in err
 
 
+class TestFilterFunctionWithRecordedBodies:
+    """The bodies a real 0.12.4 sent its filters for chat A (tests/fixtures/, examples 02 to 04)."""
+
+    def test_the_recorded_turn_is_kept_by_its_outlet_and_the_inlet_changes_nothing(
+        self, session_filter: Any, valves: dict[str, Any], stored: SessionStore
+    ) -> None:
+        inlet = load_fixture(
+            "openwebui-0.12.4/examples/02_filter_inlet_A-t2_chat_backend_model.json"
+        )
+        outlet = load_fixture("openwebui-0.12.4/examples/03_filter_outlet_A-t2.json")
+        user = inlet["user"]
+        body = copy.deepcopy(inlet["body"])
+        sent = asyncio.run(call_filter(session_filter, "inlet", body, user, valves=valves))
+        kept = asyncio.run(
+            call_filter(
+                session_filter, "outlet", copy.deepcopy(outlet["body"]), user, valves=valves
+            )
+        )
+
+        assert sent == inlet["body"], "Open WebUI sent the whole chat: nothing to attach or add"
+        assert kept == outlet["body"]
+        stored_chat = stored.load(ConversationKey(user["id"], outlet["body"]["chat_id"]))
+        assert [(m.message_id, m.content) for m in stored_chat] == [
+            (m["id"], m["content"]) for m in outlet["body"]["messages"]
+        ]
+
+    def test_a_recorded_title_task_is_neither_completed_nor_recorded(
+        self, session_filter: Any, valves: dict[str, Any], stored: SessionStore
+    ) -> None:
+        task = load_fixture(
+            "openwebui-0.12.4/examples/04_filter_inlet_A-t1_title_generation_task.json"
+        )
+        events = Events()
+        body = copy.deepcopy(task["body"])
+        sent = asyncio.run(
+            call_filter(session_filter, "inlet", body, task["user"], events=events, valves=valves)
+        )
+
+        assert sent == task["body"] and events.sent == []
+        chat_id = task["body"]["metadata"]["chat_id"]
+        assert stored.load(ConversationKey(task["user"]["id"], chat_id)) == []
+
+
 @pytest.mark.usefixtures("isolated_imports")
 class TestBundledFunctions:
     """The committed one-file Functions, loaded as Open WebUI loads them, behave as the sources."""
