@@ -15,23 +15,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TextIO
 
 from . import __version__
-from .conversation import ConversationKey, header_safe, helix_session_id
+from .cli_sessions import add_sessions, plural, preview
 from .errors import HelixPipelineError, InputError
-from .export import export_jsonl, export_to_file, import_jsonl
-from .stores import MemoryStore, SessionStore, open_store, redact_url
-from .valves import default_store_url
 
-__all__ = ["build_parser", "error_line", "main", "plural", "preview", "store_url_from"]
+__all__ = ["build_parser", "error_line", "main", "plural", "preview"]
 
 log = logging.getLogger(__name__)
-
-PREVIEW_CHARS = 72
-HELIX_SEPARATOR = "\n\n---\n\n"
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 
@@ -116,12 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(command=_demo)
 
-    _add_sessions(commands)
+    add_sessions(commands)
 
     doctor = commands.add_parser("doctor", help="check that Helix and the session store work")
     doctor.add_argument("--helix-url", help="default: HELIX_BASE_URL, else http://localhost:8001")
     doctor.add_argument(
-        "--store", metavar="URL", help="default: SESSION_STORE_URL, else the default SQLite file"
+        "--store", metavar="URL", help="default: the store of the Pipelines server (below)"
+    )
+    doctor.add_argument(
+        "--pipelines-dir",
+        type=Path,
+        metavar="DIR",
+        help="the Pipelines server's folder, whose store to check (default: PIPELINES_DIR, else "
+        "./pipelines): its saved SESSION_STORE_URL valve, else SESSION_STORE_URL, else "
+        "DIR/helix_data/sessions.db",
     )
     doctor.add_argument(
         "--api-key-env",
@@ -133,7 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_install(commands)
     _add_bundle(commands)
+    _verbose_everywhere(parser)
     return parser
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Also take ``-v`` after every command and action (``helix-pipeline doctor -v``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument(
+                    "-v",
+                    "--verbose",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help="log what happens (INFO)",
+                )
+                _verbose_everywhere(command)
 
 
 # ------------------------------------------------------------------------------------- demo
@@ -145,227 +162,6 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     return run_demo(out, helix_url=args.helix_url, store_url=args.store, stream=args.stream)
 
 
-# --------------------------------------------------------------------------------- sessions
-
-
-def _add_sessions(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sessions = commands.add_parser("sessions", help="list, show, export, import or delete chats")
-    sessions.add_argument(
-        "--store",
-        default=None,
-        metavar="URL",
-        help="session store URL (default: SESSION_STORE_URL, else the default SQLite file)",
-    )
-    actions = sessions.add_subparsers(title="actions", required=True, metavar="ACTION")
-    # --store is also taken after the action; SUPPRESS keeps an absent one from hiding the first.
-    store_after = argparse.ArgumentParser(add_help=False)
-    store_after.add_argument(
-        "--store", default=argparse.SUPPRESS, metavar="URL", help="session store URL"
-    )
-
-    listing = actions.add_parser(
-        "list", parents=[store_after], help="conversations, most recent first"
-    )
-    listing.add_argument("--user", help="only this user's (default: every user)")
-    listing.set_defaults(command=_with_store(_list))
-
-    show = actions.add_parser(
-        "show", parents=[store_after], help="one conversation's active branch"
-    )
-    show.add_argument("--user", required=True)
-    show.add_argument("conversation", metavar="CONVERSATION_ID")
-    show.set_defaults(command=_with_store(_show))
-
-    export = actions.add_parser(
-        "export", parents=[store_after], help="every message of every branch as JSON Lines"
-    )
-    export.add_argument("--user", help="only this user's (default: every user)")
-    export.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: stdout")
-    export.set_defaults(command=_with_store(_export))
-
-    importing = actions.add_parser(
-        "import", parents=[store_after], help="read an export into the store (idempotent)"
-    )
-    importing.add_argument("file", metavar="FILE", help="a JSON Lines export, or - for stdin")
-    importing.set_defaults(command=_with_store(_import))
-
-    delete = actions.add_parser(
-        "delete", parents=[store_after], help="delete a user's conversation, or all of them"
-    )
-    delete.add_argument("--user", required=True)
-    which = delete.add_mutually_exclusive_group(required=True)
-    which.add_argument("conversation", nargs="?", metavar="CONVERSATION_ID")
-    which.add_argument("--all", action="store_true", help="every conversation of the user")
-    delete.set_defaults(command=_with_store(_delete))
-
-    purge = actions.add_parser(
-        "purge", parents=[store_after], help="delete conversations inactive for N days"
-    )
-    purge.add_argument("--older-than-days", type=_days, required=True, metavar="N")
-    purge.set_defaults(command=_with_store(_purge))
-
-
-def _days(value: str) -> int:
-    try:
-        days = int(value)
-    except ValueError:
-        days = 0
-    if days < 1:
-        raise argparse.ArgumentTypeError("must be a whole number of days, 1 or more")
-    return days
-
-
-def store_url_from(value: str | None) -> str:
-    """``--store``, else ``SESSION_STORE_URL``, else the default SQLite file."""
-    return value or os.environ.get("SESSION_STORE_URL") or default_store_url()
-
-
-def _with_store(action: Callable[[argparse.Namespace, SessionStore, TextIO], int]) -> Command:
-    def run(args: argparse.Namespace, out: TextIO) -> int:
-        store = open_store(store_url_from(args.store))
-        try:
-            return action(args, store, out)
-        finally:
-            store.close()
-
-    return run
-
-
-def _list(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
-    users = [args.user] if args.user else store.users()
-    rows = [(user, s) for user in users for s in store.conversations(user)]
-    if not rows:
-        whose = f" of user {args.user!r}" if args.user else ""
-        out.write(f"No conversations{whose} in {redact_url(store.url)}.\n")
-        return 0
-    width = max(len("USER"), *(len(user) for user, _ in rows))
-    id_width = max(len("CONVERSATION"), *(len(s.conversation_id) for _, s in rows))
-    out.write(
-        f"{'USER':<{width}}  {'CONVERSATION':<{id_width}}  MESSAGES  BRANCHES  LAST ACTIVITY\n"
-    )
-    for user, summary in rows:
-        out.write(
-            f"{user:<{width}}  {summary.conversation_id:<{id_width}}  "
-            f"{summary.message_count:>8}  {summary.branch_count:>8}  "
-            f"{_when(summary.last_activity)}\n"
-        )
-    return 0
-
-
-def _show(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
-    key = ConversationKey(args.user, args.conversation)
-    branches = store.branches(key)
-    if not branches:
-        raise InputError(
-            f"user {args.user!r} has no conversation {args.conversation!r} in "
-            f"{redact_url(store.url)}; `helix-pipeline sessions list --user {args.user}` "
-            "lists them"
-        )
-    active = branches[-1]
-    out.write(f"Conversation {key.conversation_id} of user {key.user_id}\n")
-    out.write(f"Helix session: {helix_session_id(header_safe(key.conversation_id))}\n")
-    older = len(branches) - 1
-    out.write(
-        f"Active branch: {plural(len(active), 'message')} ({plural(older, 'older branch')})\n"
-    )
-    for position, message in enumerate(active):
-        note = "  [cut off]" if message.partial else ""
-        out.write(f"  {position:>3}  {message.role:<9}  {preview(message.content)}{note}\n")
-    return 0
-
-
-def _export(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
-    if args.output is None:
-        counts = export_jsonl(store, out, user_id=args.user)
-        report: TextIO = sys.stderr
-    else:
-        counts = export_to_file(store, args.output, user_id=args.user)
-        report = out
-    target = "stdout" if args.output is None else str(args.output)
-    report.write(
-        f"Exported {plural(counts.messages, 'message')} ({plural(counts.branches, 'branch')} of "
-        f"{plural(counts.conversations, 'conversation')}) to {target}.\n"
-    )
-    return 0
-
-
-def _import(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
-    if isinstance(store, MemoryStore):
-        raise InputError(
-            f"{redact_url(store.url)} keeps nothing once this command ends: import into the store "
-            "the pipeline uses, e.g. --store sqlite:////abs/path/sessions.db"
-        )
-    if args.file == "-":
-        counts = import_jsonl(store, sys.stdin)
-    else:
-        try:
-            with open(args.file, encoding="utf-8") as file:
-                counts = import_jsonl(store, file)
-        except OSError as exc:
-            raise InputError(f"cannot read {args.file}: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{args.file} is not UTF-8 text; is it an export?") from exc
-    out.write(
-        f"Imported {plural(counts.messages, 'message')} ({plural(counts.branches, 'branch')} of "
-        f"{plural(counts.conversations, 'conversation')}) into {redact_url(store.url)}; "
-        f"{plural(counts.skipped_branches, 'branch')} held already.\n"
-    )
-    if not counts.checked:
-        sys.stderr.write(
-            f"helix-pipeline: warning: {args.file} has no end record (an export from an older "
-            "helix-pipeline), so it could not be checked for being complete\n"
-        )
-    return 0
-
-
-def _delete(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
-    if args.all:
-        ids = [s.conversation_id for s in store.conversations(args.user)]
-        deleted = sum(store.delete(ConversationKey(args.user, cid)) for cid in ids)
-        out.write(f"Deleted {plural(deleted, 'conversation')} of user {args.user}.\n")
-        return 0
-    if not store.delete(ConversationKey(args.user, args.conversation)):
-        raise InputError(
-            f"user {args.user!r} has no conversation {args.conversation!r} in "
-            f"{redact_url(store.url)}; nothing deleted"
-        )
-    out.write(f"Deleted conversation {args.conversation} of user {args.user}.\n")
-    return 0
-
-
-def _purge(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
-    cutoff = datetime.now(timezone.utc) - timedelta(days=args.older_than_days)
-    purged = store.purge(cutoff)
-    out.write(
-        f"Purged {plural(purged, 'conversation')} inactive since before {_when(cutoff)} "
-        f"from {redact_url(store.url)}.\n"
-    )
-    return 0
-
-
-def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
-    """The first line worth reading of a message, cut to ``limit`` characters.
-
-    Helix's answers open with a start notice and a ``---`` separator and carry ``<!-- STEP -->``
-    markers: the preview starts after the separator and skips the markers.
-    """
-    answer = text.rsplit(HELIX_SEPARATOR, 1)[-1]
-    lines = (s.strip() for s in answer.splitlines())
-    line = next((s for s in lines if s and not s.startswith("<!--")), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 message``, ``2 messages``, ``0 branches``."""
-    if count == 1:
-        return f"{count} {noun}"
-    return f"{count} {noun}{'es' if noun.endswith(('ch', 's')) else 's'}"
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 # ------------------------------------------------------------------------- doctor, install
 
 
@@ -375,7 +171,8 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
     return run_doctor(
         out,
         helix_url=args.helix_url,
-        store_url=store_url_from(args.store),
+        store_url=args.store,
+        pipelines_dir=args.pipelines_dir,
         api_key_env=args.api_key_env,
     )
 

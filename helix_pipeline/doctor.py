@@ -1,22 +1,26 @@
 """``helix-pipeline doctor``: is Helix reachable, and can the session store be written?
 
-Each check prints ``ok`` or ``FAIL`` with what it saw; a failure adds the fix (the valve, the
-environment variable or the command to run). Nothing secret is printed: URLs are redacted and an
-API key is named by its variable, never shown.
+Each check prints ``ok`` or ``FAIL`` with what it saw; a failure adds the fix that fits it (the
+valve, the environment variable or the command to run). Nothing secret is printed: URLs are
+redacted and an API key is named by its variable, never shown. Doctor never creates what it checks:
+an SQLite file that does not exist is reported, not made (nor its folder); an existing store gets a
+probe conversation, written, read back and deleted.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 from uuid import uuid4
 
 from .client import HelixClient
 from .conversation import ConversationKey
-from .errors import BackendError, ConfigError, HelixPipelineError, StoreError
+from .errors import BackendError, ConfigError, HelixPipelineError, StoreError, StoreUnavailable
 from .messages import Message
-from .stores import open_store, redact_url
+from .store_location import choose_store, pipelines_dir_from
+from .stores import missing_store, open_store, redact_url
 from .valves import HelixValves
 
 __all__ = ["Check", "check_helix", "check_store", "run_doctor"]
@@ -34,9 +38,42 @@ class Check:
     fix: str = ""
 
 
-def run_doctor(out: TextIO, *, helix_url: str | None, store_url: str, api_key_env: str) -> int:
-    """Run every check, print each result (a failure with its fix); 0 only if all passed."""
-    checks = [*check_helix(helix_url, api_key_env), check_store(store_url)]
+STORE_URL_FORMS = (
+    "sqlite:////absolute/path/sessions.db, redis://host:6379/0 or postgresql://user:pass@host/db"
+)
+_STORE_FIXES = {
+    "missing": "the Helix pipeline creates it with its first recorded chat; if the Pipelines "
+    "server has recorded chats, it uses another store: run doctor beside it with "
+    "--pipelines-dir (or PIPELINES_DIR) set to its pipelines folder, or --store set to its "
+    "SESSION_STORE_URL",
+    "invalid": "correct SESSION_STORE_URL (the valve or the environment variable; --store tries "
+    f"another) as the line above says; it takes {STORE_URL_FORMS}",
+    "unreachable": "start the store's server, or correct the host, port and credentials in "
+    "SESSION_STORE_URL (--store tries another URL)",
+    "unwritable": "give the Pipelines server's user write access to the store, or point "
+    f"SESSION_STORE_URL at one it can write: {STORE_URL_FORMS}",
+}
+
+
+def run_doctor(
+    out: TextIO,
+    *,
+    helix_url: str | None,
+    store_url: str | None,
+    api_key_env: str,
+    pipelines_dir: Path | None = None,
+) -> int:
+    """Run every check, print each result (a failure with its fix); 0 only if all passed.
+
+    The store checked is ``store_url``, else the one the Pipelines server in ``pipelines_dir``
+    uses (:func:`~helix_pipeline.store_location.choose_store`).
+    """
+    try:
+        store = choose_store(store_url, pipelines_dir_from(pipelines_dir))
+        store_check = check_store(store.url, store.source)
+    except ConfigError as exc:  # saved valves that cannot be read or used
+        store_check = Check("session store", False, str(exc), _STORE_FIXES["invalid"])
+    checks = [*check_helix(helix_url, api_key_env), store_check]
     for check in checks:
         out.write(f"{'ok  ' if check.passed else 'FAIL'}  {check.name}: {check.detail}\n")
         if not check.passed:
@@ -69,7 +106,11 @@ def check_helix(helix_url: str | None, key_env: str) -> list[Check]:
             max_retries=0,
         )
     except ConfigError as exc:
-        return [Check("Helix", False, str(exc), reach_fix)]
+        fix = (
+            "set HELIX_BASE_URL (the valve or the environment variable; --helix-url tries "
+            "another) to where Helix listens, e.g. http://localhost:8001"
+        )
+        return [Check("Helix", False, str(exc), fix)]
     with client:
         try:
             health = client.health()
@@ -89,27 +130,39 @@ def check_helix(helix_url: str | None, key_env: str) -> list[Check]:
     return [*checks, Check("Helix models", True, ", ".join(models))]
 
 
-def check_store(url: str) -> Check:
-    """The store opens, and a probe conversation can be written, read back and deleted."""
-    name = f"session store {redact_url(url)}"
-    fix = (
-        "set SESSION_STORE_URL (the SESSION_STORE_URL valve) to a store this process can "
-        "write, e.g. sqlite:///var/lib/pipelines/sessions.db; Redis and PostgreSQL need "
-        "`pip install helix-pipeline[redis]` / `helix-pipeline[postgres]`"
-    )
-    key = ConversationKey(DOCTOR_USER, f"probe-{uuid4().hex}")
+def check_store(url: str, source: str = "") -> Check:
+    """The store exists and opens, and a probe conversation can be written, read back and deleted.
+
+    ``source`` says where ``url`` came from (shown beside it). Nothing is created: an SQLite file
+    that does not exist fails the check.
+    """
+    name = f"session store {redact_url(url)}" + (f" ({source})" if source else "")
+    try:
+        missing = missing_store(url)
+    except ConfigError as exc:
+        return Check(name, False, str(exc), _STORE_FIXES["invalid"])
+    if missing is not None:
+        return Check(name, False, missing, _STORE_FIXES["missing"])
     try:
         store = open_store(url)
-    except HelixPipelineError as exc:
+    except ConfigError as exc:
+        return Check(name, False, f"cannot open it: {exc}", _STORE_FIXES["invalid"])
+    except StoreUnavailable as exc:
+        local = url.lower().startswith("sqlite:")  # a file: nothing to start, only to allow
+        fix = _STORE_FIXES["unwritable" if local else "unreachable"]
         return Check(name, False, f"cannot open it: {exc}", fix)
+    except StoreError as exc:
+        return Check(name, False, f"cannot open it: {exc}", _STORE_FIXES["unwritable"])
+    key = ConversationKey(DOCTOR_USER, f"probe-{uuid4().hex}")
     try:
         store.record(key, [Message("user", "helix-pipeline doctor probe")])
         wrote = [m.content for m in store.load(key)] == ["helix-pipeline doctor probe"]
         deleted = store.delete(key)
     except StoreError as exc:
-        return Check(name, False, f"cannot write to it: {exc}", fix)
+        return Check(name, False, f"cannot write to it: {exc}", _STORE_FIXES["unwritable"])
     finally:
         store.close()
     if not (wrote and deleted):
-        return Check(name, False, "a probe conversation did not read back as written", fix)
+        detail = "a probe conversation did not read back as written"
+        return Check(name, False, detail, _STORE_FIXES["unwritable"])
     return Check(name, True, "opened, wrote and deleted a probe conversation")

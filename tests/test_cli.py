@@ -14,25 +14,46 @@ from pathlib import Path
 import pytest
 
 import helix_pipeline
-from helix_pipeline import cli
+from helix_pipeline import cli, cli_sessions
 from helix_pipeline.cli import main, plural, preview
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.errors import StoreError
 from helix_pipeline.messages import Message
 from helix_pipeline.stores import MemoryStore, SessionStore, open_store
+from helix_pipeline.testing import FakeHelix
+
+from .pipelines_server import PIPELINES, PipelinesServer
 
 ROOT = Path(__file__).resolve().parents[1]
 ANA = ConversationKey("ana", "chat-1")
 ANA_OTHER = ConversationKey("ana", "chat-2")
 BEN = ConversationKey("ben", "chat-1")
 PIPELINE_NAMES = ["helix.py", "helix_session_filter.py"]
+time_now = time.time()
+MODEL = "helix.helix-consultant"
+ANA_USER = {"id": "u-ana", "email": "ana@example.com", "name": "Ana", "role": "user"}
 RUN_MAIN = "import sys; from helix_pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
+STORE_LINE = "Session store: "
+
+
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Exit code, stdout, and stderr without the ``Session store:`` line (TestWhichStore's)."""
     code = main(argv)
     captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    err = "".join(
+        line for line in captured.err.splitlines(keepends=True) if not line.startswith(STORE_LINE)
+    )
+    return code, captured.out, err
+
+
+@pytest.fixture(autouse=True)
+def no_server_beside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Pipelines folder, store URL or data folder leaks in from the machine running the tests."""
+    monkeypatch.setenv("PIPELINES_DIR", str(tmp_path / "no-server"))
+    for name in ("SESSION_STORE_URL", "HELIX_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def fill(store: SessionStore) -> None:
@@ -47,6 +68,13 @@ def fill(store: SessionStore) -> None:
     store.record(ANA, [Message("assistant", "Four.", "a1-regen")], after=1)
     store.record(ANA_OTHER, [Message("user", "Hello", "u9")])
     store.record(BEN, [Message("user", "Ben's question", "b1")])
+
+
+class Terminal(io.StringIO):
+    """Standard input that is a terminal, holding what the person types."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 class KeptMemoryStore(MemoryStore):
@@ -64,7 +92,7 @@ def store(
     opened: SessionStore
     if request.param == "memory":
         opened = KeptMemoryStore("memory://")
-        monkeypatch.setattr(cli, "open_store", lambda url: opened)
+        monkeypatch.setattr(cli_sessions, "open_store", lambda url: opened)
         url = "memory://"
     else:
         url = f"sqlite:///{tmp_path / 'sessions.db'}"
@@ -123,6 +151,7 @@ class TestTheCommand:
         if unbuffered:
             env["PYTHONUNBUFFERED"] = unbuffered
         command = [sys.executable, "-c", RUN_MAIN, "sessions", "--store"]
+        open_store(f"sqlite:///{tmp_path / 's.db'}").close()
         with open("/dev/full", "w") as full:
             result = subprocess.run(
                 [*command, f"sqlite:///{tmp_path / 's.db'}", "export"],
@@ -145,6 +174,27 @@ class TestTheCommand:
         assert cli.error_line(StoreError("cannot open\n\tIs the server running?")) == (
             "cannot open Is the server running?"
         )
+
+    def test_the_help_names_every_sessions_action(self, capsys: pytest.CaptureFixture[str]) -> None:
+        top = run(["--help"], capsys)[1]
+        sessions = run(["sessions", "--help"], capsys)[1]
+
+        assert "sessions     list, show, export, import, delete or purge stored chats" in top
+        for action in ("list", "show", "export", "import", "delete", "purge"):
+            assert f"    {action} " in sessions
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            pytest.param(["sessions", "--store", "memory://", "list", "-v"], id="after-an-action"),
+            pytest.param(["sessions", "-v", "--store", "memory://", "list"], id="after-sessions"),
+            pytest.param(["-v", "sessions", "--store", "memory://", "list"], id="before"),
+        ],
+    )
+    def test_verbose_is_taken_after_any_command(
+        self, argv: list[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert run(argv, capsys)[0] == 0
 
 
 class TestSessionsList:
@@ -212,12 +262,28 @@ class TestSessionsList:
     def test_without_it_the_default_sqlite_file_is_used(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        monkeypatch.delenv("SESSION_STORE_URL", raising=False)
         monkeypatch.setenv("HELIX_DATA_DIR", str(tmp_path / "data"))
+        open_store(f"sqlite:///{tmp_path / 'data' / 'sessions.db'}").close()
 
         _, out, _ = run(["sessions", "list"], capsys)
 
         assert out == f"No conversations in sqlite:///{tmp_path / 'data' / 'sessions.db'}.\n"
+
+    def test_the_most_recent_conversation_comes_first_whoever_it_belongs_to(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url = f"sqlite:///{tmp_path / 'order.db'}"
+        seeded = open_store(url)
+        for days_ago, key in [(3, ANA), (1, BEN), (2, ANA_OTHER), (5, ConversationKey("zed", "z"))]:
+            with monkeypatch.context() as patch:
+                patch.setattr(time, "time", lambda d=days_ago: time_now - d * 86400)
+                seeded.record(key, [Message("user", "hi")])
+        seeded.close()
+
+        _, out, _ = run(["sessions", "--store", url, "list"], capsys)
+
+        rows = [line.split()[:2] for line in out.splitlines()[1:]]
+        assert rows == [["ben", "chat-1"], ["ana", "chat-2"], ["ana", "chat-1"], ["zed", "z"]]
 
 
 class TestSessionsShow:
@@ -242,9 +308,11 @@ class TestSessionsShow:
     ) -> None:
         memory = KeptMemoryStore()
         memory.record(ConversationKey("ana", "abc_123"), [Message("user", "hi")])
-        monkeypatch.setattr(cli, "open_store", lambda url: memory)
+        monkeypatch.setattr(cli_sessions, "open_store", lambda url: memory)
 
-        _, out, _ = run(["sessions", "show", "--user", "ana", "abc_123"], capsys)
+        _, out, _ = run(
+            ["sessions", "--store", "memory://", "show", "--user", "ana", "abc_123"], capsys
+        )
 
         assert "Helix session: conv-abc-123" in out
 
@@ -267,7 +335,44 @@ class TestSessionsShow:
         )
 
         assert (code, out) == (1, "")
-        assert f"sessions list --user {user}" in err
+        assert f"`helix-pipeline sessions --store {store[0]} list --user {user}` lists them" in err
+
+    def test_without_user_it_finds_the_one_user_who_has_the_chat(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(["sessions", "--store", store[0], "show", "chat-2"], capsys)
+
+        assert code == 0
+        assert out.splitlines()[0] == "Conversation chat-2 of user ana"
+
+    def test_without_user_a_chat_of_several_users_names_them(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, err = run(["sessions", "--store", store[0], "show", "chat-1"], capsys)
+
+        assert (code, out) == (1, "")
+        assert err.startswith(
+            "helix-pipeline: error: 2 users have a conversation 'chat-1' (ana, ben): add --user "
+            f"to say whose, e.g. `helix-pipeline sessions --store {store[0]} show --user ana"
+        )
+
+    def test_without_user_an_unknown_chat_says_no_user_has_it(
+        self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, _, err = run(["sessions", "--store", store[0], "show", "chat-9"], capsys)
+
+        assert code == 1
+        assert "no user has no conversation" not in err
+        assert "no user has a conversation 'chat-9'" in err
+        assert f"`helix-pipeline sessions --store {store[0]} list` lists them" in err
+
+    def test_the_hint_hides_the_store_password(self, capsys: pytest.CaptureFixture[str]) -> None:
+        url = "memory://admin:s3cret@host"
+
+        _, _, err = run(["sessions", "--store", url, "show", "chat-9"], capsys)
+
+        assert "--store memory://admin:***@host list" in err
+        assert "s3cret" not in err
 
 
 class TestSessionsExport:
@@ -399,7 +504,7 @@ class TestSessionsImport:
         url = "sqlite://admin:s3cret@/" + str(export_file.parent / "target.db")
         target = open_store(f"sqlite:///{export_file.parent / 'target.db'}")
         target.url = url
-        monkeypatch.setattr(cli, "open_store", lambda _: target)
+        monkeypatch.setattr(cli_sessions, "open_store", lambda _: target)
 
         code, out, err = run(["sessions", "--store", url, "import", str(export_file)], capsys)
 
@@ -496,12 +601,58 @@ class TestSessionsDelete:
     ) -> None:
         url, opened = store
 
-        code, out, _ = run(["sessions", "--store", url, "delete", "--user", "ana", "--all"], capsys)
+        code, out, _ = run(
+            ["sessions", "--store", url, "delete", "--user", "ana", "--all", "--yes"], capsys
+        )
 
         assert code == 0
         assert out == "Deleted 2 conversations of user ana.\n"
         assert opened.conversations("ana") == []
         assert opened.users() == ["ben"]
+
+    def test_all_without_a_terminal_to_ask_is_refused_naming_yes(
+        self,
+        store: tuple[str, SessionStore],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        url, opened = store
+        monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+
+        code, out, err = run(
+            ["sessions", "--store", url, "delete", "--user", "ana", "--all"], capsys
+        )
+
+        assert (code, out) == (1, "")
+        assert err == (
+            "helix-pipeline: error: Delete all 2 conversations of user ana? Nothing deleted: "
+            "there is no terminal to ask; add --yes to confirm\n"
+        )
+        assert len(opened.conversations("ana")) == 2
+
+    @pytest.mark.parametrize(("answer", "deleted"), [("y\n", True), ("\n", False), ("no\n", False)])
+    def test_all_asks_on_a_terminal_first(
+        self,
+        answer: str,
+        deleted: bool,
+        store: tuple[str, SessionStore],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        url, opened = store
+        monkeypatch.setattr(sys, "stdin", Terminal(answer))
+
+        code, out, err = run(
+            ["sessions", "--store", url, "delete", "--user", "ana", "--all"], capsys
+        )
+
+        assert err.startswith(
+            "Delete all 2 conversations of user ana? This cannot be undone. [y/N] "
+        )
+        assert (code, opened.conversations("ana") == []) == (0 if deleted else 1, deleted)
+        if not deleted:
+            assert out == ""
+            assert err.endswith("helix-pipeline: error: not confirmed; nothing deleted\n")
 
     def test_an_unknown_conversation_is_an_error(
         self, store: tuple[str, SessionStore], capsys: pytest.CaptureFixture[str]
@@ -548,6 +699,28 @@ class TestSessionsPurge:
         assert opened.load(old) == []
         assert sorted(opened.users()) == ["ana", "ben"]
 
+    def test_a_dry_run_lists_what_it_would_delete_and_deletes_nothing(
+        self,
+        store: tuple[str, SessionStore],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        url, opened = store
+        old = ConversationKey("carl", "ancient")
+        with monkeypatch.context() as patch:
+            patch.setattr(time, "time", lambda: time_now - 40 * 86400)
+            opened.record(old, [Message("user", "long ago")])
+        argv = ["sessions", "--store", url, "purge", "--older-than-days", "30", "--dry-run"]
+
+        code, out, _ = run(argv, capsys)
+
+        assert code == 0
+        assert out.splitlines()[0] == "would delete ancient of user carl"
+        assert out.splitlines()[1].startswith("Would purge 1 conversation inactive since before ")
+        assert out.endswith("; nothing deleted (--dry-run).\n")
+        assert len(out.splitlines()) == 2
+        assert opened.load(old) != []
+
     @pytest.mark.parametrize("days", ["0", "-3", "soon"])
     def test_needs_a_positive_number_of_days(
         self, days: str, capsys: pytest.CaptureFixture[str]
@@ -587,3 +760,245 @@ class TestReadableOutput:
     )
     def test_counts_read_as_english(self, count: int, noun: str, text: str) -> None:
         assert plural(count, noun) == text
+
+
+def seeded(path: Path, key: ConversationKey = BEN) -> str:
+    """An SQLite store at ``path`` holding one conversation; its URL."""
+    url = f"sqlite:///{path}"
+    store = open_store(url)
+    store.record(key, [Message("user", "hello")])
+    store.close()
+    return url
+
+
+def save_valves(pipelines: Path, pipeline_id: str, **values: object) -> Path:
+    """A ``valves.json`` as the Pipelines server saves it for ``pipeline_id``."""
+    path = pipelines / pipeline_id / "valves.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"HISTORY_ENABLED": True, **values}), encoding="utf-8")
+    return path
+
+
+def store_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Exit code, stdout, and the ``Session store:`` line the command wrote on stderr."""
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith(STORE_LINE)]
+    return code, captured.out, lines[0] if lines else captured.err
+
+
+class TestWhichStore:
+    @pytest.fixture
+    def pipelines(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        folder = tmp_path / "pipelines"
+        folder.mkdir()
+        monkeypatch.setenv("PIPELINES_DIR", str(folder))
+        return folder
+
+    def test_the_store_given_is_named_with_its_password_hidden(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        _, _, line = store_line(["sessions", "--store", "memory://me:s3cret@x", "list"], capsys)
+
+        assert line == "Session store: memory://me:***@x (--store)"
+
+    def test_beside_a_server_it_opens_the_default_file_of_its_pipelines_folder(
+        self, pipelines: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = pipelines.absolute() / "helix_data" / "sessions.db"
+        seeded(path)
+
+        code, out, line = store_line(["sessions", "list"], capsys)
+
+        assert code == 0
+        assert line == (
+            f"Session store: sqlite:///{path} (the default file beside the pipelines in "
+            f"{pipelines})"
+        )
+        assert "ben" in out
+
+    def test_the_pipes_saved_valve_wins(
+        self, pipelines: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url = seeded(tmp_path / "elsewhere.db")
+        saved = save_valves(pipelines, "helix", SESSION_STORE_URL=url)
+        save_valves(pipelines, "helix_session_filter", SESSION_STORE_URL="memory://")
+
+        _, out, line = store_line(["sessions", "list"], capsys)
+
+        assert line == f"Session store: {url} (the SESSION_STORE_URL valve in {saved})"
+        assert "ben" in out
+
+    def test_without_the_pipes_valves_the_filters_are_read(
+        self, pipelines: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url = seeded(tmp_path / "filter.db")
+        saved = save_valves(pipelines, "helix_session_filter", SESSION_STORE_URL=url)
+
+        _, _, line = store_line(["sessions", "list"], capsys)
+
+        assert line == f"Session store: {url} (the SESSION_STORE_URL valve in {saved})"
+
+    def test_an_empty_valve_falls_back_to_the_environment_then_to_helix_data_dir(
+        self,
+        pipelines: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        save_valves(pipelines, "helix", SESSION_STORE_URL="")
+        url = seeded(tmp_path / "env.db")
+        monkeypatch.setenv("SESSION_STORE_URL", url)
+        from_env = store_line(["sessions", "list"], capsys)[2]
+        monkeypatch.delenv("SESSION_STORE_URL")
+        monkeypatch.setenv("HELIX_DATA_DIR", str(tmp_path / "data"))
+        seeded(tmp_path / "data" / "sessions.db")
+        from_data_dir = store_line(["sessions", "list"], capsys)[2]
+
+        assert from_env == f"Session store: {url} (the SESSION_STORE_URL environment variable)"
+        assert from_data_dir == (
+            f"Session store: sqlite:///{tmp_path / 'data' / 'sessions.db'} (the default file in "
+            "HELIX_DATA_DIR)"
+        )
+
+    def test_pipelines_dir_option_beats_the_environment_also_after_the_action(
+        self, pipelines: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        other = tmp_path / "other"
+        url = seeded(tmp_path / "other.db")
+        saved = save_valves(other, "helix", SESSION_STORE_URL=url)
+
+        before = store_line(["sessions", "--pipelines-dir", str(other), "list"], capsys)[2]
+        after = store_line(["sessions", "list", "--pipelines-dir", str(other)], capsys)[2]
+
+        assert before == after == f"Session store: {url} (the SESSION_STORE_URL valve in {saved})"
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            pytest.param(["list"], id="list"),
+            pytest.param(["show", "chat-1"], id="show"),
+            pytest.param(["export"], id="export"),
+            pytest.param(["delete", "--user", "ben", "chat-1"], id="delete"),
+            pytest.param(["purge", "--older-than-days", "3"], id="purge"),
+        ],
+    )
+    def test_a_command_that_reads_never_creates_the_store_or_its_folder(
+        self, argv: list[str], pipelines: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, err = run(["sessions", *argv], capsys)
+
+        path = pipelines.absolute() / "helix_data" / "sessions.db"
+        assert (code, out) == (1, "")
+        assert err.startswith(
+            f"helix-pipeline: error: no session store at {path}: neither the file nor its folder "
+            f"{path.parent} exists (the default file beside the pipelines in {pipelines}); the "
+            "Helix pipeline creates it with its first recorded chat"
+        )
+        assert list(pipelines.iterdir()) == []
+
+    def test_a_missing_file_given_by_store_says_to_check_that_url(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "typo.db"
+
+        code, _, err = run(["sessions", "--store", f"sqlite:///{path}", "list"], capsys)
+
+        assert code == 1
+        assert err == (
+            f"helix-pipeline: error: no session store at {path}: the file does not exist "
+            "(--store); check the URL given to --store\n"
+        )
+        assert not path.exists()
+
+    def test_import_creates_the_store_it_names(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        source = seeded(tmp_path / "source.db")
+        run(["sessions", "--store", source, "export", "-o", str(tmp_path / "all.jsonl")], capsys)
+        target = tmp_path / "new" / "sessions.db"
+
+        code, out, _ = run(
+            ["sessions", "--store", f"sqlite:///{target}", "import", str(tmp_path / "all.jsonl")],
+            capsys,
+        )
+
+        assert code == 0
+        assert out.startswith("Imported 1 message")
+        assert target.is_file()
+
+    @pytest.mark.parametrize(
+        ("saved", "problem"),
+        [
+            pytest.param("{not json", "cannot read the saved valves", id="not-json"),
+            pytest.param(
+                json.dumps({"SESSION_STORE_URL": "mongodb://x"}),
+                "the SESSION_STORE_URL valve in",
+                id="bad-valve",
+            ),
+        ],
+    )
+    def test_saved_valves_it_cannot_use_fail_in_one_line_naming_the_file(
+        self, saved: str, problem: str, pipelines: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = pipelines / "helix" / "valves.json"
+        path.parent.mkdir()
+        path.write_text(saved, encoding="utf-8")
+
+        code, _, err = run(["sessions", "list"], capsys)
+
+        assert code == 1
+        assert problem in err
+        assert str(path) in err
+        assert err.count("\n") == 1
+
+
+@pytest.mark.integration
+class TestBesideARealPipelinesServer:
+    """The real Pipelines server records a chat; the command, given only its folder, finds it."""
+
+    def turn(self, server: PipelinesServer, chat_id: str) -> None:
+        body = {
+            "model": MODEL,
+            "stream": False,
+            "messages": [{"role": "user", "content": "Hello"}],
+            "metadata": {"chat_id": chat_id, "user_id": "u-ana", "message_id": f"m-{chat_id}"},
+        }
+        answered = server.inlet(MODEL, body, ANA_USER)
+        answered.pop("metadata", None)
+        assert server.chat(answered).status_code == 200
+
+    def test_sessions_open_the_servers_store_by_default_and_after_a_valve_change(
+        self,
+        fake_helix: FakeHelix,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        moved = tmp_path / "moved.db"
+        with PipelinesServer(
+            tmp_path / "server", [PIPELINES / "helix.py"], env={"HELIX_BASE_URL": fake_helix.url}
+        ) as server:
+            self.turn(server, "chat-default")
+            default = store_line(
+                ["sessions", "--pipelines-dir", str(server.pipelines_dir), "list"], capsys
+            )
+            valves = server.valves("helix")
+            server.update_valves("helix", {**valves, "SESSION_STORE_URL": f"sqlite:///{moved}"})
+            self.turn(server, "chat-moved")
+            monkeypatch.setenv("PIPELINES_DIR", str(server.pipelines_dir))
+            after = store_line(["sessions", "list"], capsys)
+
+        data = server.pipelines_dir / "helix_data" / "sessions.db"
+        assert default[2] == (
+            f"Session store: sqlite:///{data} (the default file beside the pipelines in "
+            f"{server.pipelines_dir})"
+        )
+        assert [line.split()[:2] for line in default[1].splitlines()[1:]] == [
+            ["u-ana", "chat-default"]
+        ]
+        saved = server.pipelines_dir / "helix" / "valves.json"
+        assert (
+            after[2] == f"Session store: sqlite:///{moved} (the SESSION_STORE_URL valve in {saved})"
+        )
+        assert [line.split()[:2] for line in after[1].splitlines()[1:]] == [["u-ana", "chat-moved"]]

@@ -29,6 +29,7 @@ __all__ = [
     "MemoryStore",
     "RecordResult",
     "SessionStore",
+    "missing_store",
     "open_store",
     "redact_url",
     "url_error",
@@ -70,6 +71,34 @@ def open_store(url: str, *, ttl_days: float | None = None) -> SessionStore:
         + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES),
         setting="SESSION_STORE_URL",
     )
+
+
+def missing_store(url: str) -> str | None:
+    """Why ``url`` names no existing store, or ``None`` when it does (or the engine cannot tell).
+
+    Only an SQLite file can be absent: a command that reads (``sessions list``, ``doctor``) asks
+    this first, so that it never creates the file or its folder by opening it. Redis and
+    PostgreSQL live on a server, whose own errors say when it is missing. Raises
+    :class:`ConfigError` for a URL that cannot name a store at all.
+    """
+    try:
+        scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    except ValueError:
+        return None  # open_store says what is wrong with it
+    if scheme != "sqlite":
+        return None
+    from .sqlite import sqlite_path
+
+    path, _ = sqlite_path(url)
+    if path.is_file():
+        return None
+    if path.exists():
+        return f"{path} is not a file, so it cannot be an SQLite session store"
+    if path.parent.is_dir():
+        return f"no session store at {path}: the file does not exist"
+    if path.parent.exists():
+        return f"no session store at {path}: {path.parent} is a file, not a folder"
+    return f"no session store at {path}: neither the file nor its folder {path.parent} exists"
 
 
 def url_error(engine: str, url: str, problem: str, fix: str) -> ConfigError:

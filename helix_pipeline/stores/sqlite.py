@@ -29,7 +29,7 @@ from . import url_error
 from .migrations import SQLITE, migrate
 from .sql import Dialect, Queries, SQLStore
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "LOAD_ACTIVE_BRANCH", "SQLiteStore"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "LOAD_ACTIVE_BRANCH", "SQLiteStore", "sqlite_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,30 @@ LOAD_ACTIVE_BRANCH = _QUERIES.load_active
 """The one query :meth:`SQLiteStore.load` runs: two index lookups, whatever the database size."""
 
 
+def sqlite_path(url: str) -> tuple[Path, float]:
+    """The file and the busy timeout an ``sqlite://`` URL names; :class:`ConfigError` if it is
+    not one (``sqlite:///rel.db`` is relative to the working folder, ``sqlite:////abs.db`` not)."""
+    if not url.lower().startswith(_SCHEME):
+        raise _url_error(url, "it must start with sqlite:///")
+    rest, _, query = url[len(_SCHEME) :].partition("?")
+    if not rest.startswith("/"):
+        raise _url_error(url, "it needs three slashes before a path (sqlite:///sessions.db)")
+    path = rest[1:]
+    if not path or path == ":memory:":
+        raise _url_error(url, "it names no file (use memory:// for a store that is not kept)")
+    busy_timeout = DEFAULT_BUSY_TIMEOUT
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name != "timeout":
+            raise _url_error(url, f"unknown parameter {name!r} (only ?timeout=SECONDS)")
+        try:
+            busy_timeout = float(value)
+        except ValueError:
+            busy_timeout = -1.0
+        if not 0 <= busy_timeout < float("inf"):
+            raise _url_error(url, "timeout must be a number of seconds, 0 or more")
+    return Path(path), busy_timeout
+
+
 class SQLiteStore(SQLStore):
     """Conversations in a SQLite file (``sqlite:///path/to/sessions.db``)."""
 
@@ -116,24 +140,7 @@ class SQLiteStore(SQLStore):
 
         The only query parameter is ``timeout`` (seconds, default 10), the busy timeout.
         """
-        if not url.lower().startswith(_SCHEME):
-            raise _url_error(url, "it must start with sqlite:///")
-        rest, _, query = url[len(_SCHEME) :].partition("?")
-        if not rest.startswith("/"):
-            raise _url_error(url, "it needs three slashes before a path (sqlite:///sessions.db)")
-        path = rest[1:]
-        if not path or path == ":memory:":
-            raise _url_error(url, "it names no file (use memory:// for a store that is not kept)")
-        busy_timeout = DEFAULT_BUSY_TIMEOUT
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            if name != "timeout":
-                raise _url_error(url, f"unknown parameter {name!r} (only ?timeout=SECONDS)")
-            try:
-                busy_timeout = float(value)
-            except ValueError:
-                busy_timeout = -1.0
-            if not 0 <= busy_timeout < float("inf"):
-                raise _url_error(url, "timeout must be a number of seconds, 0 or more")
+        path, busy_timeout = sqlite_path(url)
         return cls(path, busy_timeout=busy_timeout, url=url)
 
     def _create(

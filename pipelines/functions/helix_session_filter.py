@@ -2950,6 +2950,7 @@ __all__ = [
     "MemoryStore",
     "RecordResult",
     "SessionStore",
+    "missing_store",
     "open_store",
     "redact_url",
     "url_error",
@@ -2991,6 +2992,34 @@ def open_store(url: str, *, ttl_days: float | None = None) -> SessionStore:
         + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES),
         setting="SESSION_STORE_URL",
     )
+
+
+def missing_store(url: str) -> str | None:
+    """Why ``url`` names no existing store, or ``None`` when it does (or the engine cannot tell).
+
+    Only an SQLite file can be absent: a command that reads (``sessions list``, ``doctor``) asks
+    this first, so that it never creates the file or its folder by opening it. Redis and
+    PostgreSQL live on a server, whose own errors say when it is missing. Raises
+    :class:`ConfigError` for a URL that cannot name a store at all.
+    """
+    try:
+        scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    except ValueError:
+        return None  # open_store says what is wrong with it
+    if scheme != "sqlite":
+        return None
+    from .sqlite import sqlite_path
+
+    path, _ = sqlite_path(url)
+    if path.is_file():
+        return None
+    if path.exists():
+        return f"{path} is not a file, so it cannot be an SQLite session store"
+    if path.parent.is_dir():
+        return f"no session store at {path}: the file does not exist"
+    if path.parent.exists():
+        return f"no session store at {path}: {path.parent} is a file, not a folder"
+    return f"no session store at {path}: neither the file nor its folder {path.parent} exists"
 
 
 def url_error(engine: str, url: str, problem: str, fix: str) -> ConfigError:
@@ -5032,7 +5061,7 @@ from . import url_error
 from .migrations import SQLITE, migrate
 from .sql import Dialect, Queries, SQLStore
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "LOAD_ACTIVE_BRANCH", "SQLiteStore"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "LOAD_ACTIVE_BRANCH", "SQLiteStore", "sqlite_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -5080,6 +5109,30 @@ LOAD_ACTIVE_BRANCH = _QUERIES.load_active
 """The one query :meth:`SQLiteStore.load` runs: two index lookups, whatever the database size."""
 
 
+def sqlite_path(url: str) -> tuple[Path, float]:
+    """The file and the busy timeout an ``sqlite://`` URL names; :class:`ConfigError` if it is
+    not one (``sqlite:///rel.db`` is relative to the working folder, ``sqlite:////abs.db`` not)."""
+    if not url.lower().startswith(_SCHEME):
+        raise _url_error(url, "it must start with sqlite:///")
+    rest, _, query = url[len(_SCHEME) :].partition("?")
+    if not rest.startswith("/"):
+        raise _url_error(url, "it needs three slashes before a path (sqlite:///sessions.db)")
+    path = rest[1:]
+    if not path or path == ":memory:":
+        raise _url_error(url, "it names no file (use memory:// for a store that is not kept)")
+    busy_timeout = DEFAULT_BUSY_TIMEOUT
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name != "timeout":
+            raise _url_error(url, f"unknown parameter {name!r} (only ?timeout=SECONDS)")
+        try:
+            busy_timeout = float(value)
+        except ValueError:
+            busy_timeout = -1.0
+        if not 0 <= busy_timeout < float("inf"):
+            raise _url_error(url, "timeout must be a number of seconds, 0 or more")
+    return Path(path), busy_timeout
+
+
 class SQLiteStore(SQLStore):
     """Conversations in a SQLite file (``sqlite:///path/to/sessions.db``)."""
 
@@ -5119,24 +5172,7 @@ class SQLiteStore(SQLStore):
 
         The only query parameter is ``timeout`` (seconds, default 10), the busy timeout.
         """
-        if not url.lower().startswith(_SCHEME):
-            raise _url_error(url, "it must start with sqlite:///")
-        rest, _, query = url[len(_SCHEME) :].partition("?")
-        if not rest.startswith("/"):
-            raise _url_error(url, "it needs three slashes before a path (sqlite:///sessions.db)")
-        path = rest[1:]
-        if not path or path == ":memory:":
-            raise _url_error(url, "it names no file (use memory:// for a store that is not kept)")
-        busy_timeout = DEFAULT_BUSY_TIMEOUT
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            if name != "timeout":
-                raise _url_error(url, f"unknown parameter {name!r} (only ?timeout=SECONDS)")
-            try:
-                busy_timeout = float(value)
-            except ValueError:
-                busy_timeout = -1.0
-            if not 0 <= busy_timeout < float("inf"):
-                raise _url_error(url, "timeout must be a number of seconds, 0 or more")
+        path, busy_timeout = sqlite_path(url)
         return cls(path, busy_timeout=busy_timeout, url=url)
 
     def _create(
@@ -6040,12 +6076,12 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__4f3851abe1', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__73361a0d3c', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 from typing import Any
 
-from helix_pipeline__0_1_0__4f3851abe1.functions import (
+from helix_pipeline__0_1_0__73361a0d3c.functions import (
     FunctionFilter,
     FunctionFilterValves,
     MemorySwitch,
