@@ -72,6 +72,7 @@ def server(helix: FakeHelix, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "OPENAI_API_KEYS": "unused",
         "ENABLE_FORWARD_USER_INFO_HEADERS": "true",
         "BYPASS_MODEL_ACCESS_CONTROL": "true",
+        "ENABLE_API_KEYS": "true",
     }
     with OpenWebUIServer(tmp_path_factory.mktemp("openwebui"), env=env) as running:
         yield running
@@ -293,7 +294,8 @@ class TestInstall:
         monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        monkeypatch.setenv("OPENWEBUI_API_KEY", admin.token)
+        api_key = server.ok("POST", "/api/v1/auths/api_key", admin)["api_key"]
+        monkeypatch.setenv("OPENWEBUI_API_KEY", api_key)  # an admin's API key, as the README says
         assert main(["install", "--openwebui", server.url]) == 0
         printed = capsys.readouterr().out
 
