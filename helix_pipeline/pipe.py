@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .chat_body import REPAIRS_KEY, nothing_to_send, repair_chat_body
 from .client import HelixClient, completion_text
 from .conversation import PRIVATE_KEY, ChatKind, Conversation, read_conversation
-from .errors import HelixPipelineError
+from .errors import ConfigError, HelixPipelineError
 from .messages import messages_from_dicts
 from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for
-from .runtime import Reconfigurable, build_history
+from .payload import DEFAULT_MODEL
+from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
 from .valves import HelixValves
 
@@ -86,7 +88,10 @@ class HelixPipe:
         self, valves: Callable[[], HelixValves], *, pipelines_dir: Path | None = None
     ) -> None:
         self._pipelines_dir = pipelines_dir
-        self._parts: Reconfigurable[HelixValves, _Parts] = Reconfigurable(valves, self._build)
+        self._valves = valves
+        self._parts: Reconfigurable[HelixValves, _Parts | ConfigError] = Reconfigurable(
+            valves, self._build
+        )
         self._models: list[str] | None = None
         self._models_at = 0.0
         self._refreshing = threading.Lock()
@@ -94,17 +99,50 @@ class HelixPipe:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def startup(self) -> None:
-        """Ask Helix for its models (briefly) and purge conversations past ``SESSION_TTL_DAYS``."""
-        parts = self._parts.get()
-        self.refresh_models()
-        parts.history.purge_older_than(parts.valves.SESSION_TTL_DAYS)
+        """Ask Helix for its models (briefly) and purge conversations past ``SESSION_TTL_DAYS``.
+
+        Never raises: an exception in ``on_startup`` stops the whole Pipelines server.
+        """
+        try:
+            parts = self._current()
+            self.refresh_models()
+            parts.history.purge_older_than(parts.valves.SESSION_TTL_DAYS)
+        except HelixPipelineError as exc:
+            log.warning("starting without Helix's models or a purge: %s", exc)
+        except Exception:  # the boundary: the server's startup must go on
+            log.exception("unexpected error while starting the Helix pipe")
 
     def shutdown(self) -> None:
         parts = self._parts.get()
-        parts.client.close()
-        parts.history.close()
+        if isinstance(parts, _Parts):
+            parts.client.close()
+            parts.history.close()
+
+    def _current(self) -> _Parts:
+        """The parts built from the current valves; a :class:`ConfigError` if a valve is unusable."""
+        parts = self._parts.get()
+        if isinstance(parts, ConfigError):
+            raise ConfigError(parts.message, setting=parts.setting)
+        return parts
 
     def _build(
+        self, valves: HelixValves, old_valves: HelixValves | None, old: _Parts | ConfigError | None
+    ) -> _Parts | ConfigError:
+        previous = old if isinstance(old, _Parts) else None
+        unusable = unusable_valves(valves)
+        if unusable is None:
+            try:
+                return self._build_parts(valves, old_valves, previous)
+            except ConfigError as exc:  # the valves' rules are the client's: should not happen
+                log.warning("the valves cannot be used: %s", exc)
+                unusable = exc
+        if previous is not None:
+            previous.client.close()
+            previous.history.close()
+        self._models_at = 0.0  # ask the next Helix for its models once the valves are corrected
+        return unusable
+
+    def _build_parts(
         self, valves: HelixValves, old_valves: HelixValves | None, old: _Parts | None
     ) -> _Parts:
         history = build_history(
@@ -129,24 +167,39 @@ class HelixPipe:
     def models(self) -> list[dict[str, str]]:
         """The manifold's models: Helix's own list (cached), else the ``HELIX_MODELS`` valve.
 
-        The Pipelines server calls this on every request, so it never waits on Helix: a stale list
-        is refreshed in the background.
+        The Pipelines server calls this on every request (its middleware), so it never waits on
+        Helix (a stale list is refreshed in the background) and never raises: an exception here is
+        an HTTP 500 for every endpoint, the valve update that would repair it included.
         """
-        parts = self._parts.get()
-        if time.monotonic() - self._models_at > MODELS_TTL_S and not self._refreshing.locked():
-            threading.Thread(target=self.refresh_models, name="helix-models", daemon=True).start()
-        ids = self._models or parts.valves.model_ids()
+        try:
+            parts = self._parts.get()
+            if isinstance(parts, ConfigError):
+                ids = self._valves().model_ids()
+            else:
+                stale = time.monotonic() - self._models_at > MODELS_TTL_S
+                if stale and not self._refreshing.locked():
+                    threading.Thread(
+                        target=self.refresh_models, name="helix-models", daemon=True
+                    ).start()
+                ids = self._models or parts.valves.model_ids()
+        except Exception:  # the boundary: see above
+            log.exception("unexpected error while listing the models; offering %s", DEFAULT_MODEL)
+            ids = [DEFAULT_MODEL]
         return [{"id": model_id, "name": model_id} for model_id in ids]
 
     def refresh_models(self) -> None:
+        """Ask Helix for its models now; never raises (it runs after every valve update)."""
         if not self._refreshing.acquire(blocking=False):
             return
         try:
-            parts = self._parts.get()
+            parts = self._current()
             self._models_at = time.monotonic()
             self._models = parts.client.models() or None
         except HelixPipelineError as exc:
             log.info("using the HELIX_MODELS valve: could not list Helix's models: %s", exc)
+            self._models = None
+        except Exception:  # the boundary: a raising on_valves_updated answers the update with 500
+            log.exception("unexpected error while asking Helix for its models")
             self._models = None
         finally:
             self._refreshing.release()
@@ -158,7 +211,12 @@ class HelixPipe:
         if not isinstance(body, dict):
             return body
         try:
-            body[PRIVATE_KEY] = read_conversation(body, user).to_private()
+            repairs = repair_chat_body(body)  # else the server refuses it before pipe() runs
+            private = read_conversation(body, user).to_private()
+            if repairs:
+                log.info("repaired an inlet body the Pipelines server would refuse: %s", repairs)
+                private[REPAIRS_KEY] = repairs
+            body[PRIVATE_KEY] = private
         except Exception:  # the boundary: an inlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not read the conversation of an inlet body")
         return body
@@ -168,7 +226,9 @@ class HelixPipe:
         if not isinstance(body, dict):
             return body
         try:
-            self._parts.get().history.reconcile_outlet(body, user)
+            self._current().history.reconcile_outlet(body, user)
+        except HelixPipelineError as exc:
+            log.warning("could not reconcile an outlet body: %s", exc)
         except Exception:  # the boundary: an outlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not reconcile an outlet body")
         return body
@@ -206,8 +266,10 @@ class HelixPipe:
         ``memory=False`` (a person's own switch) forwards the turn as it came and records nothing.
         Raises :class:`HelixPipelineError` (e.g. a valve Helix's client refuses).
         """
-        parts = self._parts.get()
+        parts = self._current()
         incoming = messages_from_dicts(messages)
+        if not any(message.role == "user" for message in incoming):
+            raise nothing_to_send(body)
         stream = body.get("stream", True) is not False
         header_id: str | None = conversation.conversation_id
         if conversation.is_task:
@@ -221,7 +283,7 @@ class HelixPipe:
         else:
             turn = parts.history.passthrough(conversation, incoming)
         payload = parts.client.build_payload(
-            turn.wire_messages(), body, model=str(model_id or "") or None, stream=stream
+            turn.wire_messages(), body, model=_model(model_id), stream=stream
         )
         log.info(
             "conversation %s (%s): %d messages to Helix, %d attached from the store",
@@ -290,3 +352,8 @@ class HelixPipe:
 
 def _cid(conversation: Conversation) -> str:
     return conversation.conversation_id if conversation.kind is not ChatKind.TASK else "(task)"
+
+
+def _model(model_id: object) -> str | None:
+    """The sub id the server passes (always a string from the Pipelines server), else none."""
+    return model_id if isinstance(model_id, str) and model_id else None

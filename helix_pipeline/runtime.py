@@ -2,7 +2,10 @@
 
 The Pipelines server replaces ``pipeline.valves`` after loading ``valves.json`` and on every update,
 so pipelines read their valves through a callable and rebuild only what a changed valve affects: a
-store is reopened only when its URL changes.
+store is reopened only when its URL changes. Valves that break their rules (restored from an old
+``valves.json``, set with ``model_construct``) build nothing: :func:`unusable_valves` turns them
+into one :class:`~helix_pipeline.errors.ConfigError` that the pipelines report in the chat, since
+an exception there would make the Pipelines server answer 500 to every request.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from .errors import ConfigError
 from .service import HistoryService
-from .stores import open_store, redact_url
+from .stores import open_store
 from .stores.lazy import LazyStore
+from .urls import redact_url
 from .valves import HistoryValves
 
-__all__ = ["Reconfigurable", "build_history"]
+__all__ = ["Reconfigurable", "build_history", "unusable_valves"]
+
+WHERE_TO_FIX = "An admin can correct it in Admin Panel > Settings > Pipelines."
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,24 @@ def build_history(
         enabled=valves.HISTORY_ENABLED,
         temporary_store=temporary,
     )
+
+
+def unusable_valves(valves: HistoryValves) -> ConfigError | None:
+    """One error naming each valve that breaks its rule and what it must be; ``None`` if all are
+    usable. Each problem is logged once here (callers build once per valves object)."""
+    problems = valves.problems()
+    if not problems:
+        return None
+    for name, reason in problems.items():
+        log.warning(
+            "the %s valve is unusable, turns are refused until it is corrected: %s", name, reason
+        )
+    reasons = "; ".join(_sentence_body(reason) for reason in problems.values())
+    return ConfigError(f"{reasons}. {WHERE_TO_FIX}", setting=next(iter(problems)))
+
+
+def _sentence_body(text: str) -> str:
+    return text.rstrip().rstrip(".")
 
 
 class Reconfigurable(Generic[V, R]):

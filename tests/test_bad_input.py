@@ -7,9 +7,12 @@ deep run) against a live FakeHelix and an SQLite store.
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,16 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from helix_pipeline.conversation import PRIVATE_KEY
+from helix_pipeline import pipe as pipe_module
+from helix_pipeline.conversation import (
+    PRIVATE_KEY,
+    ChatKind,
+    ConversationKey,
+    read_conversation,
+)
+from helix_pipeline.notices import UNEXPECTED
 from helix_pipeline.pipe import HelixPipe
+from helix_pipeline.service import HistoryService
 from helix_pipeline.session_filter import SessionFilter
 from helix_pipeline.testing import FakeHelix
 from helix_pipeline.valves import FilterValves, HelixValves
@@ -211,18 +222,66 @@ def consume(result: object) -> list[str]:
     return items
 
 
+class ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def nothing_crashed() -> Iterator[None]:
+    """Fails when a hook's catch-all caught a crash: it logs at ERROR, so "did not raise" alone
+    would prove nothing (the hooks never raise by design)."""
+    handler = ErrorRecords()
+    logger = logging.getLogger("helix_pipeline")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.records:
+        record = handler.records[0]
+        details = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+        raise AssertionError(f"a crash was caught: {record.getMessage()}\n{details}")
+
+
 def run_pipe(pipe: HelixPipe, body: Any, user: Any) -> str:
-    inlet = pipe.inlet(body, user)
-    pipe_body = inlet
-    if isinstance(inlet, dict):
-        pipe_body = {k: v for k, v in inlet.items() if k != "metadata"}
-    messages = pipe_body.get("messages") if isinstance(pipe_body, dict) else None
-    items = consume(pipe.pipe("", "helix-consultant", messages, pipe_body))
-    stream = not isinstance(pipe_body, dict) or pipe_body.get("stream", True) is not False
-    if stream:
-        assert all(item for item in items), "a blank string was yielded"
-    pipe.outlet(body, user)
-    return "".join(items)
+    """One turn as Open WebUI plays it; fails unless every hook handled the body as designed."""
+    with nothing_crashed():
+        inlet = pipe.inlet(body, user)
+        pipe_body = inlet
+        if isinstance(inlet, dict):
+            assert isinstance(inlet.get(PRIVATE_KEY), dict), "the inlet left no context for pipe()"
+            pipe_body = {k: v for k, v in inlet.items() if k != "metadata"}
+        messages = pipe_body.get("messages") if isinstance(pipe_body, dict) else None
+        items = consume(pipe.pipe("", "helix-consultant", messages, pipe_body))
+        stream = not isinstance(pipe_body, dict) or pipe_body.get("stream", True) is not False
+        if stream:
+            assert all(item for item in items), "a blank string was yielded"
+        text = "".join(items)
+        assert UNEXPECTED not in text, "pipe() answered with the catch-all's notice"
+        if "Helix reply" in text and isinstance(pipe_body, dict):
+            assert_recorded(pipe, pipe_body)
+        pipe.outlet(body, user)
+    return text
+
+
+def assert_recorded(pipe: HelixPipe, pipe_body: dict[str, Any]) -> None:
+    """A saved chat's answered turn is in the store (temporary chats and tasks are not stored;
+    what exactly is kept depends on earlier examples with the same ids, so only its presence)."""
+    conversation = read_conversation(pipe_body, pipe_body.get("user"))
+    if conversation.kind is ChatKind.SAVED:
+        stored = pipe._current().history.store.load(conversation.key)
+        assert stored, f"the answered turn of {conversation.conversation_id[:40]!r} was not stored"
+
+
+def run_filter(session_filter: SessionFilter, body: Any, user: Any) -> None:
+    with nothing_crashed():
+        assert session_filter.inlet(body, user) is body
+        assert session_filter.outlet(body, user) is body
 
 
 def outcome(text: str) -> str:
@@ -232,34 +291,84 @@ def outcome(text: str) -> str:
 class TestNeverRaises:
     @FUZZ
     @given(body=BODY, user=USER)
-    def test_the_helix_pipe_survives_any_body_and_user(
+    def test_the_helix_pipe_handles_any_body_and_user(
         self, pipe: HelixPipe, body: Any, user: Any
     ) -> None:
         event(outcome(run_pipe(pipe, body, user)))
 
     @FUZZ
     @given(body=BODY, user=USER, model_id=ID, messages=MESSAGES, user_message=ID)
-    def test_pipe_survives_any_arguments_the_server_might_pass(
+    def test_pipe_handles_any_arguments_the_server_might_pass(
         self, pipe: HelixPipe, body: Any, user: Any, model_id: Any, messages: Any, user_message: Any
     ) -> None:
-        consume(pipe.pipe(user_message, model_id, messages, body))
+        with nothing_crashed():
+            text = "".join(consume(pipe.pipe(user_message, model_id, messages, body)))
+        assert UNEXPECTED not in text
 
     @FUZZ
     @given(body=BODY, user=USER)
-    def test_the_session_filter_survives_any_body_and_user(
+    def test_the_session_filter_handles_any_body_and_user(
         self, session_filter: SessionFilter, body: Any, user: Any
     ) -> None:
-        session_filter.inlet(body, user)
-        session_filter.outlet(body, user)
+        run_filter(session_filter, body, user)
 
     @pytest.mark.parametrize("body", DEEP_BODIES)
-    def test_deep_and_huge_bodies_are_survived(
+    def test_deep_and_huge_bodies_are_handled(
         self, pipe: HelixPipe, session_filter: SessionFilter, body: dict[str, Any]
     ) -> None:
         user = {"id": "user-deep"}
         run_pipe(pipe, dict(body), user)
-        session_filter.inlet(dict(body), user)
-        session_filter.outlet(dict(body), user)
+        run_filter(session_filter, dict(body), user)
+
+
+PLAIN_BODY = {
+    "stream": False,
+    "messages": [{"role": "user", "content": "hello"}],
+    "metadata": {"chat_id": "chat-plain", "message_id": "a1"},
+}
+
+
+def crash(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("a bug")
+
+
+class TestTheChecksSeeACaughtCrash:
+    """The checks above fail when an internal part crashes, although no hook raises."""
+
+    def test_a_plain_body_passes_them_and_its_turn_is_stored(self, pipe: HelixPipe) -> None:
+        reply = run_pipe(pipe, copy.deepcopy(PLAIN_BODY), {"id": "user-plain"})
+        assert "Helix reply" in reply
+        key = ConversationKey("user-plain", "chat-plain")
+        stored = pipe._current().history.store.load(key)
+        assert [m.role for m in stored] == ["user", "assistant"]
+        assert reply.startswith(stored[-1].content)
+
+    @pytest.mark.parametrize(
+        "target",
+        [
+            pytest.param((HelixPipe, "_pipe"), id="pipe"),
+            pytest.param((pipe_module, "read_conversation"), id="inlet"),
+            pytest.param((HistoryService, "reconcile_outlet"), id="outlet"),
+            pytest.param((HistoryService, "record"), id="recording"),
+        ],
+    )
+    def test_a_crash_in_the_pipe_fails_them(
+        self, pipe: HelixPipe, monkeypatch: pytest.MonkeyPatch, target: tuple[Any, str]
+    ) -> None:
+        monkeypatch.setattr(*target, crash)
+        with pytest.raises(AssertionError):
+            run_pipe(pipe, copy.deepcopy(PLAIN_BODY), {"id": "user-crash"})
+
+    @pytest.mark.parametrize(
+        "method",
+        [pytest.param("prepare", id="inlet"), pytest.param("reconcile_outlet", id="outlet")],
+    )
+    def test_a_crash_in_the_filters_hooks_fails_them(
+        self, session_filter: SessionFilter, monkeypatch: pytest.MonkeyPatch, method: str
+    ) -> None:
+        monkeypatch.setattr(HistoryService, method, crash)
+        with pytest.raises(AssertionError, match="a crash was caught"):
+            run_filter(session_filter, copy.deepcopy(PLAIN_BODY), {"id": "user-crash"})
 
 
 # --------------------------------------------------------------------- hostile conversation ids

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from helix_pipeline.conversation import PRIVATE_KEY, ConversationKey
+from helix_pipeline.notices import UNEXPECTED
 from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.testing import FakeHelix, Fault
 from helix_pipeline.valves import HelixValves
@@ -19,6 +21,7 @@ from .conftest import load_fixture
 USER_A = {"id": "user-a", "name": "A", "email": "a@example.com", "role": "user"}
 USER_B = {"id": "user-b", "name": "B", "email": "b@example.com", "role": "user"}
 MODEL = "helix.helix-consultant"
+NOTHING_TO_SEND = "There is nothing to send to Helix"
 
 
 class Chat:
@@ -65,7 +68,7 @@ def run_pipe(pipe: HelixPipe, body: dict[str, Any], user: dict[str, str]) -> str
     body = pipe.inlet(copy.deepcopy(body), user)
     body.pop("metadata", None)
     body["user"] = user
-    result = pipe.pipe("", MODEL.split(".", 1)[1], body["messages"], body)
+    result = pipe.pipe("", MODEL.split(".", 1)[1], body.get("messages"), body)
     if isinstance(result, str):
         return result
     chunks = list(result)
@@ -98,7 +101,7 @@ def set_valves(pipe: HelixPipe, **changes: Any) -> None:
 
 
 def stored(pipe: HelixPipe, user: dict[str, str], chat_id: str) -> list[str]:
-    store = pipe._parts.get().history.store
+    store = pipe._current().history.store
     return [m.content for m in store.load(ConversationKey(user["id"], chat_id))]
 
 
@@ -174,7 +177,7 @@ class TestBackgroundTasks:
         request = fake_helix.last_request
         assert "X-OpenWebUI-Chat-Id" not in request.headers
         assert "X-Conversation-ID" not in request.headers
-        assert pipe._parts.get().history.store.users() == []
+        assert pipe._current().history.store.users() == []
 
     def test_tasks_are_answered_locally_when_the_valve_says_skip(
         self, pipe: HelixPipe, fake_helix: FakeHelix
@@ -254,7 +257,7 @@ class TestFailures:
         fake_helix.fail_next(Fault.DROP_MID_STREAM)
         reply = Chat(pipe, "chat-1", USER_A).send("tell me")
         assert "cut off" in reply
-        branch = pipe._parts.get().history.store.load(ConversationKey("user-a", "chat-1"))
+        branch = pipe._current().history.store.load(ConversationKey("user-a", "chat-1"))
         assert branch[-1].role == "assistant" and branch[-1].partial
         assert reply.startswith(branch[-1].content)
 
@@ -273,21 +276,115 @@ class TestFailures:
         assert not isinstance(result, str)
         first = next(result)
         result.close()  # the Pipelines server stops iterating when the client disconnects
-        branch = pipe._parts.get().history.store.load(ConversationKey("user-a", "chat-1"))
+        branch = pipe._current().history.store.load(ConversationKey("user-a", "chat-1"))
         assert [m.role for m in branch] == ["user", "assistant"]
         assert branch[-1].partial and branch[-1].content == first
 
     @pytest.mark.parametrize(
-        "body",
+        ("body", "answer"),
         [
-            pytest.param(None, id="none"),
-            pytest.param([], id="list"),
-            pytest.param({"messages": "not a list"}, id="messages-string"),
-            pytest.param({"messages": [{"role": "user", "content": None}]}, id="null-content"),
-            pytest.param({"messages": [], "stream": False}, id="no-messages"),
+            pytest.param(None, NOTHING_TO_SEND, id="none"),
+            pytest.param([], NOTHING_TO_SEND, id="list"),
+            pytest.param({"messages": "not a list"}, NOTHING_TO_SEND, id="messages-string"),
+            pytest.param(
+                {"messages": [{"role": "user", "content": None}]}, "Helix reply #1", id="null"
+            ),
+            pytest.param({"messages": [], "stream": False}, NOTHING_TO_SEND, id="no-messages"),
         ],
     )
-    def test_garbage_bodies_never_raise(self, pipe: HelixPipe, body: Any) -> None:
+    def test_garbage_bodies_get_the_answer_they_deserve(
+        self, pipe: HelixPipe, caplog: pytest.LogCaptureFixture, body: Any, answer: str
+    ) -> None:
+        assert answer in handled(pipe, body, caplog)
+
+    def test_a_crash_inside_pipe_is_not_taken_for_a_handled_body(
+        self, pipe: HelixPipe, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def crash(*args: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(HelixPipe, "_pipe", crash)
+        with pytest.raises(AssertionError, match="catch-all"):
+            handled(pipe, {"messages": []}, caplog)
+
+
+def handled(pipe: HelixPipe, body: Any, caplog: pytest.LogCaptureFixture) -> str:
+    """pipe()'s answer to ``body``, failing if the answer is the catch-all's: pipe() never raises,
+    so only the notice and the ERROR record tell a crash from a handled body."""
+    with caplog.at_level(logging.WARNING, logger="helix_pipeline"):
         result = pipe.pipe("", "helix-consultant", [], body)
         text = result if isinstance(result, str) else "".join(result)
-        assert text
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert text != UNEXPECTED and not errors, f"the catch-all caught a crash: {errors}"
+    return text
+
+
+BROKEN: dict[str, Any] = {
+    "HELIX_BASE_URL": "http://:8001",
+    "CONNECT_TIMEOUT_S": "abc",
+    "HELIX_MODELS": None,
+    "MAX_RETRIES": -1,
+}
+
+
+class TestUnusableValves:
+    """Valves that skipped validation (``model_construct``, a restored valves.json): no hook
+    raises, the chat names the valve, and a corrected valve works at once."""
+
+    def test_every_hook_answers_and_names_the_valves(
+        self, fake_helix: FakeHelix, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        current = {"valves": HelixValves.model_construct(**BROKEN)}
+        helix = HelixPipe(lambda: current["valves"])
+        with caplog.at_level(logging.WARNING):
+            helix.startup()
+            assert helix.models() == [{"id": "helix-consultant", "name": "helix-consultant"}]
+            helix.refresh_models()
+            reply = Chat(helix, "chat-1", USER_A).send("hello")
+        assert reply.startswith("⚠️ helix-pipeline is misconfigured")
+        for name in BROKEN:
+            assert name in reply
+        assert "Admin Panel > Settings > Pipelines" in reply
+        assert fake_helix.chat_requests == []
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+        current["valves"] = HelixValves(
+            HELIX_BASE_URL=fake_helix.url, SESSION_STORE_URL="memory://"
+        )
+        assert "Helix reply #1" in Chat(helix, "chat-2", USER_A).send("hello")
+        helix.shutdown()
+
+    def test_a_valve_broken_after_good_ones_is_named_and_the_good_ones_work_again(
+        self, pipe: HelixPipe, fake_helix: FakeHelix
+    ) -> None:
+        Chat(pipe, "chat-1", USER_A).send("hello")
+        holder = pipe.valves_holder  # type: ignore[attr-defined]
+        good = holder["valves"]
+        holder["valves"] = HelixValves.model_construct(**{**dict(good), "READ_TIMEOUT_S": 0})
+        assert "READ_TIMEOUT_S" in Chat(pipe, "chat-1", USER_A).send("again")
+        holder["valves"] = good.model_copy()
+        assert "Helix reply" in Chat(pipe, "chat-3", USER_A).send("hello")
+
+
+class TestNothingToSend:
+    @pytest.mark.parametrize(
+        ("body", "why"),
+        [
+            pytest.param({"stream": False}, "no 'messages' list", id="no-messages"),
+            pytest.param({"messages": "hi"}, "no 'messages' list", id="messages-string"),
+            pytest.param({"messages": []}, "holds no user message", id="empty"),
+            pytest.param(
+                {"messages": [{"role": "system", "content": "be brief"}]},
+                "holds no user message",
+                id="system-only",
+            ),
+        ],
+    )
+    def test_a_body_without_a_user_message_is_answered_here_and_never_sent(
+        self, pipe: HelixPipe, fake_helix: FakeHelix, body: dict[str, Any], why: str
+    ) -> None:
+        reply = run_pipe(pipe, {"metadata": {"chat_id": "chat-empty"}, **body}, USER_A)
+        assert reply.startswith("⚠️ There is nothing to send to Helix")
+        assert why in reply
+        assert fake_helix.chat_requests == []
+        assert stored(pipe, USER_A, "chat-empty") == []

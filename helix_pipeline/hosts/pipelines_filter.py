@@ -20,6 +20,8 @@ class Pipeline:
     class Valves(FilterValves):
         """Which models get conversation memory, and where it is kept."""
 
+        tolerant = True  # until on_startup: a bad value in valves.json must not stop the server
+
     def __init__(self) -> None:
         self.type = "filter"
         self.id = "helix_session_filter"
@@ -28,6 +30,7 @@ class Pipeline:
         self._filter = SessionFilter(lambda: self.valves)
 
     async def on_startup(self) -> None:
+        self.Valves.tolerant = False  # valves.json is restored: refuse an admin's bad value
         await asyncio.to_thread(self._filter.startup)
 
     async def on_shutdown(self) -> None:

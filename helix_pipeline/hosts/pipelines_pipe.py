@@ -21,6 +21,8 @@ class Pipeline:
     class Valves(HelixValves):
         """Helix connection and conversation memory (Admin > Settings > Pipelines)."""
 
+        tolerant = True  # until on_startup: a bad value in valves.json must not stop the server
+
     def __init__(self) -> None:
         self.type = "manifold"
         self.id = "helix"
@@ -30,6 +32,7 @@ class Pipeline:
         self.pipelines = self._helix.models
 
     async def on_startup(self) -> None:
+        self.Valves.tolerant = False  # valves.json is restored: refuse an admin's bad value
         await asyncio.to_thread(self._helix.startup)
 
     async def on_shutdown(self) -> None:
