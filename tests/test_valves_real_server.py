@@ -22,14 +22,8 @@ import requests
 
 from helix_pipeline.testing import FakeHelix
 
-from .pipelines_server import (
-    PIPELINES,
-    TRACEBACK,
-    ChatReply,
-    OpenWebUI,
-    PipelinesServer,
-    recorded,
-)
+from .openwebui_replay import OpenWebUI, recorded
+from .pipelines_server import PIPELINES, TRACEBACK, ChatReply, PipelinesServer
 
 pytestmark = pytest.mark.integration
 

@@ -157,6 +157,113 @@ __all__ = [
     "read_conversation",
 ]
 ''',
+    'helix_pipeline/chat_body.py': r'''"""What the Pipelines server's ``/chat/completions`` accepts, and the repair of a body it refuses.
+
+Read from the server (open-webui/pipelines at 26b8f20, ``schemas.py`` and
+``utils/pipelines/main.py``) and checked against it: ``messages`` must be a list of objects, each
+with a string ``role`` and a ``content`` that is a string or a list; ``stream`` a boolean. Anything
+else is refused with a 422 before ``pipe()`` runs, so the person sees nothing useful: an
+assistant message of a tool call (``content: null``) is enough. The server also reads the last
+user message's list parts as ``part["type"]`` and ``part["text"]``: a part without them is a 500.
+
+Open WebUI calls the pipe model's own inlet first, so the Helix pipe repairs the body there with
+:func:`repair_chat_body`, and ``pipe()`` then answers with a clear message where nothing is left
+to send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .conversation import PRIVATE_KEY
+from .errors import InputError
+from .messages import content_to_text
+
+__all__ = ["NO_MESSAGES", "REPAIRS_KEY", "nothing_to_send", "repair_chat_body"]
+
+NO_MESSAGES = "the request had no 'messages' list"
+"""The repair note that ``pipe()`` turns into its answer when nothing is left to send."""
+REPAIRS_KEY = "repairs"
+"""Where in the private key (:data:`~helix_pipeline.conversation.PRIVATE_KEY`) the inlet leaves
+its repair notes for ``pipe()``."""
+_FALSE_WORDS = frozenset({"false", "0", "no", "off", "f", "n", ""})
+
+
+def repair_chat_body(body: dict[str, Any]) -> list[str]:
+    """Make ``body`` acceptable to the Pipelines server, in place; what was repaired, for the log.
+
+    ``messages`` missing or not a list becomes ``[]`` (noted as :data:`NO_MESSAGES`); an entry that
+    is not an object or has no string role is dropped; ``content`` that is ``null``, missing, or of
+    another type becomes text; ``stream`` that is not a boolean becomes one.
+    """
+    repairs: list[str] = []
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        kept: list[Any] = []
+        changed = False
+        for message in messages:
+            repaired = _repair_message(message, repairs)
+            changed = changed or repaired is not message
+            if repaired is not None:
+                kept.append(repaired)
+        if changed:
+            body["messages"] = kept
+    else:
+        body["messages"] = []
+        repairs.append(NO_MESSAGES)
+    stream = body.get("stream", True)
+    if not isinstance(stream, bool):
+        body["stream"] = _as_bool(stream)
+        repairs.append("'stream' was not true or false")
+    return repairs
+
+
+def _repair_message(message: object, repairs: list[str]) -> object | None:
+    """``message`` itself when acceptable, a repaired copy, or ``None`` to drop it."""
+    if not isinstance(message, Mapping):
+        repairs.append("a message that is not an object was dropped")
+        return None
+    if not isinstance(message.get("role"), str):
+        repairs.append("a message without a role was dropped")
+        return None
+    content = message.get("content")
+    if isinstance(content, str) or (isinstance(content, list) and _parts_readable(content)):
+        return message
+    if content is not None:
+        repairs.append(f"a message's content ({type(content).__name__}) was turned into text")
+    return {**message, "content": content_to_text(content)}
+
+
+def _parts_readable(parts: list[Any]) -> bool:
+    """Whether the server can read every part: an object with a string ``type``, and ``text``
+    when it is a text part."""
+    return all(
+        isinstance(part, Mapping)
+        and isinstance(part.get("type"), str)
+        and (part["type"] != "text" or isinstance(part.get("text"), str))
+        for part in parts
+    )
+
+
+def _as_bool(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_WORDS
+    if value is None:
+        return True  # the server's own default
+    return bool(value) if isinstance(value, (int, float)) else True
+
+
+def nothing_to_send(body: Mapping[str, Any]) -> InputError:
+    """The error ``pipe()`` answers with when no user message is left: why, and what to do."""
+    private = body.get(PRIVATE_KEY)
+    repairs = private.get(REPAIRS_KEY) if isinstance(private, Mapping) else None
+    why = NO_MESSAGES if isinstance(repairs, list) and NO_MESSAGES in repairs else None
+    return InputError(
+        f"There is nothing to send to Helix: {why or 'the request holds no user message'}. "
+        "Type a message and send it again."
+    )
+''',
     'helix_pipeline/client.py': r'''"""The HTTP client for Helix's OpenAI-compatible API (``/v1/chat/completions``, ``/v1/models``).
 
 One :class:`HelixClient` holds one ``requests.Session`` (connections are reused). The Pipelines
@@ -1932,12 +2039,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .chat_body import REPAIRS_KEY, nothing_to_send, repair_chat_body
 from .client import HelixClient, completion_text
 from .conversation import PRIVATE_KEY, ChatKind, Conversation, read_conversation
-from .errors import HelixPipelineError
+from .errors import ConfigError, HelixPipelineError
 from .messages import messages_from_dicts
 from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for
-from .runtime import Reconfigurable, build_history
+from .payload import DEFAULT_MODEL
+from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
 from .valves import HelixValves
 
@@ -2001,7 +2110,10 @@ class HelixPipe:
         self, valves: Callable[[], HelixValves], *, pipelines_dir: Path | None = None
     ) -> None:
         self._pipelines_dir = pipelines_dir
-        self._parts: Reconfigurable[HelixValves, _Parts] = Reconfigurable(valves, self._build)
+        self._valves = valves
+        self._parts: Reconfigurable[HelixValves, _Parts | ConfigError] = Reconfigurable(
+            valves, self._build
+        )
         self._models: list[str] | None = None
         self._models_at = 0.0
         self._refreshing = threading.Lock()
@@ -2009,17 +2121,50 @@ class HelixPipe:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def startup(self) -> None:
-        """Ask Helix for its models (briefly) and purge conversations past ``SESSION_TTL_DAYS``."""
-        parts = self._parts.get()
-        self.refresh_models()
-        parts.history.purge_older_than(parts.valves.SESSION_TTL_DAYS)
+        """Ask Helix for its models (briefly) and purge conversations past ``SESSION_TTL_DAYS``.
+
+        Never raises: an exception in ``on_startup`` stops the whole Pipelines server.
+        """
+        try:
+            parts = self._current()
+            self.refresh_models()
+            parts.history.purge_older_than(parts.valves.SESSION_TTL_DAYS)
+        except HelixPipelineError as exc:
+            log.warning("starting without Helix's models or a purge: %s", exc)
+        except Exception:  # the boundary: the server's startup must go on
+            log.exception("unexpected error while starting the Helix pipe")
 
     def shutdown(self) -> None:
         parts = self._parts.get()
-        parts.client.close()
-        parts.history.close()
+        if isinstance(parts, _Parts):
+            parts.client.close()
+            parts.history.close()
+
+    def _current(self) -> _Parts:
+        """The parts built from the current valves; a :class:`ConfigError` if a valve is unusable."""
+        parts = self._parts.get()
+        if isinstance(parts, ConfigError):
+            raise ConfigError(parts.message, setting=parts.setting)
+        return parts
 
     def _build(
+        self, valves: HelixValves, old_valves: HelixValves | None, old: _Parts | ConfigError | None
+    ) -> _Parts | ConfigError:
+        previous = old if isinstance(old, _Parts) else None
+        unusable = unusable_valves(valves)
+        if unusable is None:
+            try:
+                return self._build_parts(valves, old_valves, previous)
+            except ConfigError as exc:  # the valves' rules are the client's: should not happen
+                log.warning("the valves cannot be used: %s", exc)
+                unusable = exc
+        if previous is not None:
+            previous.client.close()
+            previous.history.close()
+        self._models_at = 0.0  # ask the next Helix for its models once the valves are corrected
+        return unusable
+
+    def _build_parts(
         self, valves: HelixValves, old_valves: HelixValves | None, old: _Parts | None
     ) -> _Parts:
         history = build_history(
@@ -2044,24 +2189,39 @@ class HelixPipe:
     def models(self) -> list[dict[str, str]]:
         """The manifold's models: Helix's own list (cached), else the ``HELIX_MODELS`` valve.
 
-        The Pipelines server calls this on every request, so it never waits on Helix: a stale list
-        is refreshed in the background.
+        The Pipelines server calls this on every request (its middleware), so it never waits on
+        Helix (a stale list is refreshed in the background) and never raises: an exception here is
+        an HTTP 500 for every endpoint, the valve update that would repair it included.
         """
-        parts = self._parts.get()
-        if time.monotonic() - self._models_at > MODELS_TTL_S and not self._refreshing.locked():
-            threading.Thread(target=self.refresh_models, name="helix-models", daemon=True).start()
-        ids = self._models or parts.valves.model_ids()
+        try:
+            parts = self._parts.get()
+            if isinstance(parts, ConfigError):
+                ids = self._valves().model_ids()
+            else:
+                stale = time.monotonic() - self._models_at > MODELS_TTL_S
+                if stale and not self._refreshing.locked():
+                    threading.Thread(
+                        target=self.refresh_models, name="helix-models", daemon=True
+                    ).start()
+                ids = self._models or parts.valves.model_ids()
+        except Exception:  # the boundary: see above
+            log.exception("unexpected error while listing the models; offering %s", DEFAULT_MODEL)
+            ids = [DEFAULT_MODEL]
         return [{"id": model_id, "name": model_id} for model_id in ids]
 
     def refresh_models(self) -> None:
+        """Ask Helix for its models now; never raises (it runs after every valve update)."""
         if not self._refreshing.acquire(blocking=False):
             return
         try:
-            parts = self._parts.get()
+            parts = self._current()
             self._models_at = time.monotonic()
             self._models = parts.client.models() or None
         except HelixPipelineError as exc:
             log.info("using the HELIX_MODELS valve: could not list Helix's models: %s", exc)
+            self._models = None
+        except Exception:  # the boundary: a raising on_valves_updated answers the update with 500
+            log.exception("unexpected error while asking Helix for its models")
             self._models = None
         finally:
             self._refreshing.release()
@@ -2073,7 +2233,12 @@ class HelixPipe:
         if not isinstance(body, dict):
             return body
         try:
-            body[PRIVATE_KEY] = read_conversation(body, user).to_private()
+            repairs = repair_chat_body(body)  # else the server refuses it before pipe() runs
+            private = read_conversation(body, user).to_private()
+            if repairs:
+                log.info("repaired an inlet body the Pipelines server would refuse: %s", repairs)
+                private[REPAIRS_KEY] = repairs
+            body[PRIVATE_KEY] = private
         except Exception:  # the boundary: an inlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not read the conversation of an inlet body")
         return body
@@ -2083,7 +2248,9 @@ class HelixPipe:
         if not isinstance(body, dict):
             return body
         try:
-            self._parts.get().history.reconcile_outlet(body, user)
+            self._current().history.reconcile_outlet(body, user)
+        except HelixPipelineError as exc:
+            log.warning("could not reconcile an outlet body: %s", exc)
         except Exception:  # the boundary: an outlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not reconcile an outlet body")
         return body
@@ -2121,8 +2288,10 @@ class HelixPipe:
         ``memory=False`` (a person's own switch) forwards the turn as it came and records nothing.
         Raises :class:`HelixPipelineError` (e.g. a valve Helix's client refuses).
         """
-        parts = self._parts.get()
+        parts = self._current()
         incoming = messages_from_dicts(messages)
+        if not any(message.role == "user" for message in incoming):
+            raise nothing_to_send(body)
         stream = body.get("stream", True) is not False
         header_id: str | None = conversation.conversation_id
         if conversation.is_task:
@@ -2136,7 +2305,7 @@ class HelixPipe:
         else:
             turn = parts.history.passthrough(conversation, incoming)
         payload = parts.client.build_payload(
-            turn.wire_messages(), body, model=str(model_id or "") or None, stream=stream
+            turn.wire_messages(), body, model=_model(model_id), stream=stream
         )
         log.info(
             "conversation %s (%s): %d messages to Helix, %d attached from the store",
@@ -2205,12 +2374,20 @@ class HelixPipe:
 
 def _cid(conversation: Conversation) -> str:
     return conversation.conversation_id if conversation.kind is not ChatKind.TASK else "(task)"
+
+
+def _model(model_id: object) -> str | None:
+    """The sub id the server passes (always a string from the Pipelines server), else none."""
+    return model_id if isinstance(model_id, str) and model_id else None
 ''',
     'helix_pipeline/runtime.py': r'''"""What a pipeline instance builds from its valves, rebuilt when an admin changes them.
 
 The Pipelines server replaces ``pipeline.valves`` after loading ``valves.json`` and on every update,
 so pipelines read their valves through a callable and rebuild only what a changed valve affects: a
-store is reopened only when its URL changes.
+store is reopened only when its URL changes. Valves that break their rules (restored from an old
+``valves.json``, set with ``model_construct``) build nothing: :func:`unusable_valves` turns them
+into one :class:`~helix_pipeline.errors.ConfigError` that the pipelines report in the chat, since
+an exception there would make the Pipelines server answer 500 to every request.
 """
 
 from __future__ import annotations
@@ -2221,12 +2398,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from .errors import ConfigError
 from .service import HistoryService
-from .stores import open_store, redact_url
+from .stores import open_store
 from .stores.lazy import LazyStore
+from .urls import redact_url
 from .valves import HistoryValves
 
-__all__ = ["Reconfigurable", "build_history"]
+__all__ = ["Reconfigurable", "build_history", "unusable_valves"]
+
+WHERE_TO_FIX = "An admin can correct it in Admin Panel > Settings > Pipelines."
 
 log = logging.getLogger(__name__)
 
@@ -2263,6 +2444,24 @@ def build_history(
         enabled=valves.HISTORY_ENABLED,
         temporary_store=temporary,
     )
+
+
+def unusable_valves(valves: HistoryValves) -> ConfigError | None:
+    """One error naming each valve that breaks its rule and what it must be; ``None`` if all are
+    usable. Each problem is logged once here (callers build once per valves object)."""
+    problems = valves.problems()
+    if not problems:
+        return None
+    for name, reason in problems.items():
+        log.warning(
+            "the %s valve is unusable, turns are refused until it is corrected: %s", name, reason
+        )
+    reasons = "; ".join(_sentence_body(reason) for reason in problems.values())
+    return ConfigError(f"{reasons}. {WHERE_TO_FIX}", setting=next(iter(problems)))
+
+
+def _sentence_body(text: str) -> str:
+    return text.rstrip().rstrip(".")
 
 
 class Reconfigurable(Generic[V, R]):
@@ -2611,8 +2810,9 @@ from pathlib import Path
 from typing import Any
 
 from .conversation import read_conversation
+from .errors import ConfigError, HelixPipelineError
 from .messages import messages_from_dicts
-from .runtime import Reconfigurable, build_history
+from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
 from .valves import HistoryValves
 
@@ -2622,22 +2822,55 @@ log = logging.getLogger(__name__)
 
 
 class SessionFilter:
-    """The runtime behind ``pipelines/helix_session_filter.py``."""
+    """The runtime behind ``pipelines/helix_session_filter.py``.
+
+    With an unusable valve it passes every body through unchanged and says why in the log: a
+    filter has no answer of its own to put a notice in.
+    """
 
     def __init__(
         self, valves: Callable[[], HistoryValves], *, pipelines_dir: Path | None = None
     ) -> None:
-        self._history: Reconfigurable[HistoryValves, HistoryService] = Reconfigurable(
-            valves,
-            lambda new, old_valves, old: build_history(new, pipelines_dir, old, old_valves),
-        )
+        self._pipelines_dir = pipelines_dir
         self._valves = valves
+        self._history: Reconfigurable[HistoryValves, HistoryService | ConfigError] = Reconfigurable(
+            valves, self._build
+        )
+
+    def _build(
+        self,
+        valves: HistoryValves,
+        old_valves: HistoryValves | None,
+        old: HistoryService | ConfigError | None,
+    ) -> HistoryService | ConfigError:
+        previous = old if isinstance(old, HistoryService) else None
+        unusable = unusable_valves(valves)
+        if unusable is None:
+            return build_history(valves, self._pipelines_dir, previous, old_valves)
+        if previous is not None:
+            previous.close()
+        return unusable
+
+    def _current(self) -> HistoryService:
+        history = self._history.get()
+        if isinstance(history, ConfigError):
+            raise ConfigError(history.message, setting=history.setting)
+        return history
 
     def startup(self) -> None:
-        self._history.get().purge_older_than(self._valves().SESSION_TTL_DAYS)
+        """Purge conversations past ``SESSION_TTL_DAYS``; never raises (it would stop the server)."""
+        try:
+            history = self._current()
+            history.purge_older_than(self._valves().SESSION_TTL_DAYS)
+        except HelixPipelineError as exc:
+            log.warning("starting the session filter without a purge: %s", exc)
+        except Exception:  # the boundary: the server's startup must go on
+            log.exception("unexpected error while starting the session filter")
 
     def shutdown(self) -> None:
-        self._history.get().close()
+        history = self._history.get()
+        if isinstance(history, HistoryService):
+            history.close()
 
     def inlet(self, body: Any, user: Any) -> Any:
         """Put the stored history in front of what the client sent, when it sent less. Never raises."""
@@ -2645,6 +2878,8 @@ class SessionFilter:
             return body
         try:
             self.attach(body, user)
+        except HelixPipelineError as exc:
+            log.warning("the session filter passed a body on without history: %s", exc)
         except Exception:  # the boundary: an inlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not attach history in the session filter's inlet")
         return body
@@ -2653,8 +2888,9 @@ class SessionFilter:
         """The inlet's work: replace ``body["messages"]`` when history was attached or trimmed.
 
         The turn tells what was done; ``None`` for a task or with the history switched off.
+        Raises :class:`~helix_pipeline.errors.ConfigError` naming an unusable valve.
         """
-        history = self._history.get()
+        history = self._current()
         conversation = read_conversation(body, user)
         if conversation.is_task or not history.enabled:
             return None
@@ -2668,7 +2904,9 @@ class SessionFilter:
         if not isinstance(body, dict):
             return body
         try:
-            self._history.get().reconcile_outlet(body, user)
+            self._current().reconcile_outlet(body, user)
+        except HelixPipelineError as exc:
+            log.warning("the session filter did not record a turn: %s", exc)
         except Exception:  # the boundary: an outlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not record the turn in the session filter's outlet")
         return body
@@ -6076,12 +6314,12 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__73361a0d3c', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__331162bad3', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 from typing import Any
 
-from helix_pipeline__0_1_0__73361a0d3c.functions import (
+from helix_pipeline__0_1_0__331162bad3.functions import (
     FunctionFilter,
     FunctionFilterValves,
     MemorySwitch,
