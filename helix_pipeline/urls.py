@@ -8,11 +8,17 @@ so a URL the valve accepts is a URL the client can use. Two copies of this rule 
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 
-__all__ = ["EXAMPLE_BASE_URL", "helix_base_url", "redact_url"]
+__all__ = [
+    "EXAMPLE_BASE_URL",
+    "authority_problem",
+    "helix_base_url",
+    "redact_url",
+    "url_scheme",
+]
 
 EXAMPLE_BASE_URL = "http://localhost:8001"
 _MAX_SHOWN = 200
@@ -43,28 +49,34 @@ def _problem(url: str) -> str | None:
         return "is empty"
     if any(c.isspace() or not c.isprintable() for c in url):
         return "contains white space or control characters"
+    problem = authority_problem(url)
+    if problem is not None:
+        return problem
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "is not an http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host"
+    return "has a query or fragment" if parts.query or parts.fragment or "?" in url else None
+
+
+def authority_problem(url: str) -> str | None:
+    """What is wrong with the host and port part of ``url`` (unmatched brackets, a port outside
+    1 to 65535), or ``None``; for any scheme. ``redis://:99999`` and ``http://[::1`` fail here,
+    where ``urlsplit`` would raise or the connection would fail on every request."""
+    unmatched = "has unmatched brackets (an IPv6 address is written [::1])"
     try:
         parts = urlsplit(url)
     except ValueError:  # urllib's only complaint here: an unmatched '[' or ']'
-        return "has unmatched brackets (an IPv6 address is written http://[::1]:8001)"
-    if parts.scheme not in ("http", "https"):
-        return "is not an http:// or https:// URL"
-    return _netloc_problem(parts) or (
-        "has a query or fragment" if parts.query or parts.fragment or "?" in url else None
-    )
-
-
-def _netloc_problem(parts: SplitResult) -> str | None:
+        return unmatched
     host_and_port = parts.netloc.rsplit("@", 1)[-1]
     bracketed = "[" in host_and_port or "]" in host_and_port
     if bracketed and not (host_and_port.startswith("[") and "]" in host_and_port):
-        return "has unmatched brackets (an IPv6 address is written http://[::1]:8001)"
-    if not parts.hostname:
-        return "has no host"
+        return unmatched
     try:
         port = parts.port
     except ValueError:
-        return "has an invalid port (it must be a number from 1 to 65535)"
+        port = 0
     if port == 0 or host_and_port.endswith(":"):
         return "has an invalid port (it must be a number from 1 to 65535)"
     return None
@@ -80,6 +92,13 @@ def _invalid(setting: str, url: str, problem: str) -> ConfigError:
         f"the URL{got} {problem}",
         setting=setting,
     )
+
+
+def url_scheme(url: str) -> str:
+    """The scheme of ``url`` in lower case (``""`` without ``://``); never raises, unlike
+    ``urlsplit``, which refuses an unmatched bracket anywhere in the URL."""
+    scheme, sep, _ = url.partition("://")
+    return scheme.strip().lower() if sep else ""
 
 
 def redact_url(url: str) -> str:

@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -35,7 +34,13 @@ from typing_extensions import Self
 
 from .history import Budget
 from .payload import DEFAULT_MODEL
-from .urls import EXAMPLE_BASE_URL, helix_base_url, redact_url
+from .urls import (
+    EXAMPLE_BASE_URL,
+    authority_problem,
+    helix_base_url,
+    redact_url,
+    url_scheme,
+)
 
 __all__ = [
     "DEFAULT_HEADERS",
@@ -144,12 +149,14 @@ def _check_store_url(value: str) -> str:
 
     if not value:
         return value  # empty: the environment variable, else the default file
-    scheme = urlsplit(value).scheme.lower() if "://" in value else ""
-    if scheme not in SUPPORTED_SCHEMES:
+    if url_scheme(value) not in SUPPORTED_SCHEMES:
         raise ValueError(
             f"SESSION_STORE_URL must start with one of "
             f"{', '.join(s + '://' for s in SUPPORTED_SCHEMES)}; got {redact_url(value)!r}"
         )
+    problem = authority_problem(value) if url_scheme(value) not in ("memory", "sqlite") else None
+    if problem is not None:
+        raise ValueError(f"SESSION_STORE_URL {redact_url(value)!r} {problem}")
     return value
 
 

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from helix_pipeline.client import HelixClient
 from helix_pipeline.errors import ConfigError
-from helix_pipeline.urls import helix_base_url, redact_url
+from helix_pipeline.urls import authority_problem, helix_base_url, redact_url, url_scheme
 from helix_pipeline.valves import HelixValves
 
 HOSTILE_BASE_URLS = [
@@ -108,3 +108,28 @@ class TestRedactUrl:
         from helix_pipeline import stores
 
         assert stores.redact_url is redact_url
+
+
+class TestAnyUrl:
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            pytest.param("redis://cache:6379/0", None, id="redis"),
+            pytest.param("postgresql://u:p@[::1]:5432/db", None, id="ipv6"),
+            pytest.param("sqlite:////var/x.db", None, id="sqlite"),
+            pytest.param("redis://cache:99999/0", "invalid port", id="port"),
+            pytest.param("redis://cache:/0", "invalid port", id="port-empty"),
+            pytest.param("postgresql://[::1/db", "unmatched brackets", id="bracket"),
+            pytest.param("postgresql://h]/db", "unmatched brackets", id="closing-bracket"),
+        ],
+    )
+    def test_the_host_and_port_part_is_checked(self, url: str, problem: str | None) -> None:
+        found = authority_problem(url)
+        assert found is None if problem is None else problem in (found or "")
+
+    @pytest.mark.parametrize(
+        ("url", "scheme"),
+        [("Redis://h", "redis"), ("postgresql://[::1", "postgresql"), ("/tmp/x.db", "")],
+    )
+    def test_the_scheme_is_read_from_any_url(self, url: str, scheme: str) -> None:
+        assert url_scheme(url) == scheme

@@ -227,6 +227,10 @@ class TestValidationErrors:
             pytest.param("SESSION_TTL_DAYS", -3, "must be 0", id="ttl"),
             pytest.param("SESSION_TTL_DAYS", 10**9, "up to 36,500", id="ttl-overflows-dates"),
             pytest.param("SESSION_STORE_URL", "mysql://db/x", "must start with one of", id="store"),
+            pytest.param("SESSION_STORE_URL", "redis://c:99999/0", "invalid port", id="store-port"),
+            pytest.param(
+                "SESSION_STORE_URL", "postgresql://[::1/x", "unmatched brackets", id="store-bracket"
+            ),
             pytest.param(
                 "HELIX_BASE_URL", "helix:8001", "must be an http:// or https:// URL", id="url"
             ),
@@ -271,6 +275,7 @@ class TestValidationErrors:
         ("name", "value"),
         [
             pytest.param("SESSION_STORE_URL", "mysql://helix:hunter2@db/x", id="store-password"),
+            pytest.param("SESSION_STORE_URL", "postgresql://u:hunter2@[::1/x", id="store-bracket"),
             pytest.param("HELIX_API_KEY", ["sk-hunter2"], id="api-key"),
         ],
     )

@@ -44,6 +44,7 @@ BAD_PIPE_VALUES = [
     *(("HELIX_MODELS", value) for value in ["helix one", "a/b", "x\ny", None, 5]),
     *(("CONVERSATION_HEADERS", v) for v in ["X Chat", "X-A\r\nX-B", "", " , ", "Ü", None, 5]),
     *(("SESSION_STORE_URL", v) for v in ["mysql://u:hunter2@db/x", "/tmp/x.db", None, 5]),
+    *(("SESSION_STORE_URL", v) for v in ["redis://c:99999/0", "postgresql://u:hunter2@[::1/x"]),
     *(("HISTORY_ENABLED", value) for value in ["maybe", None, 5, []]),
     *(("STORE_TEMPORARY_CHATS", value) for value in ["maybe", None]),
     *(("MAX_HISTORY_MESSAGES", value) for value in [*NUMBERS, 0, 1.5]),

@@ -5611,11 +5611,17 @@ so a URL the valve accepts is a URL the client can use. Two copies of this rule 
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 
-__all__ = ["EXAMPLE_BASE_URL", "helix_base_url", "redact_url"]
+__all__ = [
+    "EXAMPLE_BASE_URL",
+    "authority_problem",
+    "helix_base_url",
+    "redact_url",
+    "url_scheme",
+]
 
 EXAMPLE_BASE_URL = "http://localhost:8001"
 _MAX_SHOWN = 200
@@ -5646,28 +5652,34 @@ def _problem(url: str) -> str | None:
         return "is empty"
     if any(c.isspace() or not c.isprintable() for c in url):
         return "contains white space or control characters"
+    problem = authority_problem(url)
+    if problem is not None:
+        return problem
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "is not an http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host"
+    return "has a query or fragment" if parts.query or parts.fragment or "?" in url else None
+
+
+def authority_problem(url: str) -> str | None:
+    """What is wrong with the host and port part of ``url`` (unmatched brackets, a port outside
+    1 to 65535), or ``None``; for any scheme. ``redis://:99999`` and ``http://[::1`` fail here,
+    where ``urlsplit`` would raise or the connection would fail on every request."""
+    unmatched = "has unmatched brackets (an IPv6 address is written [::1])"
     try:
         parts = urlsplit(url)
     except ValueError:  # urllib's only complaint here: an unmatched '[' or ']'
-        return "has unmatched brackets (an IPv6 address is written http://[::1]:8001)"
-    if parts.scheme not in ("http", "https"):
-        return "is not an http:// or https:// URL"
-    return _netloc_problem(parts) or (
-        "has a query or fragment" if parts.query or parts.fragment or "?" in url else None
-    )
-
-
-def _netloc_problem(parts: SplitResult) -> str | None:
+        return unmatched
     host_and_port = parts.netloc.rsplit("@", 1)[-1]
     bracketed = "[" in host_and_port or "]" in host_and_port
     if bracketed and not (host_and_port.startswith("[") and "]" in host_and_port):
-        return "has unmatched brackets (an IPv6 address is written http://[::1]:8001)"
-    if not parts.hostname:
-        return "has no host"
+        return unmatched
     try:
         port = parts.port
     except ValueError:
-        return "has an invalid port (it must be a number from 1 to 65535)"
+        port = 0
     if port == 0 or host_and_port.endswith(":"):
         return "has an invalid port (it must be a number from 1 to 65535)"
     return None
@@ -5683,6 +5695,13 @@ def _invalid(setting: str, url: str, problem: str) -> ConfigError:
         f"the URL{got} {problem}",
         setting=setting,
     )
+
+
+def url_scheme(url: str) -> str:
+    """The scheme of ``url`` in lower case (``""`` without ``://``); never raises, unlike
+    ``urlsplit``, which refuses an unmatched bracket anywhere in the URL."""
+    scheme, sep, _ = url.partition("://")
+    return scheme.strip().lower() if sep else ""
 
 
 def redact_url(url: str) -> str:
@@ -5722,7 +5741,6 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -5739,7 +5757,13 @@ from typing_extensions import Self
 
 from .history import Budget
 from .payload import DEFAULT_MODEL
-from .urls import EXAMPLE_BASE_URL, helix_base_url, redact_url
+from .urls import (
+    EXAMPLE_BASE_URL,
+    authority_problem,
+    helix_base_url,
+    redact_url,
+    url_scheme,
+)
 
 __all__ = [
     "DEFAULT_HEADERS",
@@ -5848,12 +5872,14 @@ def _check_store_url(value: str) -> str:
 
     if not value:
         return value  # empty: the environment variable, else the default file
-    scheme = urlsplit(value).scheme.lower() if "://" in value else ""
-    if scheme not in SUPPORTED_SCHEMES:
+    if url_scheme(value) not in SUPPORTED_SCHEMES:
         raise ValueError(
             f"SESSION_STORE_URL must start with one of "
             f"{', '.join(s + '://' for s in SUPPORTED_SCHEMES)}; got {redact_url(value)!r}"
         )
+    problem = authority_problem(value) if url_scheme(value) not in ("memory", "sqlite") else None
+    if problem is not None:
+        raise ValueError(f"SESSION_STORE_URL {redact_url(value)!r} {problem}")
     return value
 
 
@@ -6314,12 +6340,12 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__331162bad3', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__f3f3673934', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 from typing import Any
 
-from helix_pipeline__0_1_0__331162bad3.functions import (
+from helix_pipeline__0_1_0__f3f3673934.functions import (
     FunctionFilter,
     FunctionFilterValves,
     MemorySwitch,
