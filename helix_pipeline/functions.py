@@ -234,7 +234,8 @@ class FunctionPipe:
             prepared = self._helix.prepare(
                 conversation, messages, body, model_id=model_id or None, memory=memory
             )
-            put(_Prepared(prepared.turn))
+            if not put(_Prepared(prepared.turn)):
+                return  # the person left before Helix was asked: nothing to send or record
             answer = self._helix.answer(prepared)
         except HelixPipelineError as exc:
             log.warning("turn failed before reaching Helix: %s", exc)

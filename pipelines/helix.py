@@ -1327,7 +1327,8 @@ class FunctionPipe:
             prepared = self._helix.prepare(
                 conversation, messages, body, model_id=model_id or None, memory=memory
             )
-            put(_Prepared(prepared.turn))
+            if not put(_Prepared(prepared.turn)):
+                return  # the person left before Helix was asked: nothing to send or record
             answer = self._helix.answer(prepared)
         except HelixPipelineError as exc:
             log.warning("turn failed before reaching Helix: %s", exc)
@@ -6340,15 +6341,15 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__f3f3673934', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__33adb5671c', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from helix_pipeline__0_1_0__f3f3673934.pipe import HelixPipe
-from helix_pipeline__0_1_0__f3f3673934.valves import HelixValves
+from helix_pipeline__0_1_0__33adb5671c.pipe import HelixPipe
+from helix_pipeline__0_1_0__33adb5671c.valves import HelixValves
 
 __all__ = ["Pipeline"]
 

@@ -251,6 +251,44 @@ class TestPipeFunction:
         kept = stored.load(ConversationKey(USER_A["id"], chat.chat.chat_id))
         assert kept[-1].partial and kept[-1].content == reply
 
+    def test_a_person_who_leaves_mid_answer_keeps_what_arrived_as_a_partial_turn(
+        self, pipe: Any, valves: dict[str, Any], helix: FakeHelix, stored: SessionStore
+    ) -> None:
+        """Open WebUI stops iterating (the chat was closed or stopped): the worker thread stops at
+        the next chunk and records what arrived, marked partial."""
+        hold = threading.Event()
+        helix.hold = hold
+        chat = OpenWebUIChat(user=USER_A)
+        body = chat.inlet_body(chat.start_turn("long question"))
+
+        pipe.valves = pipe.Valves(**valves)
+
+        key = ConversationKey(USER_A["id"], chat.chat_id)
+
+        async def leave_after_the_first_chunk() -> tuple[str, list[Any]]:
+            """Open WebUI's event loop runs on (as it does for everyone else) while we wait."""
+            body_without_metadata = dict(body)
+            metadata = body_without_metadata.pop("metadata")
+            answer = await pipe.pipe(
+                body_without_metadata,
+                __user__={"id": USER_A["id"]},
+                __metadata__=metadata,
+                __event_emitter__=Events(),
+            )
+            first = await anext(answer)
+            await answer.aclose()
+            hold.set()
+            for _ in range(200):
+                kept = stored.load(key)
+                if len(kept) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            return str(first), kept
+
+        first, kept = asyncio.run(leave_after_the_first_chunk())
+        assert [m.role for m in kept] == ["user", "assistant"]
+        assert kept[1].partial and kept[1].content.startswith(first.strip())
+
     def test_models_come_from_the_valves_at_once_when_helix_cannot_be_asked(self) -> None:
         source = Path(functions_pipe.__file__).read_text(encoding="utf-8")
         function = load_function(source, "helix")
