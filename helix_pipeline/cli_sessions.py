@@ -19,7 +19,8 @@ from .errors import InputError
 from .export import export_jsonl, export_to_file, import_jsonl
 from .messages import Message
 from .store_location import StoreChoice, choose_store, pipelines_dir_from
-from .stores import MemoryStore, SessionStore, missing_store, open_store, redact_url
+from .stores import MemoryStore, SessionStore, missing_store, open_store
+from .urls import redact_url
 
 __all__ = ["add_sessions", "plural", "preview"]
 

@@ -28,8 +28,9 @@ from .conversation import ConversationKey, header_safe, helix_session_id
 from .errors import BackendError, BackendUnavailable, ConfigError
 from .openwebui import TITLE_TASK, ChatTurn, OpenWebUIChat, pipe_arguments
 from .pipe import HelixPipe
-from .stores import SessionStore, open_store, redact_url
+from .stores import SessionStore, open_store
 from .testing import RecordedRequest
+from .urls import redact_url
 from .valves import DEFAULT_HEADERS, HelixValves
 
 __all__ = ["DEMO_TURNS", "RecordingRelay", "run_demo"]

@@ -20,7 +20,8 @@ from .conversation import ConversationKey
 from .errors import BackendError, ConfigError, HelixPipelineError, StoreError, StoreUnavailable
 from .messages import Message
 from .store_location import choose_store, pipelines_dir_from
-from .stores import missing_store, open_store, redact_url
+from .stores import missing_store, open_store
+from .urls import redact_url
 from .valves import HelixValves
 
 __all__ = ["Check", "check_helix", "check_store", "run_doctor"]

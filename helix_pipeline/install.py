@@ -15,7 +15,7 @@ import requests
 
 from .bundle import build_bundle, bundles
 from .errors import ConfigError, HelixPipelineError
-from .stores import redact_url
+from .urls import redact_url
 
 __all__ = ["PIPELINE_FILES", "install_into", "pipeline_files", "upload"]
 

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import requests
 
 from .errors import ConfigError, HelixPipelineError
-from .stores import redact_url
+from .urls import redact_url
 
 __all__ = ["FUNCTIONS", "FunctionFile", "install_functions"]
 

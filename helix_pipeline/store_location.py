@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import ConfigError
-from .stores import redact_url
+from .urls import redact_url
 from .valves import HistoryValves, default_store_url
 
 __all__ = ["PIPELINE_IDS", "StoreChoice", "choose_store", "pipelines_dir_from"]

@@ -3176,10 +3176,8 @@ its password as ``***``.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from ..errors import ConfigError
-from ..urls import redact_url
+from ..urls import authority_problem, redact_url, url_scheme
 from .base import Branch, ConversationSummary, RecordResult, SessionStore
 from .memory import MemoryStore
 
@@ -3204,14 +3202,14 @@ def open_store(url: str, *, ttl_days: float | None = None) -> SessionStore:
     ``ttl_days`` (``SESSION_TTL_DAYS``) sets how long Redis keeps keys unless the URL says
     ``?ttl_days=``; the other engines purge by :meth:`SessionStore.purge` instead.
     """
-    try:
-        scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+    scheme = url_scheme(url)
+    problem = authority_problem(url) if scheme not in ("memory", "sqlite") else None
+    if problem is not None:  # e.g. an unclosed [ of an IPv6 address, which urlsplit refuses
         raise ConfigError(
-            f"Invalid session store URL {redact_url(url)!r}: {exc}. Set SESSION_STORE_URL to a "
-            "URL such as sqlite:////abs/path.db or redis://host:6379/0",
+            f"Invalid session store URL {redact_url(url)!r}: it {problem}. Set SESSION_STORE_URL "
+            "to a URL such as sqlite:////abs/path.db or redis://host:6379/0",
             setting="SESSION_STORE_URL",
-        ) from exc
+        )
     if scheme == "memory":
         return MemoryStore(url)
     if scheme == "sqlite":
@@ -3241,12 +3239,8 @@ def missing_store(url: str) -> str | None:
     PostgreSQL live on a server, whose own errors say when it is missing. Raises
     :class:`ConfigError` for a URL that cannot name a store at all.
     """
-    try:
-        scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-    except ValueError:
-        return None  # open_store says what is wrong with it
-    if scheme != "sqlite":
-        return None
+    if url_scheme(url) != "sqlite" or authority_problem(url) is not None:
+        return None  # a server's own errors say it is missing; open_store, what is wrong
     from .sqlite import sqlite_path
 
     path, _ = sqlite_path(url)
@@ -6341,15 +6335,15 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__33adb5671c', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__1edd3508e1', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from helix_pipeline__0_1_0__33adb5671c.pipe import HelixPipe
-from helix_pipeline__0_1_0__33adb5671c.valves import HelixValves
+from helix_pipeline__0_1_0__1edd3508e1.pipe import HelixPipe
+from helix_pipeline__0_1_0__1edd3508e1.valves import HelixValves
 
 __all__ = ["Pipeline"]
 

@@ -137,9 +137,9 @@ class TestTheCommand:
 
         assert (code, out) == (1, "")
         assert err == (
-            f"helix-pipeline: error: Invalid session store URL {shown!r}: Invalid IPv6 "
-            "URL. Set SESSION_STORE_URL to a URL such as sqlite:////abs/path.db or "
-            "redis://host:6379/0\n"
+            f"helix-pipeline: error: Invalid session store URL {shown!r}: it has unmatched "
+            "brackets (an IPv6 address is written [::1]). Set SESSION_STORE_URL to a URL such as "
+            "sqlite:////abs/path.db or redis://host:6379/0\n"
         )
 
     @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
