@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from helix_pipeline.testing import FakeHelix
+from helix_pipeline.valves import FilterValves, HelixValves
 
 from .openwebui_replay import OpenWebUI, recorded
 from .pipelines_server import PIPELINES, TRACEBACK, ChatReply, PipelinesServer
@@ -64,6 +65,9 @@ BAD_FILTER_VALUES = [
     *(("MAX_HISTORY_MESSAGES", value) for value in [0, "NaN", None]),
     *(("SESSION_TTL_DAYS", value) for value in [-1, 10**9]),
     *(("HISTORY_ENABLED", value) for value in ["maybe", None]),
+    *(("STORE_TEMPORARY_CHATS", value) for value in ["maybe"]),
+    *(("MAX_MESSAGE_CHARS", value) for value in [0, 10**30]),
+    *(("MAX_HISTORY_CHARS", value) for value in ["x"]),
 ]
 
 
@@ -117,6 +121,10 @@ def assert_serving(server: PipelinesServer) -> None:
 
 
 class TestEveryBadValveValue:
+    def test_every_valve_of_both_pipelines_gets_bad_values(self) -> None:
+        assert set(HelixValves.model_fields) == {name for name, _ in BAD_PIPE_VALUES}
+        assert set(FilterValves.model_fields) == {name for name, _ in BAD_FILTER_VALUES}
+
     @pytest.mark.parametrize(
         ("name", "value"),
         [pytest.param(n, v, id=case_id(n, v)) for n, v in BAD_PIPE_VALUES],
