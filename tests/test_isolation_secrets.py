@@ -32,7 +32,7 @@ from helix_pipeline.stores import open_store
 from helix_pipeline.testing import FakeHelix, Fault
 from helix_pipeline.valves import FilterValves, HelixValves
 
-from .pipelines_server import API_KEY, PIPELINES, PipelinesServer
+from .pipelines_server import API_KEY, PIPELINES, PipelinesServer, pipe_bundle_for
 from .store_servers import free_port, running_postgres
 from .test_reliability_faults import Chat, in_process, through_server
 
@@ -384,7 +384,8 @@ class TestSecrets:
                 "READ_TIMEOUT_S": "0.3",
                 "MAX_RETRIES": "1",
             }
-            with PipelinesServer(tmp_path, [PIPELINES / "helix.py"], env=env) as server:
+            pipe = pipe_bundle_for(url, tmp_path / "bundle")
+            with PipelinesServer(tmp_path, [pipe], env=env) as server:
                 chat = Chat(through_server(server), user=ANA)
                 shown = [chat.turn("hello").text]
                 # GET /<id>/valves needs no key: secrets from the environment must not be there.

@@ -25,7 +25,7 @@ from helix_pipeline.stores import open_store
 from helix_pipeline.testing import FakeHelix
 from helix_pipeline.valves import HelixValves
 
-from .pipelines_server import PIPELINES, PipelinesServer
+from .pipelines_server import PipelinesServer, pipe_bundle_for
 from .store_servers import ENGINES, store_url
 from .test_reliability_faults import Chat, Transport, in_process, through_server
 
@@ -189,7 +189,8 @@ class TestConcurrentChats:
             )
         url = store_url(engine, tmp_path, request)
         env = {"HELIX_BASE_URL": helix.url, "SESSION_STORE_URL": url}
-        with PipelinesServer(tmp_path / "server", [PIPELINES / "helix.py"], env=env) as server:
+        pipe = pipe_bundle_for(url, tmp_path / "bundle")
+        with PipelinesServer(tmp_path / "server", [pipe], env=env) as server:
             mark = server.log_mark()
             result = run_load(helix, through_server(server))
             assert server.tracebacks(mark) == 0

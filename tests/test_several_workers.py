@@ -27,7 +27,7 @@ from helix_pipeline.openwebui import OpenWebUIChat
 from helix_pipeline.stores import SessionStore, open_store
 from helix_pipeline.testing import FakeHelix, RecordedRequest
 
-from .pipelines_server import PIPELINES, PipelinesServer
+from .pipelines_server import PipelinesServer, pipe_bundle_for
 from .store_servers import store_url
 
 pytestmark = pytest.mark.integration
@@ -183,7 +183,8 @@ def deployment(
     url = store_url(engine, root, request)
     env = {"HELIX_BASE_URL": helix.url, "SESSION_STORE_URL": url}
     first, second = (
-        PipelinesServer(root / name, [PIPELINES / "helix.py"], env=env) for name in ("a", "b")
+        PipelinesServer(root / name, [pipe_bundle_for(url, root / "bundle")], env=env)
+        for name in ("a", "b")
     )
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:

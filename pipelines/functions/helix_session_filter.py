@@ -5741,13 +5741,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.functional_validators import ModelWrapValidatorHandler  # pydantic<2.9: not top-level
 from typing_extensions import Self
 
 from .history import Budget
@@ -6335,12 +6335,12 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__1edd3508e1', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__949589b485', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 from typing import Any
 
-from helix_pipeline__0_1_0__1edd3508e1.functions import (
+from helix_pipeline__0_1_0__949589b485.functions import (
     FunctionFilter,
     FunctionFilterValves,
     MemorySwitch,
