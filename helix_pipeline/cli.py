@@ -178,8 +178,12 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _add_install(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .bundle import DRIVERS
+
     install = commands.add_parser(
-        "install", help="copy the two pipeline files to a Pipelines folder, or upload them"
+        "install",
+        help="write the Helix pipe's file (and the filter's) into a Pipelines folder, or upload "
+        "it to a running server and check that the server loaded it",
     )
     where = install.add_mutually_exclusive_group(required=True)
     where.add_argument(
@@ -195,6 +199,21 @@ def _add_install(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="URL",
         help="a running Open WebUI, e.g. http://localhost:8080: create or update the Helix "
         "Functions through its admin API, switch them on, and check the Helix model is listed",
+    )
+    install.add_argument(
+        "--filter",
+        "--with-filter",
+        dest="with_filter",
+        action="store_true",
+        help="also install the session filter (helix_session_filter.py)",
+    )
+    install.add_argument(
+        "--with",
+        dest="drivers",
+        action="append",
+        default=[],
+        choices=sorted(DRIVERS),
+        help="add a session store driver to the files' requirements line (repeatable)",
     )
     install.add_argument(
         "--api-key-env",
@@ -213,9 +232,15 @@ def _install(args: argparse.Namespace, out: TextIO) -> int:
 
         install_functions(args.openwebui, args.api_key_env or "OPENWEBUI_API_KEY", out)
     elif args.url is None:
-        install_into(args.pipelines_dir, out)
+        install_into(args.pipelines_dir, out, with_filter=args.with_filter, drivers=args.drivers)
     else:
-        upload(args.url, args.api_key_env or "PIPELINES_API_KEY", out)
+        upload(
+            args.url,
+            args.api_key_env or "PIPELINES_API_KEY",
+            out,
+            with_filter=args.with_filter,
+            drivers=args.drivers,
+        )
     return 0
 
 

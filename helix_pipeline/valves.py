@@ -385,8 +385,12 @@ class FilterValves(HistoryValves):
     """The valves of the session filter. ``pipelines`` and ``priority`` are the Pipelines server's."""
 
     pipelines: list[str] = Field(
-        default_factory=lambda: ["*"],
-        description="Model ids this filter applies to; ['*'] means every model.",
+        default_factory=lambda: ["helix-consultant"],
+        description=(
+            "Model ids (as Open WebUI lists them) whose chats this filter gives memory and "
+            "records. Default: helix-consultant, the model Helix serves, and nothing else; "
+            "['*'] would record every model's chats (gpt-4o's too) in the Helix store."
+        ),
     )
     priority: int = Field(default=0, description="Order among filters: lower runs first.")
 

@@ -6103,8 +6103,12 @@ class FilterValves(HistoryValves):
     """The valves of the session filter. ``pipelines`` and ``priority`` are the Pipelines server's."""
 
     pipelines: list[str] = Field(
-        default_factory=lambda: ["*"],
-        description="Model ids this filter applies to; ['*'] means every model.",
+        default_factory=lambda: ["helix-consultant"],
+        description=(
+            "Model ids (as Open WebUI lists them) whose chats this filter gives memory and "
+            "records. Default: helix-consultant, the model Helix serves, and nothing else; "
+            "['*'] would record every model's chats (gpt-4o's too) in the Helix store."
+        ),
     )
     priority: int = Field(default=0, description="Order among filters: lower runs first.")
 
@@ -6335,15 +6339,15 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__949589b485', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__764e296308', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from helix_pipeline__0_1_0__949589b485.pipe import HelixPipe
-from helix_pipeline__0_1_0__949589b485.valves import HelixValves
+from helix_pipeline__0_1_0__764e296308.pipe import HelixPipe
+from helix_pipeline__0_1_0__764e296308.valves import HelixValves
 
 __all__ = ["Pipeline"]
 

@@ -41,8 +41,9 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 class UploadServer:
     """A stand-in for the Pipelines server's ``POST /pipelines/upload``, keeping what it got."""
 
-    def __init__(self, api_key: str) -> None:
+    def __init__(self, api_key: str, *, loads: bool = True) -> None:
         self.api_key = api_key
+        self.loads = loads
         self.uploads: list[tuple[str | None, bytes]] = []
         self.problems: list[str] = []
         owner = self
@@ -64,6 +65,20 @@ class UploadServer:
                         owner.problems.append(f"fields {sorted(fields)}")
                     owner.uploads.extend(fields.values())
                     self.answer(200, {"status": True, "detail": "Pipeline uploaded successfully"})
+
+            def do_GET(self) -> None:
+                if self.headers.get("Authorization") != f"Bearer {owner.api_key}":
+                    self.answer(401, {"detail": "Invalid API key"})
+                    return
+                loaded = [str(name)[:-3] for name, _ in owner.uploads] if owner.loads else []
+                if self.path == "/pipelines":
+                    data = [{"id": name, "name": name, "type": "pipe"} for name in loaded]
+                elif self.path == "/models":
+                    data = [{"id": f"{name}.helix-consultant"} for name in loaded]
+                else:
+                    owner.problems.append(f"GET {self.path}")
+                    data = []
+                self.answer(200, {"data": data})
 
             def answer(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
@@ -101,14 +116,14 @@ def form_fields(content_type: str, body: bytes) -> dict[str, tuple[str | None, b
 
 
 class TestInstall:
-    def test_the_shipped_files_are_the_repositorys_pipeline_files(self) -> None:
-        files = pipeline_files()
+    def test_the_files_are_the_repositorys_pipeline_files(self) -> None:
+        files = pipeline_files(with_filter=True)
 
-        assert sorted(files) == PIPELINE_NAMES
-        for name, data in files.items():
-            assert data == (ROOT / "pipelines" / name).read_bytes()
+        assert [file.name for file in files] == PIPELINE_NAMES
+        for file in files:
+            assert file.data == (ROOT / "pipelines" / file.name).read_bytes()
 
-    def test_copies_both_files_into_a_pipelines_folder(
+    def test_writes_the_pipe_alone_into_a_pipelines_folder(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         folder = tmp_path / "pipelines-dir" / "new"
@@ -116,10 +131,26 @@ class TestInstall:
         code, out, _ = run(["install", str(folder)], capsys)
 
         assert code == 0
-        assert sorted(p.name for p in folder.iterdir()) == PIPELINE_NAMES
-        for name in PIPELINE_NAMES:
-            assert (folder / name).read_bytes() == (ROOT / "pipelines" / name).read_bytes()
-            assert f"Installed {folder / name}" in out
+        assert [p.name for p in folder.iterdir()] == ["helix.py"]
+        assert (folder / "helix.py").read_bytes() == (ROOT / "pipelines" / "helix.py").read_bytes()
+        assert f"Wrote {folder / 'helix.py'}: the Helix pipe, helix-pipeline 0.1.0" in out
+        assert "Nothing to pip install" in out
+        assert "restart it, or POST /pipelines/reload" in out
+        assert "installs helix-pipeline" not in out
+
+    def test_with_the_filter_and_a_driver_it_says_what_the_server_will_install(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (tmp_path / "failed").mkdir()
+        (tmp_path / "failed" / "helix.py").write_text("old", encoding="utf-8")
+
+        code, out, _ = run(["install", str(tmp_path), "--filter", "--with", "redis"], capsys)
+
+        assert code == 0
+        assert sorted(p.name for p in tmp_path.glob("*.py")) == PIPELINE_NAMES
+        assert "requirements: redis>=5" in (tmp_path / "helix_session_filter.py").read_text()
+        assert "makes the server pip install redis>=5 when it loads them" in out
+        assert f"{tmp_path / 'failed' / 'helix.py'} is an older copy that failed to load" in out
 
     def test_a_folder_it_cannot_write_fails_in_one_line(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -132,20 +163,48 @@ class TestInstall:
         assert code == 1
         assert "PIPELINES_DIR" in err and err.count("\n") == 1
 
-    def test_uploads_both_files_as_the_file_field_with_the_bearer_key(
-        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    @pytest.mark.parametrize(
+        ("flags", "names"),
+        [
+            pytest.param([], ["helix.py"], id="pipe-alone"),
+            pytest.param(["--filter"], PIPELINE_NAMES, id="with-filter"),
+        ],
+    )
+    def test_uploads_as_the_file_field_with_the_bearer_key_and_checks_what_loaded(
+        self,
+        flags: list[str],
+        names: list[str],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
         monkeypatch.setenv("PIPELINES_API_KEY", "pipe-key-1")
         with UploadServer("pipe-key-1") as server:
-            code, out, err = run(["install", "--url", server.url + "/"], capsys)
+            code, out, err = run(["install", "--url", server.url + "/", *flags], capsys)
 
         assert code == 0, err
         assert server.problems == []
         assert server.uploads == [
-            (name, (ROOT / "pipelines" / name).read_bytes()) for name in PIPELINE_NAMES
+            (name, (ROOT / "pipelines" / name).read_bytes()) for name in names
         ]
-        assert out.count("Pipeline uploaded successfully") == 2
+        assert out.count("Installed ") == len(names)
+        assert (
+            "Installed helix.py (the Helix pipe): loaded as helix; models: helix.helix-consultant"
+            in out
+        )
         assert "pipe-key-1" not in out + err
+
+    def test_a_file_the_server_did_not_load_fails_and_says_where_to_look(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("PIPELINES_API_KEY", "k")
+        with UploadServer("k", loads=False) as server:
+            code, out, err = run(["install", "--url", server.url], capsys)
+
+        assert code == 1
+        assert "took helix.py but did not load it: it moved the file to failed/" in err
+        assert "after 'Error loading module: helix'" in err
+        assert err.count("\n") == 1
+        assert "Installed" not in out
 
     def test_a_refused_key_names_the_variable_and_never_shows_it(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -258,12 +317,38 @@ class TestInstallIntoTheRealPipelinesServer:
         env = {"HELIX_BASE_URL": fake_helix.url, "HELIX_DATA_DIR": str(tmp_path / "data")}
         monkeypatch.setenv("PIPELINES_API_KEY", API_KEY)
         with PipelinesServer(tmp_path / "server", [], env=env) as server:
-            code, out, err = run(["install", "--url", server.url], capsys)
+            code, out, err = run(["install", "--url", server.url, "--filter"], capsys)
             models = {model["id"] for model in server.models()}
             log = server.log()
+            failed = server.failed()
 
         assert code == 0, err
-        assert out.count("Uploaded") == 2
+        assert "Installed helix.py (the Helix pipe): loaded as helix; models: helix." in out
+        assert "Installed helix_session_filter.py (the session filter): loaded as" in out
         assert {"helix.helix-consultant", "helix_session_filter"} <= models
         assert TRACEBACK not in log
-        assert not (tmp_path / "server" / "pipelines" / "failed").exists()
+        assert failed == []
+
+    def test_a_server_that_cannot_load_the_file_fails_with_the_reason(
+        self,
+        fake_helix: FakeHelix,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A server that cannot reach an index: the redis driver of --with cannot be installed."""
+        (tmp_path / "no-wheels").mkdir()
+        env = {"HELIX_BASE_URL": fake_helix.url, "PIP_FIND_LINKS": str(tmp_path / "no-wheels")}
+        monkeypatch.setenv("PIPELINES_API_KEY", API_KEY)
+        with PipelinesServer(tmp_path / "server", [], env=env) as server:
+            code, out, err = run(["install", "--url", server.url, "--with", "redis"], capsys)
+            failed = server.failed()
+            log = server.log()
+
+        assert code == 1
+        assert failed == ["helix.py"]
+        assert "Error loading module: helix" in log
+        assert "took helix.py but did not load it: it moved the file to failed/" in err
+        assert "asked the server to pip install redis>=5" in err
+        assert "PIPELINES_REQUIREMENTS_PATH" in err
+        assert "Installed" not in out

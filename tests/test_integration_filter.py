@@ -127,13 +127,13 @@ def plain_api_turn(
 
 
 class TestModels:
-    def test_models_show_the_filter_for_every_model(self, server: PipelinesServer) -> None:
+    def test_models_show_the_filter_for_helixs_model_only(self, server: PipelinesServer) -> None:
         models = {m["id"]: m for m in server.models()}
 
         assert models[FILTER]["name"] == "Helix session memory"
         assert models[FILTER]["pipeline"] == {
             "type": "filter",
-            "pipelines": ["*"],
+            "pipelines": ["helix-consultant"],
             "priority": 0,
             "valves": True,
         }
@@ -278,7 +278,7 @@ def beside_the_pipe(
 
 
 class TestBesideTheHelixPipe:
-    """With ``pipelines: ["*"]`` the filter also runs for the Helix pipe's own model."""
+    """With the pipe's model added to ``pipelines``, the filter also runs in front of the pipe."""
 
     def test_each_turn_reaches_helix_once_and_is_stored_once(
         self, beside_the_pipe: PipelinesServer, helix: FakeHelix
@@ -329,4 +329,6 @@ class TestHistoryToggle:
             "My name is Ana.",
             "What is my name?",
         ]
-        assert server.valves(FILTER)["pipelines"] == ["*"], "an update resets omitted valves"
+        assert server.valves(FILTER)["pipelines"] == ["helix-consultant"], (
+            "an update resets omitted valves"
+        )

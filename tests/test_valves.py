@@ -323,14 +323,14 @@ class TestSavedValves:
 class TestFilterValves:
     def test_the_pipelines_server_finds_pipelines_and_priority(self) -> None:
         valves = FilterValves()
-        assert valves.pipelines == ["*"]
+        assert valves.pipelines == ["helix-consultant"], "Helix's model only, never every model"
         assert valves.priority == 0
         assert {"pipelines", "priority"} <= set(FilterValves.model_json_schema()["properties"])
 
     def test_each_filter_gets_its_own_pipelines_list(self) -> None:
         one, other = FilterValves(), FilterValves()
         one.pipelines.append("helix.helix-consultant")
-        assert other.pipelines == ["*"]
+        assert other.pipelines == ["helix-consultant"]
 
     def test_pipelines_and_priority_can_be_set(self) -> None:
         valves = FilterValves(pipelines=["helix.helix-consultant"], priority=-5)
