@@ -15,6 +15,12 @@ The build refuses text that Open WebUI's ``replace_imports`` would rewrite befor
 Function (the plain text ``from utils``, ``from apps``, ``from main`` or ``from config`` anywhere in
 the file), for every bundle, so a bundle behaves the same in every host. :data:`BUNDLES` is the
 table of files the repository's ``pipelines/`` folder holds; a test keeps them in step.
+
+Why not a bundler from PyPI: stickytape 0.2.1 writes the modules into a temporary folder at import
+and removes it afterwards (so a lazy import fails later) and keeps the real package name (so it
+collides with an installed ``helix_pipeline``); pinliner 0.2.0 needs ``imp`` and the finder API
+that Python 3.12 removed, writes ``.pyc`` files and locates its sources through ``__file__``,
+which a Function does not have.
 """
 
 from __future__ import annotations
