@@ -203,7 +203,7 @@ class TestABadValvesFileOnDisk:
         valves = restarted.valves(PIPE)
         assert valves["MAX_RETRIES"] == 4  # a good saved value is kept
         assert valves["HELIX_BASE_URL"] == helix.url  # a bad one shows its default
-        assert restarted.valves(FILTER)["pipelines"] == ["*"]
+        assert restarted.valves(FILTER)["pipelines"] == ["helix-consultant"]  # its default
 
         helix.reset()
         reply = chat_turn(restarted)
