@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from _shared import SUB_MODEL, OpenWebUITurn, machine, package_logging, table, text
-from overhead import fake_helix_process
+from piping import fake_helix_process
 
 from helix_pipeline.messages import Message
 from helix_pipeline.pipe import HelixPipe

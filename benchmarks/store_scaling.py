@@ -1,9 +1,10 @@
-"""Store cost per turn (load the branch, record two messages) as the store fills up, per engine.
+"""Store cost per turn (read the branch, record two messages on it) as the store fills up, per engine.
 
 For every engine and every conversation length, one store is filled step by step to 1,000, 10,000
 and 100,000 conversations (through the store's own ``record()``, one call per conversation), and at
-each step ``--turns`` turns on random stored conversations are timed: ``load()`` then ``record()``
-of the turn's question and answer after what was loaded, as the Helix pipe does.
+each step ``--turns`` turns on random stored conversations are timed, making the store calls the
+Helix pipe makes for a turn: ``read()``, then ``record()`` of the branch read plus the turn's
+question and answer, given the branch read as ``base`` (the outlet of such a turn calls nothing).
 
 Cells beyond ``--max-stored`` messages (10,000 x 1,000 and 100,000 x 100 or more: 10 million
 messages and up) are skipped: seeding them takes longer than the benchmark may, and the three
@@ -91,18 +92,18 @@ WARMUP = 10
 
 
 def time_turns(store: SessionStore, cell: Cell, turns: int, rng: random.Random) -> None:
-    """``turns`` turns on distinct random conversations: load, then record question and answer."""
+    """``turns`` turns on distinct random conversations: read, then record question and answer."""
     chosen = rng.sample(range(cell.conversations), min(turns + WARMUP, cell.conversations))
     for number, index in enumerate(chosen):
         conversation = key(index)
         question = Message("user", text(index, 20), message_id=f"q-{index}-{cell.conversations}")
         answer = Message("assistant", text(index + 1, 80), message_id=f"a-{index}")
         start = time.perf_counter()
-        stored = store.load(conversation)
+        branch = store.read(conversation)
         loaded = time.perf_counter()
-        store.record(conversation, [question, answer], after=len(stored))
+        store.record(conversation, [*branch.messages, question, answer], after=0, base=branch)
         done = time.perf_counter()
-        if len(stored) < cell.messages:
+        if len(branch.messages) < cell.messages:
             raise RuntimeError(f"{cell.engine}: conversation {index} lost messages")
         if number < WARMUP:
             continue
@@ -192,8 +193,9 @@ def measure_length(
 def report(args: argparse.Namespace, cells: Sequence[Cell]) -> None:
     print(machine())
     print(
-        f"{args.turns} turns per cell on distinct random conversations; a turn = load() + "
-        "record(question, answer); messages of 20 (user) and 80 (assistant) words"
+        f"{args.turns} turns per cell on distinct random conversations; a turn = read() + "
+        "record(branch + question + answer, base=branch), as the pipe calls them; messages of 20 "
+        "(user) and 80 (assistant) words"
     )
     print()
     rows = [
@@ -218,7 +220,7 @@ def report(args: argparse.Namespace, cells: Sequence[Cell]) -> None:
                 "messages each",
                 "stored",
                 "seed s",
-                "load p50 ms",
+                "read p50 ms",
                 "turn p50 ms",
                 "turn p99 ms",
             ],

@@ -34,6 +34,21 @@ class TestTheBenchmarksRun:
         assert "non-streaming, whole turn |" in output
         assert "own: inlet + pipe - Helix + outlet" in output
         assert "command: `python benchmarks/overhead.py" in output
+        assert "store round trips per non-streaming turn" in output
+
+    def test_turns_prints_own_time_and_round_trips_per_engine(self) -> None:
+        output = run(
+            "turns.py",
+            *("--engines", "memory,sqlite", "--conversations", "30", "--messages", "4"),
+            *("--turns", "5", "--counted", "2", "--warmup", "2", "--words", "8"),
+        )
+        rows = [
+            [cell.strip() for cell in line.strip("|").split("|")]
+            for line in output.splitlines()
+            if "pipe, non-streaming" in line
+        ]
+        assert [row[2:4] for row in rows] == [["1.000", "1.000"]] * 2, "one read, one write"
+        assert "own p50 ms (non-streaming)" in output
 
     def test_store_scaling_prints_a_row_per_cell_and_skips_what_is_too_big(self) -> None:
         output = run(
