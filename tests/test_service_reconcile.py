@@ -183,3 +183,24 @@ class TestTheBranchesAServiceRemembers:
         recent = RecentBranches()
         recent.remember(MemoryStore(), KEY, Branch((Message("user", "q"),), 1))
         assert recent.get(MemoryStore(), KEY) is None
+
+
+class TestAnOutletOfTheTurnJustRecorded:
+    def test_is_recognised_by_its_ids_without_normalising_its_messages(
+        self, store: CountingStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        service = play_turn(store, {"user_message_id": "u0", "message_id": "a0-id"})
+
+        def unexpected(raw: object) -> list[Message]:
+            raise AssertionError("the outlet's messages were normalised")
+
+        monkeypatch.setattr("helix_pipeline.service.messages_from_dicts", unexpected)
+        assert service.reconcile_outlet(outlet("u0", "a0-id"), USER)
+        assert (store.reads, store.records) == (1, 1)
+
+    def test_that_brings_an_id_the_branch_lacks_is_recorded(self, store: CountingStore) -> None:
+        service = play_turn(store, {"user_message_id": "u0"})  # no id for the reply yet
+        assert service.reconcile_outlet(outlet("u0", "a0-id"), USER)
+
+        assert store.records == 2
+        assert [m.message_id for m in store.load(KEY)] == ["u0", "a0-id"]

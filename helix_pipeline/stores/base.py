@@ -46,7 +46,17 @@ class Branch:
 
     def unchanged_by(self, messages: Sequence[Message], *, after: int | None = None) -> bool:
         """Whether recording ``messages`` after ``after`` onto this branch would store nothing."""
+        if after == 0 and _same_ids(self.messages, messages):
+            return True  # what an outlet resends once its turn is recorded: decided by ids alone
         return not plan_record(self.messages, messages, after).changes_anything
+
+
+def _same_ids(stored: Sequence[Message], incoming: Sequence[Message]) -> bool:
+    """Whether both hold the same messages by role and id, every one with an id."""
+    return len(stored) == len(incoming) and all(
+        s.message_id is not None and s.message_id == i.message_id and s.role == i.role
+        for s, i in zip(stored, incoming, strict=True)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +201,7 @@ def plan_record(
     # Walk the stored messages at the same places while they match.
     while index < len(messages) and position < len(active):
         incoming, stored = messages[index], active[position]
-        if not stored.same_as(incoming):
+        if stored is not incoming and not stored.same_as(incoming):
             break
         if incoming.message_id and not stored.message_id:
             attach.append((position, incoming.message_id))

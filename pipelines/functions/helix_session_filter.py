@@ -2504,6 +2504,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Any
 
 from .conversation import ChatKind, Conversation, ConversationKey, read_conversation
@@ -2519,6 +2520,8 @@ log = logging.getLogger(__name__)
 
 TEMPORARY_CONVERSATIONS = 1_000
 """Temporary chats kept in memory at most; beyond it the least recently used one is forgotten."""
+
+_CONTENT = attrgetter("content")
 
 RECENT_CONVERSATIONS = 256
 RECENT_CHARACTERS = 8_000_000
@@ -2672,13 +2675,14 @@ class HistoryService:
         key = conversation.key
         try:
             complete = conversation.sends_whole_chat(chat)
-            branch = self._recent.get(store, key) if complete else None
-            if branch is None:
-                branch = store.read(key)
-            merge = merge_history(branch.messages, chat, complete=complete)
-            if not branch.unchanged_by(chat, after=merge.attached):
-                result = store.record(key, chat, after=merge.attached, base=branch)
-                branch = result.active
+            recent = self._recent.get(store, key) if complete else None
+            branch = store.read(key) if recent is None else recent
+            # The whole chat is matched from its start; only a part goes after the history.
+            after = 0 if complete else merge_history(branch.messages, chat, complete=False).attached
+            if not branch.unchanged_by(chat, after=after):
+                branch = store.record(key, chat, after=after, base=branch).active
+            elif branch is recent:
+                return True
         except StoreError as exc:
             self._recent.forget(store, key)
             log.warning(
@@ -2693,8 +2697,28 @@ class HistoryService:
 
     def reconcile_outlet(self, body: Mapping[str, Any], user: object) -> bool:
         """:meth:`reconcile` for an Open WebUI outlet body (its ``chat_id``, ``id`` and messages)."""
-        return self.reconcile(
-            read_conversation(body, user), messages_from_dicts(body.get("messages"))
+        conversation = read_conversation(body, user)
+        raw = body.get("messages")
+        if self._just_recorded(conversation, raw):
+            return True
+        return self.reconcile(conversation, messages_from_dicts(raw))
+
+    def _just_recorded(self, conversation: Conversation, raw: object) -> bool:
+        """Whether an outlet's messages are, one for one by role and id, the branch this service
+        last read or recorded for the chat: then it brings nothing to record (what
+        :meth:`reconcile` would find), and its messages need not even be normalised."""
+        store = self.store_for(conversation)
+        if store is None or not isinstance(raw, list):
+            return False
+        branch = self._recent.get(store, conversation.key)
+        if branch is None or len(raw) != len(branch.messages):
+            return False
+        return all(
+            isinstance(item, dict)
+            and message.message_id is not None
+            and item.get("id") == message.message_id
+            and item.get("role") == message.role
+            for item, message in zip(raw, branch.messages, strict=True)
         )
 
     def purge_older_than(self, days: int) -> int:
@@ -2772,7 +2796,7 @@ class RecentBranches:
             return item[1]
 
     def remember(self, store: SessionStore, key: ConversationKey, branch: Branch) -> None:
-        size = sum(len(m.content) for m in branch.messages)
+        size = sum(map(len, map(_CONTENT, branch.messages)))
         with self._lock:
             self._drop(key)
             if size > self._characters_limit:
@@ -3311,7 +3335,17 @@ class Branch:
 
     def unchanged_by(self, messages: Sequence[Message], *, after: int | None = None) -> bool:
         """Whether recording ``messages`` after ``after`` onto this branch would store nothing."""
+        if after == 0 and _same_ids(self.messages, messages):
+            return True  # what an outlet resends once its turn is recorded: decided by ids alone
         return not plan_record(self.messages, messages, after).changes_anything
+
+
+def _same_ids(stored: Sequence[Message], incoming: Sequence[Message]) -> bool:
+    """Whether both hold the same messages by role and id, every one with an id."""
+    return len(stored) == len(incoming) and all(
+        s.message_id is not None and s.message_id == i.message_id and s.role == i.role
+        for s, i in zip(stored, incoming, strict=True)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -3456,7 +3490,7 @@ def plan_record(
     # Walk the stored messages at the same places while they match.
     while index < len(messages) and position < len(active):
         incoming, stored = messages[index], active[position]
-        if not stored.same_as(incoming):
+        if stored is not incoming and not stored.same_as(incoming):
             break
         if incoming.message_id and not stored.message_id:
             attach.append((position, incoming.message_id))
@@ -6339,12 +6373,12 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__764e296308', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__e1e0514881', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 from typing import Any
 
-from helix_pipeline__0_1_0__764e296308.functions import (
+from helix_pipeline__0_1_0__e1e0514881.functions import (
     FunctionFilter,
     FunctionFilterValves,
     MemorySwitch,
