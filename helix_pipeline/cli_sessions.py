@@ -11,12 +11,13 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
 from .conversation import ConversationKey, header_safe, helix_session_id
 from .errors import InputError
-from .export import export_jsonl, export_to_file, import_jsonl
+from .export import ReadExport, export_jsonl, export_to_file, import_records, read_records
 from .messages import Message
 from .store_location import StoreChoice, choose_store, pipelines_dir_from
 from .stores import MemoryStore, SessionStore, missing_store, open_store
@@ -41,11 +42,9 @@ def add_sessions(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     after = argparse.ArgumentParser(add_help=False)
     _store_options(after, default=argparse.SUPPRESS)
 
-    def action(
-        name: str, help: str, run: Action, *, creates: bool = False
-    ) -> argparse.ArgumentParser:
+    def action(name: str, help: str, run: Action) -> argparse.ArgumentParser:
         parser = actions.add_parser(name, parents=[after], help=help)
-        parser.set_defaults(command=_with_store(run, creates=creates))
+        parser.set_defaults(command=_with_store(run, creates=False))
         return parser
 
     listing = action("list", "conversations, most recent first", _list)
@@ -56,10 +55,11 @@ def add_sessions(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     export = action("export", "every message of every branch as JSON Lines", _export)
     export.add_argument("--user", help="only this user's (default: every user)")
     export.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: stdout")
-    importing = action(
-        "import", "read an export into the store (idempotent)", _import, creates=True
+    importing = actions.add_parser(
+        "import", parents=[after], help="read an export into the store (idempotent)"
     )
     importing.add_argument("file", metavar="FILE", help="a JSON Lines export, or - for stdin")
+    importing.set_defaults(command=_import)
     delete = action("delete", "delete a user's conversation, or all of them", _delete)
     delete.add_argument("--user", required=True)
     which = delete.add_mutually_exclusive_group(required=True)
@@ -213,22 +213,33 @@ def _export(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace, store: SessionStore, out: TextIO) -> int:
+def _import(args: argparse.Namespace, out: TextIO) -> int:
+    """Read and check the whole file first: a file that cannot be imported opens no store."""
+    if args.file == "-":
+        parsed = read_records(sys.stdin)
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as file:
+                parsed = read_records(file)
+        except OSError as exc:
+            raise InputError(
+                f"cannot read {args.file}: {exc.strerror}; give the path of an export "
+                "(`helix-pipeline sessions export -o FILE` writes one), or - for stdin"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{args.file} is not UTF-8 text; is it an export?") from exc
+    return _with_store(partial(_import_into, parsed), creates=True)(args, out)
+
+
+def _import_into(
+    parsed: ReadExport, args: argparse.Namespace, store: SessionStore, out: TextIO
+) -> int:
     if isinstance(store, MemoryStore):
         raise InputError(
             f"{redact_url(store.url)} keeps nothing once this command ends: import into the store "
             "the pipeline uses, e.g. --store sqlite:////abs/path/sessions.db"
         )
-    if args.file == "-":
-        counts = import_jsonl(store, sys.stdin)
-    else:
-        try:
-            with open(args.file, encoding="utf-8") as file:
-                counts = import_jsonl(store, file)
-        except OSError as exc:
-            raise InputError(f"cannot read {args.file}: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{args.file} is not UTF-8 text; is it an export?") from exc
+    counts = import_records(store, parsed)
     out.write(
         f"Imported {plural(counts.messages, 'message')} ({plural(counts.branches, 'branch')} of "
         f"{plural(counts.conversations, 'conversation')}) into {redact_url(store.url)}; "

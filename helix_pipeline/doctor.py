@@ -49,6 +49,9 @@ _STORE_FIXES = {
     "SESSION_STORE_URL",
     "invalid": "correct SESSION_STORE_URL (the valve or the environment variable; --store tries "
     f"another) as the line above says; it takes {STORE_URL_FORMS}",
+    "server": "give --pipelines-dir (or PIPELINES_DIR) the Pipelines server's pipelines folder, "
+    "or --store a URL; a saved SESSION_STORE_URL valve is corrected in Open WebUI (Admin Panel > "
+    "Settings > Pipelines)",
     "unreachable": "start the store's server, or correct the host, port and credentials in "
     "SESSION_STORE_URL (--store tries another URL)",
     "unwritable": "give the Pipelines server's user write access to the store, or point "
@@ -72,8 +75,8 @@ def run_doctor(
     try:
         store = choose_store(store_url, pipelines_dir_from(pipelines_dir))
         store_check = check_store(store.url, store.source)
-    except ConfigError as exc:  # saved valves that cannot be read or used
-        store_check = Check("session store", False, str(exc), _STORE_FIXES["invalid"])
+    except ConfigError as exc:  # saved valves that cannot be read or used, a file as the folder
+        store_check = Check("session store", False, str(exc), _STORE_FIXES["server"])
     checks = [*check_helix(helix_url, api_key_env), store_check]
     for check in checks:
         out.write(f"{'ok  ' if check.passed else 'FAIL'}  {check.name}: {check.detail}\n")

@@ -40,6 +40,7 @@ __all__ = [
     "export_jsonl",
     "export_to_file",
     "import_jsonl",
+    "import_records",
     "message_records",
     "read_records",
 ]
@@ -296,7 +297,11 @@ def import_jsonl(store: SessionStore, lines: Iterable[str]) -> ImportCounts:
 
     The whole file is parsed before anything is written, so a broken file writes nothing.
     """
-    parsed = read_records(lines)
+    return import_records(store, read_records(lines))
+
+
+def import_records(store: SessionStore, parsed: ReadExport) -> ImportCounts:
+    """Record a parsed export (:func:`read_records`) into ``store``, as :func:`import_jsonl`."""
     conversations = branches = messages = skipped = 0
     for key, exported in parsed.conversations.items():
         held = [_comparable(branch) for branch in store.branches(key)]

@@ -48,6 +48,12 @@ def choose_store(given: str | None, pipelines_dir: Path) -> StoreChoice:
     """The store a command opens: ``given`` (``--store``), else the pipelines' own rule."""
     if given:
         return StoreChoice(given, "--store")
+    if pipelines_dir.exists() and not pipelines_dir.is_dir():
+        raise ConfigError(
+            f"{pipelines_dir} is not a folder: give --pipelines-dir (or PIPELINES_DIR) the "
+            "Pipelines server's pipelines folder, or --store a store URL",
+            setting="PIPELINES_DIR",
+        )
     saved, valves_file = _saved_store_url(pipelines_dir)
     try:
         valves = HistoryValves(SESSION_STORE_URL=saved)

@@ -536,7 +536,25 @@ class TestSessionsImport:
 
         assert (code, out) == (1, "")
         assert "the export ends at line 5 without its end record: the file was cut short" in err
-        assert run(["sessions", "--store", url, "list"], capsys)[1].startswith("No conversations")
+        assert not (tmp_path / "target.db").exists()
+
+    @pytest.mark.parametrize(
+        "content", [pytest.param(None, id="missing-file"), pytest.param(b"{cut", id="cut")]
+    )
+    def test_a_file_it_cannot_import_creates_no_store(
+        self, content: bytes | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "export.jsonl"
+        if content is not None:
+            path.write_bytes(content)
+        target = tmp_path / "new" / "target.db"
+
+        code, _, _ = run(
+            ["sessions", "--store", f"sqlite:///{target}", "import", str(path)], capsys
+        )
+
+        assert code == 1
+        assert not target.parent.exists()
 
     def test_an_export_without_an_end_record_is_imported_with_a_warning(
         self, export_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -926,6 +944,20 @@ class TestWhichStore:
         assert code == 0
         assert out.startswith("Imported 1 message")
         assert target.is_file()
+
+    def test_a_file_as_the_pipelines_folder_is_named(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        not_a_folder = tmp_path / "pipelines.txt"
+        not_a_folder.write_text("", encoding="utf-8")
+
+        code, _, err = run(["sessions", "--pipelines-dir", str(not_a_folder), "list"], capsys)
+
+        assert code == 1
+        assert err == (
+            f"helix-pipeline: error: {not_a_folder} is not a folder: give --pipelines-dir (or "
+            "PIPELINES_DIR) the Pipelines server's pipelines folder, or --store a store URL\n"
+        )
 
     @pytest.mark.parametrize(
         ("saved", "problem"),

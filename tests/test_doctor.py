@@ -209,3 +209,27 @@ class TestDoctorNeverCreatesWhatItChecks:
         examples = re.findall(r"sqlite:///\S*", " ".join(fixes("\n".join(outputs))))
         assert examples
         assert all(e.startswith("sqlite:////") for e in examples), examples
+
+    def test_saved_valves_it_cannot_read_fail_the_store_check_with_where_to_look(
+        self, fake_helix: FakeHelix, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        saved = tmp_path / "pipelines" / "helix" / "valves.json"
+        saved.parent.mkdir(parents=True)
+        saved.write_text("{cut", encoding="utf-8")
+        argv = [
+            "doctor",
+            "--helix-url",
+            fake_helix.url,
+            "--pipelines-dir",
+            str(tmp_path / "pipelines"),
+        ]
+
+        code, out, _ = run(argv, capsys)
+
+        assert code == 1
+        assert f"FAIL  session store: cannot read the saved valves {saved}" in out
+        assert fixes(out) == [
+            "fix: give --pipelines-dir (or PIPELINES_DIR) the Pipelines server's pipelines "
+            "folder, or --store a URL; a saved SESSION_STORE_URL valve is corrected in Open WebUI "
+            "(Admin Panel > Settings > Pipelines)"
+        ]
