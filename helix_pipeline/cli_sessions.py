@@ -173,7 +173,8 @@ def _find(
         owners = ", ".join(key.user_id for key, _ in found)
         raise InputError(
             f"{len(found)} users have a conversation {args.conversation!r} ({owners}): add "
-            f"--user to say whose, e.g. {_again(args, f'show --user {found[0][0].user_id} ...')}"
+            f"--user to say whose, e.g. "
+            f"{_again(args, f'show --user {found[0][0].user_id} {args.conversation}')}"
         )
     if args.user:
         nobody = f"user {args.user!r} has no conversation {args.conversation!r}"

@@ -351,9 +351,10 @@ class TestSessionsShow:
         code, out, err = run(["sessions", "--store", store[0], "show", "chat-1"], capsys)
 
         assert (code, out) == (1, "")
-        assert err.startswith(
+        assert err == (
             "helix-pipeline: error: 2 users have a conversation 'chat-1' (ana, ben): add --user "
-            f"to say whose, e.g. `helix-pipeline sessions --store {store[0]} show --user ana"
+            f"to say whose, e.g. `helix-pipeline sessions --store {store[0]} show --user ana "
+            "chat-1`\n"
         )
 
     def test_without_user_an_unknown_chat_says_no_user_has_it(
