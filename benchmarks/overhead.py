@@ -40,7 +40,7 @@ from _shared import (
     text,
 )
 from counting import COLUMNS, engine_counters, per_turn, pipes_use
-from piping import Bench, Pairs, Phases, fake_helix_process, quiet_fake_helix, time_piped_stream
+from piping import Bench, Pairs, Phases, fake_helix_process, time_piped_stream
 
 from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.sse import iter_deltas
@@ -78,7 +78,6 @@ def run(args: argparse.Namespace) -> None:
     timings = Timings()
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         db = seed_sqlite(Path(folder), args)
-        quiet_fake_helix()
         held = stack.enter_context(FakeHelix(reply=lambda _messages: answer))
         url = (
             held.url

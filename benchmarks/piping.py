@@ -18,7 +18,6 @@ from typing import Any
 import requests
 from _shared import SUB_MODEL, OpenWebUITurn, median, percentile, text
 
-from helix_pipeline import testing
 from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.testing import FakeHelix
 
@@ -198,14 +197,6 @@ class Bench:
         return received - released
 
 
-def quiet_fake_helix() -> None:
-    """Helix runs on uvicorn, whose sockets send at once (TCP_NODELAY); http.server's do not, and
-    Nagle's algorithm then holds a response body behind its headers until the client's delayed
-    ACK: 20-40 ms of noise in (a) and (b) alike that no real Helix has. FakeHelix now sets this
-    itself; setting it here keeps before/after runs against older commits comparable."""
-    testing._Handler.disable_nagle_algorithm = True
-
-
 @contextmanager
 def fake_helix_process(words: int) -> Iterator[str]:
     """FakeHelix in a process of its own (as Helix is), so that it never holds our GIL; every
@@ -227,7 +218,6 @@ def fake_helix_process(words: int) -> Iterator[str]:
 
 def serve_fake(words: int) -> None:
     """The child of :func:`fake_helix_process`: serve, print the URL, stop when stdin closes."""
-    quiet_fake_helix()
     answer = text(7, words)
     with FakeHelix(reply=lambda _messages: answer) as helix:
         print(helix.url, flush=True)

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import requests
 import urllib3.exceptions
 
-from .cli import plural, preview
+from .cli_sessions import plural, preview
 from .client import HelixClient, iter_body
 from .conversation import ConversationKey, header_safe, helix_session_id
 from .errors import BackendError, BackendUnavailable, ConfigError

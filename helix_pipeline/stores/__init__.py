@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..urls import authority_problem, redact_url, url_scheme
 from .base import Branch, ConversationSummary, RecordResult, SessionStore
+from .engine_errors import url_error
 from .memory import MemoryStore
 
 __all__ = [
@@ -93,12 +94,3 @@ def missing_store(url: str) -> str | None:
     if path.parent.exists():
         return f"no session store at {path}: {path.parent} is a file, not a folder"
     return f"no session store at {path}: neither the file nor its folder {path.parent} exists"
-
-
-def url_error(engine: str, url: str, problem: str, fix: str) -> ConfigError:
-    """The error for a store URL that cannot work: what is wrong with it, and the form to use."""
-    return ConfigError(
-        f"Invalid {engine} session store URL {redact_url(url)!r}: {problem}. Set "
-        f"SESSION_STORE_URL to {fix}",
-        setting="SESSION_STORE_URL",
-    )

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..urls import redact_url
-from . import url_error
+from .engine_errors import url_error
 from .migrations import migrate
 from .postgres_migrations import POSTGRES
 from .sql import Dialect, Queries, SQLStore

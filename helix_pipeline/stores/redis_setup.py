@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from . import url_error as _store_url_error
+from .engine_errors import url_error as _store_url_error
 
 __all__ = ["back_off", "failure", "import_redis", "url_error", "url_options"]
 

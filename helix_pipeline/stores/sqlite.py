@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from . import url_error
+from .engine_errors import url_error
 from .migrations import SQLITE, migrate
 from .sql import Dialect, Queries, SQLStore
 

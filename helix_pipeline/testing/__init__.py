@@ -22,7 +22,6 @@ from __future__ import annotations
 from .cli import main
 from .events import FIRST_CHUNK, SEPARATOR
 from .faults import Fault
-from .handler import _Handler as _Handler  # benchmarks/overhead.py tunes it
 from .helix_rules import MODEL_ID, adr029_stable_session_id, helix_rejection, validation_errors
 from .records import HelixSession, RecordedRequest
 from .server import FakeHelix

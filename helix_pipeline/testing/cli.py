@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 
 from .faults import Fault
-from .helix_rules import _HEADER_BY_MODE
+from .helix_rules import HEADER_BY_MODE
 from .server import FakeHelix
 
 __all__ = ["listen_problem", "main"]
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_port, default=8001, help="1 to 65535 (default: 8001)")
-    parser.add_argument("--header-mode", choices=sorted(_HEADER_BY_MODE), default="current")
+    parser.add_argument("--header-mode", choices=sorted(HEADER_BY_MODE), default="current")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>'")
     parser.add_argument("--heartbeats", type=int, default=1, help="'.' heartbeats per stream")
     parser.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds")

@@ -21,7 +21,7 @@ FIRST_CHUNK = "[Starte Claude Code...]\n\n"
 SEPARATOR = "\n\n---\n\n"
 
 
-def _completion(model: str, text: str) -> dict[str, Any]:
+def completion(model: str, text: str) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:8]}",
         "object": "chat.completion",
@@ -34,7 +34,7 @@ def _completion(model: str, text: str) -> dict[str, Any]:
     }
 
 
-def _stream_events(model: str, text: str, helix: FakeHelix) -> Iterator[tuple[float, Any]]:
+def stream_events(model: str, text: str, helix: FakeHelix) -> Iterator[tuple[float, Any]]:
     """Helix's stream as (pause before it, event): status chunk, heartbeats, separator, the
     answer word by word, the final chunk with explicit nulls, ``[DONE]``."""
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:8]}"
@@ -62,7 +62,7 @@ def _stream_events(model: str, text: str, helix: FakeHelix) -> Iterator[tuple[fl
     yield 0.0, "[DONE]"
 
 
-def _is_final(event: object) -> bool:
+def is_final(event: object) -> bool:
     if not isinstance(event, dict):
         return False
     choices = cast(list[dict[str, Any]], event.get("choices") or [{}])

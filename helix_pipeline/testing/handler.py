@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from .events import _completion, _is_final, _stream_events
+from .events import completion, is_final, stream_events
 from .faults import Fault
-from .helix_rules import _HEADER_BY_MODE, MODEL_ID, helix_rejection, validation_errors
+from .helix_rules import HEADER_BY_MODE, MODEL_ID, helix_rejection, validation_errors
 from .records import RecordedRequest
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ __all__: list[str] = []  # package-internal: FakeHelix starts these
 logger = logging.getLogger(__name__)
 
 
-class _Server(ThreadingHTTPServer):
+class Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 128  # the default 5 drops connects under load: a 1 s SYN retry each
@@ -62,13 +62,13 @@ class _Server(ThreadingHTTPServer):
         )
 
 
-class _Handler(BaseHTTPRequestHandler):
+class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeHelix"
     sys_version = ""
     timeout = 60
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms ACK stall
-    server: _Server
+    server: Server
 
     def setup(self) -> None:
         super().setup()
@@ -173,12 +173,12 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model", MODEL_ID)
         streaming = bool(body.get("stream", False))
         if not messages:
-            self._json(200, _completion(model, "Fehler: No messages provided"))
+            self._json(200, completion(model, "Fehler: No messages provided"))
             return
         if not any(m["role"] == "user" for m in messages):
-            self._json(200, _completion(model, "Fehler: No user message found"))
+            self._json(200, completion(model, "Fehler: No user message found"))
             return
-        header = self.headers.get(_HEADER_BY_MODE[helix.header_mode]) or None
+        header = self.headers.get(HEADER_BY_MODE[helix.header_mode]) or None
         session_id = helix._open_session(header, messages)
         try:
             text = helix._answer(session_id, messages)
@@ -187,11 +187,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._flat_500(type(exc).__name__, str(exc))
             return
         if fault is Fault.FEHLER:
-            self._json(200, _completion(model, helix.fehler_text))
+            self._json(200, completion(model, helix.fehler_text))
         elif not streaming:
             self._complete(model, text, fault)
         elif fault is Fault.JSON_TO_STREAM:
-            self._json(200, _completion(model, text))
+            self._json(200, completion(model, text))
         else:
             self._stream(model, text, fault)
 
@@ -229,7 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ----------------------------------------------------------------------------- answers
 
     def _complete(self, model: str, text: str, fault: Fault) -> None:
-        payload = json.dumps(_completion(model, text)).encode()
+        payload = json.dumps(completion(model, text)).encode()
         if fault is Fault.STALL_MID_STREAM:
             self.helix._sleep(self.helix.fault_delay)
         if fault is not Fault.DROP_MID_STREAM:
@@ -253,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        events = _stream_events(model, text, helix)
+        events = stream_events(model, text, helix)
         self._event(next(events)[1])
         self._wait_for_hold()
         if fault is Fault.STALL_MID_STREAM:
@@ -269,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is Fault.DROP_MID_STREAM and sent == 2:
                 self._cut()
                 return
-            if fault is Fault.NO_DONE and (event == "[DONE]" or _is_final(event)):
+            if fault is Fault.NO_DONE and (event == "[DONE]" or is_final(event)):
                 break
             helix._sleep(pause)
             if event == "[DONE]":

@@ -32,7 +32,7 @@ MODEL_ID = "helix-consultant"
 MAX_MESSAGES = 100
 MAX_MESSAGE_CHARS = 100_000
 VALID_ROLES = ("assistant", "system", "user")
-_HEADER_BY_MODE: dict[str, str] = {"current": "X-OpenWebUI-Chat-Id", "adr029": "X-Conversation-ID"}
+HEADER_BY_MODE: dict[str, str] = {"current": "X-OpenWebUI-Chat-Id", "adr029": "X-Conversation-ID"}
 
 
 def adr029_stable_session_id(first_message: str) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..conversation import helix_session_id
 from .faults import Fault
-from .handler import _Handler, _Server
-from .helix_rules import _HEADER_BY_MODE, HeaderMode, adr029_stable_session_id
+from .handler import Handler, Server
+from .helix_rules import HEADER_BY_MODE, HeaderMode, adr029_stable_session_id
 from .records import HelixSession, RecordedRequest
 
 __all__ = ["FakeHelix", "Reply"]
@@ -58,7 +58,7 @@ class FakeHelix:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        if header_mode not in _HEADER_BY_MODE:
+        if header_mode not in HEADER_BY_MODE:
             raise ValueError("header_mode must be 'current' or 'adr029'")
         self.header_mode: HeaderMode = header_mode
         self.api_key = api_key
@@ -80,7 +80,7 @@ class FakeHelix:
         self._sessions: dict[str, HelixSession] = {}
         self._streams_completed = 0
         self._stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -90,7 +90,7 @@ class FakeHelix:
         if self._server is not None:
             return self
         self._stopping.clear()
-        self._server = _Server(self._address, _Handler, self)
+        self._server = Server(self._address, Handler, self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.01},
@@ -102,7 +102,7 @@ class FakeHelix:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (used by :func:`main`)."""
-        self._server = _Server(self._address, _Handler, self)
+        self._server = Server(self._address, Handler, self)
         try:
             self._server.serve_forever(poll_interval=0.2)
         finally:

@@ -3203,6 +3203,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..urls import authority_problem, redact_url, url_scheme
 from .base import Branch, ConversationSummary, RecordResult, SessionStore
+from .engine_errors import url_error
 from .memory import MemoryStore
 
 __all__ = [
@@ -3277,15 +3278,6 @@ def missing_store(url: str) -> str | None:
     if path.parent.exists():
         return f"no session store at {path}: {path.parent} is a file, not a folder"
     return f"no session store at {path}: neither the file nor its folder {path.parent} exists"
-
-
-def url_error(engine: str, url: str, problem: str, fix: str) -> ConfigError:
-    """The error for a store URL that cannot work: what is wrong with it, and the form to use."""
-    return ConfigError(
-        f"Invalid {engine} session store URL {redact_url(url)!r}: {problem}. Set "
-        f"SESSION_STORE_URL to {fix}",
-        setting="SESSION_STORE_URL",
-    )
 ''',
     'helix_pipeline/stores/base.py': r'''"""The session store protocol, and the branch rules every engine shares.
 
@@ -3518,6 +3510,28 @@ def applied(
     if plan.fork_at is not None:
         del messages[plan.fork_at :]
     return (*messages, *stamped)
+''',
+    'helix_pipeline/stores/engine_errors.py': r'''"""What a store engine says when it cannot start: a URL it cannot use.
+
+Every engine module imports these from here (not from the ``stores`` package, which imports the
+engines), so the package has no import cycle.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..urls import redact_url
+
+__all__ = ["url_error"]
+
+
+def url_error(engine: str, url: str, problem: str, fix: str) -> ConfigError:
+    """The error for a store URL that cannot work: what is wrong with it, and the form to use."""
+    return ConfigError(
+        f"Invalid {engine} session store URL {redact_url(url)!r}: {problem}. Set "
+        f"SESSION_STORE_URL to {fix}",
+        setting="SESSION_STORE_URL",
+    )
 ''',
     'helix_pipeline/stores/lazy.py': r'''"""A store that opens its engine on first use, and rests it after finding it unreachable.
 
@@ -3964,7 +3978,7 @@ from urllib.parse import urlsplit
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..urls import redact_url
-from . import url_error
+from .engine_errors import url_error
 from .migrations import migrate
 from .postgres_migrations import POSTGRES
 from .sql import Dialect, Queries, SQLStore
@@ -4829,7 +4843,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from . import url_error as _store_url_error
+from .engine_errors import url_error as _store_url_error
 
 __all__ = ["back_off", "failure", "import_redis", "url_error", "url_options"]
 
@@ -5324,7 +5338,7 @@ from urllib.parse import parse_qsl
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from . import url_error
+from .engine_errors import url_error
 from .migrations import SQLITE, migrate
 from .sql import Dialect, Queries, SQLStore
 
@@ -6373,14 +6387,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__e1e0514881', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__ffb610b6db', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from helix_pipeline__0_1_0__e1e0514881.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
-from helix_pipeline__0_1_0__e1e0514881.valves import HelixValves
+from helix_pipeline__0_1_0__ffb610b6db.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
+from helix_pipeline__0_1_0__ffb610b6db.valves import HelixValves
 
 
 class Pipe:
