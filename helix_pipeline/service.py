@@ -222,13 +222,13 @@ class HistoryService:
         branch = self._recent.get(store, conversation.key)
         if branch is None or len(raw) != len(branch.messages):
             return False
-        return all(
-            isinstance(item, dict)
-            and message.message_id is not None
-            and item.get("id") == message.message_id
-            and item.get("role") == message.role
-            for item, message in zip(raw, branch.messages, strict=True)
-        )
+        expected = [(m.role, m.message_id) for m in branch.messages]
+        if any(message_id is None for _, message_id in expected):
+            return False
+        try:
+            return [(item["role"], item["id"]) for item in raw] == expected
+        except (TypeError, KeyError, IndexError):  # not a message dict: the full path decides
+            return False
 
     def purge_older_than(self, days: int) -> int:
         """Delete conversations inactive for ``days`` days (0 keeps everything); how many."""

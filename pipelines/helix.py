@@ -2713,13 +2713,13 @@ class HistoryService:
         branch = self._recent.get(store, conversation.key)
         if branch is None or len(raw) != len(branch.messages):
             return False
-        return all(
-            isinstance(item, dict)
-            and message.message_id is not None
-            and item.get("id") == message.message_id
-            and item.get("role") == message.role
-            for item, message in zip(raw, branch.messages, strict=True)
-        )
+        expected = [(m.role, m.message_id) for m in branch.messages]
+        if any(message_id is None for _, message_id in expected):
+            return False
+        try:
+            return [(item["role"], item["id"]) for item in raw] == expected
+        except (TypeError, KeyError, IndexError):  # not a message dict: the full path decides
+            return False
 
     def purge_older_than(self, days: int) -> int:
         """Delete conversations inactive for ``days`` days (0 keeps everything); how many."""
@@ -6387,15 +6387,15 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__ffb610b6db', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__3418e045ea', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from helix_pipeline__0_1_0__ffb610b6db.pipe import HelixPipe
-from helix_pipeline__0_1_0__ffb610b6db.valves import HelixValves
+from helix_pipeline__0_1_0__3418e045ea.pipe import HelixPipe
+from helix_pipeline__0_1_0__3418e045ea.valves import HelixValves
 
 __all__ = ["Pipeline"]
 

@@ -204,3 +204,16 @@ class TestAnOutletOfTheTurnJustRecorded:
 
         assert store.records == 2
         assert [m.message_id for m in store.load(KEY)] == ["u0", "a0-id"]
+
+    def test_with_a_message_without_an_id_is_read_and_merged_and_records_nothing_new(
+        self, store: CountingStore
+    ) -> None:
+        service = play_turn(store, {"user_message_id": "u0", "message_id": "a0-id"})
+        body = outlet("u0", "a0-id")
+        messages = body["messages"]
+        assert isinstance(messages, list)
+        del messages[0]["id"]
+
+        assert service.reconcile_outlet(body, USER)
+        assert (store.reads, store.records) == (2, 1)  # not the whole chat by ids: read, merged
+        assert [m.message_id for m in store.load(KEY)] == ["u0", "a0-id"]
