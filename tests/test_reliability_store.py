@@ -33,6 +33,7 @@ from .store_servers import running_postgres, running_redis
 from .test_reliability_faults import USER, Chat, Shown, in_process
 
 RETRY_S = 0.05
+SERVER_REST_S = 2.5
 NO_HISTORY = "without stored history"
 NOT_RECORDED = "could not record"
 
@@ -288,6 +289,13 @@ class TestLockedDatabase:
 
 class TestServerEngines:
     """Redis and PostgreSQL servers of our own, stopped mid-run and started again."""
+
+    @pytest.fixture(autouse=True)
+    def rest_through_a_turn(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A store found unreachable rests long enough to cover the rest of that turn (its record
+        and its outlet) however loaded the machine is, as the 5 s in service do; 50 ms did not
+        under load (a PostgreSQL turn then waited three pool timeouts)."""
+        monkeypatch.setattr(lazy, "RETRY_OPEN_S", SERVER_REST_S)
 
     def test_redis_stopped_mid_run_answers_and_the_store_recovers_when_it_is_back(
         self, helix: FakeHelix, caplog: pytest.LogCaptureFixture
