@@ -16,7 +16,17 @@ from typing import Any
 import pytest
 import requests
 
-from helix_pipeline.testing import FIRST_CHUNK, SEPARATOR, FakeHelix, Fault, HelixSession
+from helix_pipeline.testing import (
+    FIRST_CHUNK,
+    SEPARATOR,
+    UNAVAILABLE_JSON,
+    UNAVAILABLE_STREAM,
+    VALIDATION_HINT,
+    FakeHelix,
+    Fault,
+    HelixSession,
+)
+from helix_pipeline.testing.events import stream_events
 
 
 def chat(
@@ -238,7 +248,9 @@ class TestValidation:
         assert all(isinstance(d["msg"], str) for d in detail)
         assert helix.sessions == {}
 
-    def test_a_body_that_is_not_json_is_a_422_json_invalid(self, helix: FakeHelix) -> None:
+    def test_a_body_that_is_not_json_is_fastapis_422_with_the_error_position(
+        self, helix: FakeHelix
+    ) -> None:
         response = requests.post(
             f"{helix.url}/v1/chat/completions",
             data=b"{not json",
@@ -246,7 +258,18 @@ class TestValidation:
             timeout=5,
         )
         assert response.status_code == 422
-        assert response.json()["detail"][0]["type"] == "json_invalid"
+        assert response.json() == {
+            "detail": [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body", 1],
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": "Expecting property name enclosed in double quotes"},
+                }
+            ]
+        }
+        assert response.text.startswith('{"detail":[{"type":"json_invalid"')  # compact
 
     @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream-request"])
     @pytest.mark.parametrize(
@@ -296,11 +319,17 @@ class TestAnswers:
         with FakeHelix(reply=reply) as server:
             response = chat(server)
         assert response.status_code == 500
-        assert response.json() == {
-            "error": "Internal server error",
-            "type": "KeyError",
-            "message": "'boom'",
-        }
+        body = response.json()
+        assert list(body) == ["error", "type", "message", "path", "timestamp"]
+        assert body["error"] == "Internal Server Error"
+        assert (body["type"], body["message"]) == ("KeyError", "'boom'")
+        assert body["path"] == "/v1/chat/completions"
+        assert response.text.startswith('{"error":"Internal Server Error","type":"KeyError"')
+
+    def test_a_plain_answer_is_compact_json_with_non_ascii_kept(self) -> None:
+        with FakeHelix(reply=lambda m: "Grüße") as server:
+            response = chat(server)
+        assert '"content":"Grüße"' in response.content.decode()
 
     def test_the_stream_is_written_the_way_helix_writes_it(self) -> None:
         with FakeHelix(heartbeats=2, reply=lambda m: "Grüße aus Helix") as server:
@@ -321,6 +350,19 @@ class TestAnswers:
         text = "".join(d["content"] for d in deltas[:-1])
         assert text == f"{FIRST_CHUNK}..{SEPARATOR}Grüße aus Helix"
         assert len(deltas) > 5  # the answer arrives in several chunks
+
+    def test_tool_markers_come_between_the_first_chunk_and_the_separator(self) -> None:
+        with FakeHelix(tools=("Read", "Bash"), reply=lambda m: "ok") as server:
+            contents = stream_contents(chat(server, stream=True))
+        assert contents == [FIRST_CHUNK, "\n[Read] ", "\n[Bash] ", SEPARATOR, "ok"]
+
+    def test_the_separator_waits_separator_delay_after_the_first_chunk(self) -> None:
+        helix = FakeHelix(separator_delay=1.5, heartbeats=1, heartbeat_interval=0.5)
+        planned = list(stream_events("helix-consultant", "a b", helix))
+        contents = [event["choices"][0]["delta"]["content"] for _, event in planned[:-1]]
+        pauses = [pause for pause, _ in planned]
+        assert contents[:3] == [FIRST_CHUNK, ".", SEPARATOR]
+        assert pauses[1:3] == [0.5, 1.5]  # the separator comes >= 1.5 s after the first chunk
 
     def test_without_chunked_encoding_the_stream_ends_by_closing(self) -> None:
         with FakeHelix(chunked=False) as server:
@@ -362,6 +404,130 @@ class TestRecords:
         assert chat(helix).status_code == 200
 
 
+def stream_contents(response: requests.Response) -> list[str | None]:
+    """The ``content`` of every chunk of a stream, in order (``[DONE]`` left out)."""
+    data = events(response)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert all(set(c["choices"][0]["delta"]) == {"role", "content"} for c in chunks)
+    assert chunks[-1]["choices"][0] == {
+        "index": 0,
+        "delta": {"role": None, "content": None},
+        "finish_reason": "stop",
+    }
+    return [c["choices"][0]["delta"]["content"] for c in chunks[:-1]]
+
+
+class TestHelixOwnFailures:
+    """The forms of uke16/Helix b979a99 (``src/helix/api/routes/openai.py``), one by one."""
+
+    def test_unavailable_is_one_chunk_in_a_stream(self, helix: FakeHelix) -> None:
+        helix.fail_next(Fault.UNAVAILABLE)
+        assert stream_contents(chat(helix, stream=True)) == [UNAVAILABLE_STREAM]
+
+    def test_unavailable_is_a_longer_text_in_json(self, helix: FakeHelix) -> None:
+        helix.fail_next(Fault.UNAVAILABLE)
+        assert answer(chat(helix)) == UNAVAILABLE_JSON
+
+    def test_an_error_before_the_first_chunk_is_an_empty_properly_closed_stream(
+        self, helix: FakeHelix
+    ) -> None:
+        helix.fail_next(Fault.ERROR_BEFORE_FIRST_CHUNK)
+        response = chat(helix, stream=True)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert response.content == b""
+
+    def test_an_error_before_the_first_chunk_is_helix_500_without_a_stream(
+        self, helix: FakeHelix
+    ) -> None:
+        helix.fail_next(Fault.ERROR_BEFORE_FIRST_CHUNK)
+        response = chat(helix)
+        assert response.status_code == 500
+        assert response.json()["error"] == "Internal Server Error"
+
+    def test_an_error_mid_stream_is_content_after_the_first_chunk(self) -> None:
+        with FakeHelix(heartbeats=1, error_text="boom") as server:
+            server.fail_next(Fault.ERROR_MID_STREAM)
+            contents = stream_contents(chat(server, stream=True))
+        assert contents == [FIRST_CHUNK, ".", "\n\n**Fehler:** boom"]
+
+    def test_an_error_mid_stream_is_unerwarteter_fehler_in_json(self) -> None:
+        with FakeHelix(error_text="boom") as server:
+            server.fail_next(Fault.ERROR_MID_STREAM)
+            assert answer(chat(server)) == "Unerwarteter Fehler: boom"
+
+    @pytest.mark.parametrize("fault", [Fault.CLAUDE_CRASH, Fault.CLAUDE_ERROR_RESULT])
+    def test_a_crash_streams_the_hint_and_then_verarbeitung_abgeschlossen(
+        self, helix: FakeHelix, fault: Fault
+    ) -> None:
+        helix.fail_next(fault)
+        contents = stream_contents(chat(helix, stream=True))
+        assert contents == [
+            FIRST_CHUNK,
+            SEPARATOR,
+            VALIDATION_HINT + "\n\n",
+            SEPARATOR,
+            "Verarbeitung ",
+            "abgeschlossen.",
+        ]
+
+    @pytest.mark.parametrize(
+        ("fault", "text"),
+        [
+            pytest.param(
+                Fault.CLAUDE_CRASH,
+                "Fehler bei der Verarbeitung:\n```\nsegfault\n```",
+                id="claude-crash",
+            ),
+            pytest.param(Fault.CLAUDE_ERROR_RESULT, "Fehler: boom", id="claude-error-result"),
+            pytest.param(
+                Fault.TIMEOUT, "Timeout - die Verarbeitung hat zu lange gedauert.", id="timeout"
+            ),
+        ],
+    )
+    def test_json_failures_are_helix_texts(self, fault: Fault, text: str) -> None:
+        with FakeHelix(error_text="boom", crash_stderr="segfault") as server:
+            server.fail_next(fault)
+            assert answer(chat(server)) == text
+
+    def test_a_timeout_streams_its_notice_after_the_first_chunk(self, helix: FakeHelix) -> None:
+        helix.fail_next(Fault.TIMEOUT)
+        assert stream_contents(chat(helix, stream=True)) == [
+            FIRST_CHUNK,
+            "\n\n**Timeout** - Verarbeitung hat zu lange gedauert. Bitte versuche es erneut.",
+        ]
+
+    def test_an_unvalidated_answer_carries_the_hint_before_it_streamed_and_after_it_in_json(
+        self,
+    ) -> None:
+        with FakeHelix(reply=lambda m: "Die Antwort") as server:
+            server.fail_next(Fault.UNVALIDATED, times=2)
+            contents = stream_contents(chat(server, stream=True))
+            text = answer(chat(server))
+        assert contents == [
+            FIRST_CHUNK,
+            SEPARATOR,
+            VALIDATION_HINT + "\n\n",
+            SEPARATOR,
+            "Die ",
+            "Antwort",
+        ]
+        assert text == f"Die Antwort{SEPARATOR}{VALIDATION_HINT}"
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream-request"])
+    def test_a_server_error_is_the_compact_500_with_a_server_path_after_the_session_opened(
+        self, helix: FakeHelix, stream: bool
+    ) -> None:
+        helix.fail_next(Fault.SERVER_ERROR)
+        response = chat(helix, stream=stream, headers={"X-OpenWebUI-Chat-Id": "c1"})
+        assert response.status_code == 500
+        body = response.json()
+        assert list(body) == ["error", "type", "message", "path", "timestamp"]
+        assert "/projects/sessions/conv-c1/" in body["message"]
+        assert "conv-c1" in helix.sessions
+
+
 class TestFaults:
     def test_fail_next_applies_to_the_next_n_chat_requests_only(self, helix: FakeHelix) -> None:
         helix.fail_next(Fault.SERVER_ERROR, times=2)
@@ -370,7 +536,7 @@ class TestFaults:
         assert statuses == [500, 500, 200]
 
     def test_a_fault_attribute_applies_until_it_is_reset(self, helix: FakeHelix) -> None:
-        helix.fault = Fault.UNAVAILABLE
+        helix.fault = Fault.PROXY_UNAVAILABLE
         assert [chat(helix).status_code for _ in range(2)] == [503, 503]
         helix.fault = Fault.NONE
         assert chat(helix).status_code == 200
@@ -378,15 +544,14 @@ class TestFaults:
     @pytest.mark.parametrize(
         ("fault", "status", "content_type", "needle"),
         [
-            pytest.param(Fault.SERVER_ERROR, 500, "application/json", '"type": ', id="500"),
-            pytest.param(Fault.RATE_LIMITED, 429, "application/json", "Rate limit", id="429"),
-            pytest.param(Fault.BAD_GATEWAY, 502, "text/plain", "Bad Gateway", id="502"),
-            pytest.param(Fault.UNAVAILABLE, 503, "application/json", "detail", id="503"),
-            pytest.param(Fault.PLAIN_TEXT_ERROR, 500, "text/plain", "Internal", id="text"),
-            pytest.param(Fault.HTML_ERROR, 502, "text/html", "<h1>", id="html"),
+            pytest.param(Fault.PROXY_RATE_LIMITED, 429, "application/json", "Rate limit", id="429"),
+            pytest.param(Fault.PROXY_BAD_GATEWAY, 502, "text/plain", "Bad Gateway", id="502"),
+            pytest.param(Fault.PROXY_UNAVAILABLE, 503, "application/json", "detail", id="503"),
+            pytest.param(Fault.PROXY_PLAIN_TEXT_ERROR, 500, "text/plain", "Internal", id="text"),
+            pytest.param(Fault.PROXY_HTML_ERROR, 502, "text/html", "<h1>", id="html"),
         ],
     )
-    def test_status_faults_answer_without_touching_sessions(
+    def test_proxy_faults_answer_without_touching_sessions(
         self, helix: FakeHelix, fault: Fault, status: int, content_type: str, needle: str
     ) -> None:
         helix.fail_next(fault)
@@ -398,13 +563,9 @@ class TestFaults:
 
     def test_rate_limiting_and_unavailability_send_retry_after(self) -> None:
         with FakeHelix(retry_after=2.5) as server:
-            server.fail_next(Fault.RATE_LIMITED)
-            server.fail_next(Fault.UNAVAILABLE)
+            server.fail_next(Fault.PROXY_RATE_LIMITED)
+            server.fail_next(Fault.PROXY_UNAVAILABLE)
             assert [chat(server).headers["Retry-After"] for _ in range(2)] == ["2.5", "2.5"]
-
-    def test_fehler_is_a_200_json_even_for_a_stream_request(self, helix: FakeHelix) -> None:
-        helix.fail_next(Fault.FEHLER)
-        assert answer(chat(helix, stream=True)).startswith("Fehler: ")
 
     def test_json_to_stream_sends_a_whole_completion(self, helix: FakeHelix) -> None:
         helix.fail_next(Fault.JSON_TO_STREAM)
@@ -426,13 +587,22 @@ class TestFaults:
                 broken.append(data)
         assert len(broken) == 1
 
-    def test_error_in_stream_sends_an_error_object_after_the_first_chunk(
+    def test_an_openai_compatible_error_chunk_comes_after_the_answers_first_word(
         self, helix: FakeHelix
     ) -> None:
-        helix.fail_next(Fault.ERROR_IN_STREAM)
+        helix.fail_next(Fault.OPENAI_COMPATIBLE_ERROR_CHUNK)
         data = events(chat(helix, stream=True))
-        assert len(data) == 2
-        assert json.loads(data[1])["error"]["message"]
+        contents = [json.loads(d)["choices"][0]["delta"]["content"] for d in data[:-1]]
+        assert contents == [FIRST_CHUNK, SEPARATOR, "Helix "]
+        assert json.loads(data[-1])["error"]["message"]
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+    def test_stall_mid_stream_pauses_after_the_answers_first_word(self, stream: bool) -> None:
+        with FakeHelix(fault=Fault.STALL_MID_STREAM, fault_delay=0.3) as server:
+            started = time.monotonic()
+            response = chat(server, stream=stream)
+        assert response.status_code == 200
+        assert time.monotonic() - started >= 0.3
 
     @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
     def test_drop_mid_stream_cuts_the_connection_mid_answer(
@@ -453,8 +623,8 @@ class TestFaults:
             assert chat(server).status_code == 200
         assert time.monotonic() - started >= 0.3
 
-    def test_an_api_key_is_required_when_configured(self) -> None:
-        with FakeHelix(api_key="right") as server:
+    def test_a_proxy_in_front_can_require_an_api_key(self) -> None:
+        with FakeHelix(proxy_api_key="right") as server:
             missing = requests.get(f"{server.url}/v1/models", timeout=5)
             wrong = requests.get(
                 f"{server.url}/v1/models", headers={"Authorization": "Bearer wrong"}, timeout=5

@@ -33,18 +33,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_port, default=8001, help="1 to 65535 (default: 8001)")
     parser.add_argument("--header-mode", choices=sorted(HEADER_BY_MODE), default="current")
-    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>'")
+    parser.add_argument(
+        "--proxy-api-key",
+        default=None,
+        help="act as a proxy that requires 'Authorization: Bearer <key>' (Helix checks none)",
+    )
     parser.add_argument("--heartbeats", type=int, default=1, help="'.' heartbeats per stream")
     parser.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds")
+    parser.add_argument(
+        "--separator-delay", type=float, default=1.0, help="seconds from first chunk to '---'"
+    )
     parser.add_argument("--chunk-delay", type=float, default=0.01, help="seconds between words")
     parser.add_argument("--fault", choices=[f.value for f in Fault], default=Fault.NONE.value)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     helix = FakeHelix(
         header_mode=args.header_mode,
-        api_key=args.api_key,
+        proxy_api_key=args.proxy_api_key,
         heartbeats=args.heartbeats,
         heartbeat_interval=args.heartbeat_interval,
+        separator_delay=args.separator_delay,
         chunk_delay=args.chunk_delay,
         fault=Fault(args.fault),
         host=args.host,

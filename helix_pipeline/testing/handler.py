@@ -19,7 +19,16 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from .events import completion, is_final, stream_events
+from .events import (
+    SEPARATOR,
+    SERVER_ERROR_MESSAGE,
+    SERVER_ERROR_TYPE,
+    answer_text,
+    completion,
+    is_final,
+    server_error_body,
+    stream_events,
+)
 from .faults import Fault
 from .helix_rules import HEADER_BY_MODE, MODEL_ID, helix_rejection, validation_errors
 from .records import RecordedRequest
@@ -98,9 +107,12 @@ class Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         try:
             body: Any = json.loads(raw) if raw else None
-            bad_json: str | None = None
-        except ValueError as exc:
-            body, bad_json = raw.decode("utf-8", "replace"), str(exc)
+            bad_json: json.JSONDecodeError | None = None
+        except json.JSONDecodeError as exc:
+            body, bad_json = raw.decode("utf-8", "replace"), exc
+        except ValueError as exc:  # not UTF-8 at all
+            body = raw.decode("utf-8", "replace")
+            bad_json = json.JSONDecodeError(str(exc), body, 0)
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         self.helix._record(RecordedRequest(method, path, dict(self.headers.items()), body))
         if not self._authorised():
@@ -122,7 +134,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
 
     def _authorised(self) -> bool:
-        key = self.helix.api_key
+        """A proxy's key check (real Helix checks none): only with ``proxy_api_key`` set."""
+        key = self.helix.proxy_api_key
         if not key:
             return True
         sent = self.headers.get("Authorization", "")
@@ -150,14 +163,18 @@ class Handler(BaseHTTPRequestHandler):
         }
         self._json(200, {"object": "list", "data": [model]})
 
-    def _chat(self, body: Any, bad_json: str | None) -> None:
+    def _chat(self, body: Any, bad_json: json.JSONDecodeError | None) -> None:
         helix = self.helix
         fault = helix._take_fault()
-        if self._status_fault(fault):
+        if self._network_or_proxy_fault(fault):
             return
-        if bad_json is not None:
-            issue = {"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error"}
-            self._json(422, {"detail": [{**issue, "input": {}, "ctx": {"error": bad_json}}]})
+        if bad_json is not None:  # FastAPI's answer to a body that is not JSON
+            issue = {
+                "type": "json_invalid",
+                "loc": ["body", bad_json.pos],
+                "msg": "JSON decode error",
+            }
+            self._json(422, {"detail": [{**issue, "input": {}, "ctx": {"error": bad_json.msg}}]})
             return
         errors = validation_errors(body)
         if errors:
@@ -180,42 +197,43 @@ class Handler(BaseHTTPRequestHandler):
             return
         header = self.headers.get(HEADER_BY_MODE[helix.header_mode]) or None
         session_id = helix._open_session(header, messages)
+        if fault is Fault.SERVER_ERROR or (
+            fault is Fault.ERROR_BEFORE_FIRST_CHUNK and not streaming
+        ):
+            self._server_error(SERVER_ERROR_TYPE, SERVER_ERROR_MESSAGE.format(session=session_id))
+            return
         try:
             text = helix._answer(session_id, messages)
         except Exception as exc:  # a test's reply callable failed: answer like Helix's 500
             logger.debug("FakeHelix: the reply callable raised", exc_info=True)
-            self._flat_500(type(exc).__name__, str(exc))
+            self._server_error(type(exc).__name__, str(exc))
             return
-        if fault is Fault.FEHLER:
-            self._json(200, completion(model, helix.fehler_text))
-        elif not streaming:
-            self._complete(model, text, fault)
+        if not streaming:
+            self._complete(model, answer_text(text, fault, helix), fault)
         elif fault is Fault.JSON_TO_STREAM:
             self._json(200, completion(model, text))
         else:
             self._stream(model, text, fault)
 
-    def _status_fault(self, fault: Fault) -> bool:
-        """Answer with a fault that comes before Helix looks at the request; ``True`` if sent."""
+    def _network_or_proxy_fault(self, fault: Fault) -> bool:
+        """Answer with a fault that comes before Helix sees the request; ``True`` if sent."""
         helix = self.helix
         if fault is Fault.SLOW_FIRST_BYTE:
             helix._sleep(helix.fault_delay)
         elif fault is Fault.DISCONNECT:
             self._cut()
-        elif fault is Fault.SERVER_ERROR:
-            self._flat_500("RuntimeError", "Claude Code crashed")
-        elif fault is Fault.RATE_LIMITED:
+        elif fault is Fault.PROXY_RATE_LIMITED:
             body = {"error": "Rate limit exceeded: 10 per 1 minute"}
             self._json(429, body, {"Retry-After": f"{helix.retry_after:g}"})
-        elif fault is Fault.BAD_GATEWAY:
+        elif fault is Fault.PROXY_BAD_GATEWAY:
             self._text(502, "text/plain; charset=utf-8", "Bad Gateway")
-        elif fault is Fault.UNAVAILABLE:
+        elif fault is Fault.PROXY_UNAVAILABLE:
             self._json(
                 503, {"detail": "Helix is restarting"}, {"Retry-After": f"{helix.retry_after:g}"}
             )
-        elif fault is Fault.PLAIN_TEXT_ERROR:
+        elif fault is Fault.PROXY_PLAIN_TEXT_ERROR:
             self._text(500, "text/plain; charset=utf-8", "Internal Server Error")
-        elif fault is Fault.HTML_ERROR:
+        elif fault is Fault.PROXY_HTML_ERROR:
             page = (
                 "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
                 "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -229,7 +247,7 @@ class Handler(BaseHTTPRequestHandler):
     # ----------------------------------------------------------------------------- answers
 
     def _complete(self, model: str, text: str, fault: Fault) -> None:
-        payload = json.dumps(completion(model, text)).encode()
+        payload = _compact(completion(model, text))
         if fault is Fault.STALL_MID_STREAM:
             self.helix._sleep(self.helix.fault_delay)
         if fault is not Fault.DROP_MID_STREAM:
@@ -253,24 +271,31 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        events = stream_events(model, text, helix)
-        self._event(next(events)[1])
-        self._wait_for_hold()
-        if fault is Fault.STALL_MID_STREAM:
-            helix._sleep(helix.fault_delay)
-        elif fault is Fault.ERROR_IN_STREAM:
-            helix._stream_completed()
-            self._event({"error": {"message": "Claude Code crashed", "type": "server_error"}})
-            self._end_stream(counted=True)
+        events = stream_events(model, text, helix, fault)
+        first = next(events, None)
+        if first is None:  # Helix's generator raised before its first chunk: an empty stream
+            self._end_stream()
             return
-        elif fault is Fault.MALFORMED_CHUNK:
+        self._event(first[1])
+        self._wait_for_hold()
+        if fault is Fault.MALFORMED_CHUNK:
             self._write(b'data: {"id": "chatcmpl-broken", "choices": [\n\n')
-        for sent, (pause, event) in enumerate(events):
-            if fault is Fault.DROP_MID_STREAM and sent == 2:
+        event: Any = None
+        words = -1  # answer chunks sent: drop, stall and error strike after the first one
+        for pause, event in events:
+            if words == 1 and fault is Fault.DROP_MID_STREAM:
                 self._cut()
                 return
+            if words == 1 and fault is Fault.OPENAI_COMPATIBLE_ERROR_CHUNK:
+                helix._stream_completed()
+                self._event({"error": {"message": "Claude Code crashed", "type": "server_error"}})
+                self._end_stream(counted=True)
+                return
+            if words == 1 and fault is Fault.STALL_MID_STREAM:
+                helix._sleep(helix.fault_delay)
             if fault is Fault.NO_DONE and (event == "[DONE]" or is_final(event)):
                 break
+            words += 1 if words >= 0 else int(_content(event) == SEPARATOR)
             helix._sleep(pause)
             if event == "[DONE]":
                 helix._stream_completed()
@@ -309,11 +334,13 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _flat_500(self, kind: str, message: str) -> None:
-        self._json(500, {"error": "Internal server error", "type": kind, "message": message})
+    def _server_error(self, kind: str, message: str) -> None:
+        """Helix's global exception handler: 500 with its compact five-key body."""
+        self._json(500, server_error_body(kind, message, self.path.split("?", 1)[0]))
 
     def _json(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
-        self._send(status, "application/json", json.dumps(payload).encode(), headers)
+        """JSON the way FastAPI's JSONResponse writes it: compact, non-ASCII as UTF-8."""
+        self._send(status, "application/json", _compact(payload), headers)
 
     def _text(self, status: int, content_type: str, text: str) -> None:
         self._send(status, content_type, text.encode())
@@ -333,3 +360,14 @@ class Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
+
+
+def _compact(payload: object) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _content(event: object) -> str | None:
+    if not isinstance(event, dict):
+        return None
+    content = event["choices"][0]["delta"]["content"]
+    return content if isinstance(content, str) else None

@@ -32,10 +32,14 @@ class FakeHelix:
     Every option is also an attribute that a test may change while the server runs:
     ``header_mode`` (``"current"`` reads X-OpenWebUI-Chat-Id and starts a random session without
     it; ``"adr029"`` reads X-Conversation-ID and falls back to a hash of the first user message),
-    ``api_key`` (require ``Authorization: Bearer <key>``), ``reply`` (``messages -> text``, else
-    ``Helix reply #<turn> to: <last user message[:60]>`` plus a STEP marker), ``heartbeats`` and
-    ``heartbeat_interval`` (``.`` chunks after the first), ``chunk_delay`` (between words),
-    ``fault`` / ``fault_delay`` / ``retry_after`` / ``fehler_text``, ``chunked`` (False: an
+    ``proxy_api_key`` (a proxy in front that requires ``Authorization: Bearer <key>``: real
+    Helix checks no key), ``reply`` (``messages -> text``, else ``Helix reply #<turn> to: <last
+    user message[:60]>`` plus a STEP marker), ``tools`` (tool markers ``\n[Read] `` after the
+    first chunk), ``heartbeats`` and ``heartbeat_interval`` (``.`` chunks), ``separator_delay``
+    (the least time from the first chunk to the ``---`` separator: at least 1 s in real Helix, 0
+    here so that tests stay fast), ``chunk_delay`` (between words), ``fault`` / ``fault_delay`` /
+    ``retry_after``, ``error_text`` (the exception text of ``error-mid-stream`` and
+    ``claude-error-result``), ``crash_stderr`` (``claude-crash``), ``chunked`` (False: an
     HTTP/1.0-style stream that ends by closing) and ``hold`` (an Event each stream waits for
     after its first chunk, up to 10 s).
     """
@@ -44,15 +48,18 @@ class FakeHelix:
         self,
         *,
         header_mode: HeaderMode = "current",
-        api_key: str | None = None,
+        proxy_api_key: str | None = None,
         reply: Reply | None = None,
+        tools: tuple[str, ...] = (),
         heartbeats: int = 0,
         heartbeat_interval: float = 0.01,
+        separator_delay: float = 0.0,
         chunk_delay: float = 0.0,
         fault: Fault = Fault.NONE,
         fault_delay: float = 1.0,
         retry_after: float = 1,
-        fehler_text: str = "Fehler: Claude Code ist nicht verfuegbar.",
+        error_text: str = "name 'logger' is not defined",
+        crash_stderr: str = "Error: Claude Code process exited with code 1",
         chunked: bool = True,
         hold: threading.Event | None = None,
         host: str = "127.0.0.1",
@@ -61,15 +68,18 @@ class FakeHelix:
         if header_mode not in HEADER_BY_MODE:
             raise ValueError("header_mode must be 'current' or 'adr029'")
         self.header_mode: HeaderMode = header_mode
-        self.api_key = api_key
+        self.proxy_api_key = proxy_api_key
         self.reply = reply
+        self.tools = tools
         self.heartbeats = heartbeats
         self.heartbeat_interval = heartbeat_interval
+        self.separator_delay = separator_delay
         self.chunk_delay = chunk_delay
         self.fault = fault
         self.fault_delay = fault_delay
         self.retry_after = retry_after
-        self.fehler_text = fehler_text
+        self.error_text = error_text
+        self.crash_stderr = crash_stderr
         self.chunked = chunked
         self.hold = hold
         """When set to an Event, each stream waits after its first chunk until the event is set."""
