@@ -34,7 +34,7 @@ from _shared import SUB_MODEL, OpenWebUITurn, machine, package_logging, table, t
 from piping import fake_helix_process
 
 from helix_pipeline.messages import Message
-from helix_pipeline.pipe import HelixPipe
+from helix_pipeline.pipe import HelixPipe, shown_text
 from helix_pipeline.stores.base import SessionStore
 from helix_pipeline.valves import HelixValves
 
@@ -99,7 +99,7 @@ class Chats:
 def play(pipe: HelixPipe, turn: OpenWebUITurn) -> str:
     body = turn.pipe_body(pipe.inlet(turn.inlet_body(), turn.user))
     result = pipe.pipe(turn.question, SUB_MODEL, body["messages"], body)
-    reply = result if isinstance(result, str) else "".join(result)
+    reply = shown_text(result)
     pipe.outlet(turn.outlet_body(reply), turn.user)
     return reply
 

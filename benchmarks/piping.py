@@ -18,7 +18,7 @@ from typing import Any
 import requests
 from _shared import SUB_MODEL, OpenWebUITurn, median, percentile, text
 
-from helix_pipeline.pipe import HelixPipe
+from helix_pipeline.pipe import HelixPipe, shown_text
 from helix_pipeline.testing import FakeHelix
 
 HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
@@ -175,7 +175,7 @@ class Bench:
                 first = last
             parts.append(chunk)
         end = time.perf_counter()
-        return first - start, last - start, end - start, "".join(parts)
+        return first - start, last - start, end - start, shown_text(parts)
 
     @staticmethod
     def chunk_latency(helix: FakeHelix, chunks: Callable[[], Iterator[str]]) -> float:
@@ -242,7 +242,7 @@ def time_piped_stream(bench: Bench, turn: OpenWebUITurn) -> tuple[float, float, 
             first = last
         parts.append(chunk)
     end = time.perf_counter()
-    reply = "".join(parts)
+    reply = shown_text(parts)
     outlet = bench._outlet(turn, reply)
     return inlet + first - start, inlet + last - start, inlet + end - start + outlet, reply
 

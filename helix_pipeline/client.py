@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -62,9 +61,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONVERSATION_HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_HELIX_ERROR = re.compile(r"\s*(?:❌\s*)?(?:Unerwarteter )?Fehler(?: bei der Verarbeitung)?:")
-"""How Helix words its own failures in a 200 answer ("Fehler: ...", and in its non-streaming
-path also "Fehler bei der Verarbeitung: ..." and "Unerwarteter Fehler: ...")."""
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_COMPLETION_BODY = 64 * 1024 * 1024
 
@@ -174,8 +170,8 @@ class HelixClient:
     ) -> dict[str, Any]:
         """One non-streaming completion (``payload["stream"]`` is forced to false).
 
-        ``conversation_id=None`` sends no conversation header (background tasks). A 200 whose text
-        starts with ``Fehler:`` is Helix's own error and raises :class:`BackendError`.
+        ``conversation_id=None`` sends no conversation header (background tasks). Helix words
+        most of its own failures as answer text: :mod:`helix_pipeline.helix_answer` reads them.
         """
         body = {**payload, "stream": False}
         waited = max(self.read_timeout, self.completion_timeout or 0.0)
@@ -194,7 +190,6 @@ class HelixClient:
                 "points at Helix",
                 status_code=response.status_code,
             )
-        _raise_for_helix_error(completion_text(completion))
         return completion
 
     def stream(self, payload: Mapping[str, Any], *, conversation_id: str | None) -> Iterator[str]:
@@ -218,7 +213,6 @@ class HelixClient:
                 raise BackendProtocolError(
                     "Helix answered a stream request with JSON but no answer"
                 )
-            _raise_for_helix_error(text)
             if text:
                 yield text
 
@@ -341,15 +335,10 @@ class HelixClient:
             return b"".join(parts)[:limit].decode("utf-8", errors="replace")
 
     def _deltas(self, response: requests.Response) -> Iterator[str]:
-        """Content deltas of a streamed answer; a ``Fehler:`` answer raises instead."""
-        began = checked = False
-        deltas = iter_deltas(iter_body(response))
+        """Content deltas of a streamed answer, exactly as Helix sent them."""
+        began = False
         try:
-            for delta in deltas:
-                if not checked and delta.strip():
-                    checked = True
-                    if _HELIX_ERROR.match(delta):
-                        _raise_for_helix_error(delta + _rest(deltas, 2_000))
+            for delta in iter_deltas(iter_body(response)):
                 began = True
                 yield delta
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
@@ -417,25 +406,7 @@ def iter_body(response: requests.Response) -> Iterator[bytes]:
         yield data
 
 
-def _rest(deltas: Iterator[str], limit: int) -> str:
-    parts: list[str] = []
-    size = 0
-    for delta in deltas:
-        parts.append(delta)
-        size += len(delta)
-        if size >= limit:
-            break
-    return "".join(parts)
-
-
-def _raise_for_helix_error(text: str) -> None:
-    """Helix reports its own failures as a 200 answer that starts with ``Fehler:``."""
-    if _HELIX_ERROR.match(text):
-        raise BackendError(f"Helix reported an error: {summarise_text(text)}", status_code=200)
-
-
 def _synthetic_completion(body: Mapping[str, Any], text: str) -> dict[str, Any]:
-    _raise_for_helix_error(text)
     return {
         "object": "chat.completion",
         "model": body.get("model"),

@@ -27,7 +27,7 @@ from .client import HelixClient, iter_body
 from .conversation import ConversationKey, header_safe, helix_session_id
 from .errors import BackendError, BackendUnavailable, ConfigError
 from .openwebui import TITLE_TASK, ChatTurn, OpenWebUIChat, pipe_arguments
-from .pipe import HelixPipe
+from .pipe import HelixPipe, shown_text
 from .stores import SessionStore, open_store
 from .testing import RecordedRequest
 from .urls import redact_url
@@ -200,7 +200,7 @@ class _Demo:
         """``pipe()`` as the Pipelines server calls it, and the one request Helix got for it."""
         before = len(self.relay.chat_requests())
         result = self.pipe.pipe(**pipe_arguments(body))
-        reply = result if isinstance(result, str) else "".join(result)
+        reply = shown_text(result)
         sent = self.relay.chat_requests()[before:]
         if reply.lstrip().startswith(_NOTICE_PREFIX):
             raise BackendError(f"the pipe answered with an error: {' '.join(reply.split())}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,10 @@ from typing import Any
 from .chat_body import REPAIRS_KEY, nothing_to_send, repair_chat_body
 from .client import HelixClient, completion_text
 from .conversation import PRIVATE_KEY, ChatKind, Conversation, read_conversation
-from .errors import ConfigError, HelixPipelineError
+from .decorations import Item, Status
+from .errors import BackendError, ConfigError, HelixPipelineError
+from .helix_answer import AnswerReader, read_whole
+from .helix_failures import HelixFailure
 from .messages import messages_from_dicts
 from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for
 from .payload import DEFAULT_MODEL
@@ -28,11 +31,31 @@ from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
 from .valves import HelixValves
 
-__all__ = ["HelixPipe", "PreparedTurn"]
+__all__ = ["HelixPipe", "PipeItem", "PreparedTurn", "shown_text"]
 
 log = logging.getLogger(__name__)
 
 MODELS_TTL_S = 300.0
+
+PipeItem = str | dict[str, Any]
+"""What the streaming ``pipe()`` yields: answer text, or a status event for the Pipelines server
+to send on as ``data: {"event": ...}`` (Open WebUI shows it as a status line)."""
+
+
+def shown_text(result: str | Iterable[PipeItem]) -> str:
+    """The text a person sees of a ``pipe()`` result: the strings joined, status events left out."""
+    if isinstance(result, str):
+        return result
+    return "".join(item for item in result if isinstance(item, str))
+
+
+def _for_host(items: Iterable[Item | None]) -> Iterator[PipeItem]:
+    """Items as the Pipelines server sends them on: non-empty text, statuses as event dicts."""
+    for item in items:
+        if isinstance(item, Status):
+            yield {"event": item.event()}
+        elif item:
+            yield item
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +258,7 @@ class HelixPipe:
 
     def pipe(
         self, user_message: Any, model_id: Any, messages: Any, body: Any
-    ) -> str | Iterator[str]:
+    ) -> str | Iterator[PipeItem]:
         """Answer one chat turn: a generator when streaming, a string otherwise. Never raises."""
         try:
             return self._pipe(model_id, messages, body if isinstance(body, Mapping) else {})
@@ -246,7 +269,9 @@ class HelixPipe:
             log.exception("unexpected error in pipe()")
             return UNEXPECTED
 
-    def _pipe(self, model_id: Any, messages: Any, body: Mapping[str, Any]) -> str | Iterator[str]:
+    def _pipe(
+        self, model_id: Any, messages: Any, body: Mapping[str, Any]
+    ) -> str | Iterator[PipeItem]:
         conversation = read_conversation(body, body.get("user"))
         return self.answer(
             self.prepare(conversation, body.get("messages", messages), body, model_id=model_id)
@@ -294,8 +319,9 @@ class HelixPipe:
         )
         return PreparedTurn(parts, turn, payload, header_id, stream=stream)
 
-    def answer(self, prepared: PreparedTurn) -> str | Iterator[str]:
-        """Send a prepared turn to Helix: a generator of text when streaming, else the text.
+    def answer(self, prepared: PreparedTurn) -> str | Iterator[PipeItem]:
+        """Send a prepared turn to Helix: a generator of text and status events (``{"event":
+        ...}``, :func:`shown_text` keeps the text) when streaming, else the text.
 
         Blocks on Helix (the generator, on each chunk); records the turn when the answer is in.
         """
@@ -309,45 +335,73 @@ class HelixPipe:
         self, parts: _Parts, turn: Turn, payload: dict[str, Any], header_id: str | None
     ) -> str:
         try:
-            reply = completion_text(parts.client.complete(payload, conversation_id=header_id))
+            text = completion_text(parts.client.complete(payload, conversation_id=header_id))
         except HelixPipelineError as exc:
             log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
             parts.history.record(turn, None)
             return notice_for(exc)
-        parts.history.record(turn, reply or None)
-        return reply or EMPTY_ANSWER
+        reading = read_whole(text)
+        if reading.failure is not None:
+            self._failed(parts, turn, reading.failure, reading.answer)
+            return reading.answer + _failure_notice(reading.failure, reading.answer)
+        parts.history.record(turn, reading.answer or None)
+        return reading.answer or EMPTY_ANSWER
 
     def _stream(
         self, parts: _Parts, turn: Turn, payload: dict[str, Any], header_id: str | None
-    ) -> Iterator[str]:
-        received: list[str] = []
+    ) -> Iterator[PipeItem]:
+        reader = AnswerReader()
         finished = False
         try:
             for delta in parts.client.stream(payload, conversation_id=header_id):
-                if delta:
-                    received.append(delta)
-                    yield delta
+                yield from _for_host(reader.feed(delta))
+            yield from _for_host(reader.finish())
             finished = True
         except HelixPipelineError as exc:
             log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
             finished = True
-            reply = "".join(received)
-            parts.history.record(turn, reply or None, partial=True)
-            yield notice_for(exc, cut_off=bool(received))
+            yield from _for_host(reader.finish())
+            parts.history.record(turn, reader.answer.strip() or None, partial=True)
+            yield from _for_host([reader.closing_status("Helix's answer was cut off")])
+            yield notice_for(exc, cut_off=bool(reader.answer.strip()))
             return
         except Exception:  # the boundary: a generator that raises cuts the stream
             log.exception("unexpected error while streaming from Helix")
             finished = True
-            parts.history.record(turn, "".join(received) or None, partial=True)
+            parts.history.record(turn, reader.answer.strip() or None, partial=True)
             yield UNEXPECTED
             return
         finally:
             if not finished:  # the client went away (GeneratorExit): keep what was streamed
-                parts.history.record(turn, "".join(received) or None, partial=True)
-        reply = "".join(received)
+                parts.history.record(turn, reader.answer.strip() or None, partial=True)
+        if reader.failure is not None:
+            self._failed(parts, turn, reader.failure, reader.answer)
+            yield from _for_host([reader.closing_status("Helix did not answer")])
+            yield _failure_notice(reader.failure, reader.answer)
+            return
+        reply = reader.answer
         parts.history.record(turn, reply or None)
-        if not reply:
+        done = "Helix answered" if reply.strip() else "Helix answered nothing"
+        if reader.unvalidated and reply.strip():
+            done = "Helix answered, but could not fully validate the answer"
+        yield from _for_host([reader.closing_status(done)])
+        if not reply.strip():
             yield EMPTY_ANSWER
+
+    @staticmethod
+    def _failed(parts: _Parts, turn: Turn, failure: HelixFailure, answer: str) -> None:
+        """Record the person's message (and what Helix answered before it failed), log why."""
+        log.warning(
+            "Helix failed for conversation %s: its answer is its %r failure text (%s)",
+            _cid(turn.conversation),
+            failure.form.name,
+            failure.detail or failure.form.opening.strip(),
+        )
+        parts.history.record(turn, answer.strip() or None, partial=True)
+
+
+def _failure_notice(failure: HelixFailure, answer: str) -> str:
+    return notice_for(BackendError(failure.message, status_code=200), cut_off=bool(answer.strip()))
 
 
 def _cid(conversation: Conversation) -> str:

@@ -7,7 +7,8 @@ into the content deltas of the answer. It stops at ``data: [DONE]`` without forw
 ``"role": null`` / ``"content": null`` deltas, logs and skips a chunk that is not JSON, raises
 :class:`~helix_pipeline.errors.BackendError` for an error object in the stream, and also accepts a
 plain JSON completion sent to a stream request. Helix's status chunk (``[Starte Claude Code...]``),
-its ``.`` heartbeats and its ``<!-- STEP: ... -->`` markers are content and pass through unchanged.
+its ``.`` heartbeats and its ``<!-- STEP: ... -->`` markers are content and pass through unchanged
+(:mod:`helix_pipeline.helix_answer` reads them for the person).
 """
 
 from __future__ import annotations
@@ -144,8 +145,9 @@ def iter_deltas(chunks: Iterable[bytes]) -> Iterator[str]:
         return
     if not delivered:
         raise BackendProtocolError(
-            "Helix ended its stream before sending any answer (no content, no [DONE]); "
-            "check that HELIX_BASE_URL points at Helix and look at Helix's log."
+            "Helix answered nothing: its stream ended before any text (Helix does this when an "
+            "error stops it before its first chunk). Look at Helix's log for the cause, then "
+            "ask again."
         )
 
 

@@ -216,10 +216,11 @@ def session_filter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session
 
 
 def consume(result: object) -> list[str]:
-    """What the Pipelines server would send on: every item a non-blank string."""
+    """The text the Pipelines server would send on: every item a non-blank string or a status
+    event; the strings are returned."""
     items = [result] if isinstance(result, str) else list(result)  # type: ignore[call-overload]
-    assert all(isinstance(item, str) for item in items)
-    return items
+    assert all(isinstance(item, str) or item["event"]["type"] == "status" for item in items)
+    return [item for item in items if isinstance(item, str)]
 
 
 class ErrorRecords(logging.Handler):

@@ -194,7 +194,7 @@ class TestTimeouts:
         client = HelixClient(helix.url, read_timeout=0.2)
         with client, pytest.raises(BackendProtocolError, match="READ_TIMEOUT_S") as caught:
             received.extend(client.stream(PAYLOAD, conversation_id="c1"))
-        assert received == [FIRST_CHUNK]
+        assert received == [FIRST_CHUNK, SEPARATOR, "Helix "]
         assert "incomplete" in str(caught.value)
         assert len(helix.chat_requests) == 1
 
@@ -254,7 +254,13 @@ class TestRetries:
         assert len(sleeps.calls) == 1
 
     @pytest.mark.parametrize(
-        "fault", [Fault.UNAVAILABLE, Fault.RATE_LIMITED, Fault.BAD_GATEWAY, Fault.HTML_ERROR]
+        "fault",
+        [
+            Fault.PROXY_UNAVAILABLE,
+            Fault.PROXY_RATE_LIMITED,
+            Fault.PROXY_BAD_GATEWAY,
+            Fault.PROXY_HTML_ERROR,
+        ],
     )
     def test_passing_failures_are_retried_honouring_retry_after(
         self, helix: FakeHelix, client: HelixClient, sleeps: SleepRecorder, fault: Fault
@@ -263,11 +269,11 @@ class TestRetries:
         helix.fail_next(fault, times=2)
         assert completion_text(client.complete(PAYLOAD, conversation_id="c1")) == REPLY
         assert len(helix.chat_requests) == 3
-        with_header = fault in (Fault.UNAVAILABLE, Fault.RATE_LIMITED)
+        with_header = fault in (Fault.PROXY_UNAVAILABLE, Fault.PROXY_RATE_LIMITED)
         assert sleeps.calls == ([0.05, 0.05] if with_header else [0.2, 0.4])
 
     def test_retries_give_up_after_max_retries(self, helix: FakeHelix, client: HelixClient) -> None:
-        helix.fault, helix.retry_after = Fault.RATE_LIMITED, 0
+        helix.fault, helix.retry_after = Fault.PROXY_RATE_LIMITED, 0
         with pytest.raises(BackendError, match="HTTP 429") as caught:
             client.complete(PAYLOAD, conversation_id="c1")
         assert caught.value.status_code == 429
@@ -297,32 +303,27 @@ class TestFaults:
             pytest.param(
                 Fault.SERVER_ERROR,
                 BackendError,
-                "Helix failed (HTTP 500): RuntimeError: Claude Code crashed",
-                id="500-flat",
+                "Helix failed (HTTP 500): PermissionError: [Errno 13] Permission denied: "
+                "'/home/helix/helix-v4/projects/sessions/conv-c1/CLAUDE.md'",
+                id="500-helix",
             ),
             pytest.param(
-                Fault.PLAIN_TEXT_ERROR,
+                Fault.PROXY_PLAIN_TEXT_ERROR,
                 BackendError,
                 "Helix failed (HTTP 500): Internal Server Error",
                 id="plain-text",
             ),
             pytest.param(
-                Fault.HTML_ERROR,
+                Fault.PROXY_HTML_ERROR,
                 BackendUnavailable,
                 "Helix failed (HTTP 502): 502 Bad Gateway nginx",
                 id="html",
             ),
             pytest.param(
-                Fault.BAD_GATEWAY,
+                Fault.PROXY_BAD_GATEWAY,
                 BackendUnavailable,
                 "Helix failed (HTTP 502): Bad Gateway",
                 id="502",
-            ),
-            pytest.param(
-                Fault.FEHLER,
-                BackendError,
-                "Helix reported an error: Fehler: Claude Code ist nicht verfuegbar.",
-                id="fehler",
             ),
         ],
     )
@@ -359,14 +360,14 @@ class TestFaults:
         assert text == FIRST_CHUNK + SEPARATOR + REPLY
         assert "malformed chunk" in caplog.text
 
-    def test_an_error_object_in_the_stream_raises_after_the_first_chunk(
+    def test_an_error_object_in_the_stream_raises_after_what_came_before_it(
         self, helix: FakeHelix, client: HelixClient
     ) -> None:
-        helix.fail_next(Fault.ERROR_IN_STREAM)
+        helix.fail_next(Fault.OPENAI_COMPATIBLE_ERROR_CHUNK)
         received: list[str] = []
         with pytest.raises(BackendError, match="Claude Code crashed"):
             received.extend(client.stream(PAYLOAD, conversation_id="c1"))
-        assert received == [FIRST_CHUNK]
+        assert received == [FIRST_CHUNK, SEPARATOR, "Helix "]
 
     def test_a_json_reply_to_a_stream_request_is_yielded_once(
         self, helix: FakeHelix, client: HelixClient
@@ -375,7 +376,7 @@ class TestFaults:
         assert list(client.stream(PAYLOAD, conversation_id="c1")) == [REPLY]
 
     def test_a_required_api_key_is_sent_and_a_wrong_one_never_shown(self) -> None:
-        with FakeHelix(api_key="sk-right-key") as server:
+        with FakeHelix(proxy_api_key="sk-right-key") as server:
             with HelixClient(server.url, api_key="sk-right-key") as client:
                 assert client.models() == ["helix-consultant"]
             wrong = HelixClient(server.url, api_key="sk-wrong-key-123")

@@ -177,7 +177,7 @@ class TestTheDemoFails:
         "fault",
         [
             pytest.param(Fault.SERVER_ERROR, id="helix-500"),
-            pytest.param(Fault.FEHLER, id="helix-fehler"),
+            pytest.param(Fault.UNAVAILABLE, id="helix-unavailable"),
             pytest.param(Fault.DROP_MID_STREAM, id="stream-cut"),
         ],
     )
@@ -196,7 +196,7 @@ class TestTheDemoFails:
         self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.delenv("HELIX_API_KEY", raising=False)
-        with FakeHelix(api_key="helix-key") as helix:
+        with FakeHelix(proxy_api_key="helix-key") as helix:
             code, _, err = run(["demo", "--helix-url", helix.url], capsys)
 
         assert code == 1

@@ -101,7 +101,7 @@ class TestDoctor:
         self, store_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
         monkeypatch.delenv("MY_HELIX_KEY", raising=False)
-        with FakeHelix(api_key="k-123") as helix:
+        with FakeHelix(proxy_api_key="k-123") as helix:
             argv = ["doctor", "--helix-url", helix.url, "--store", store_url]
             failed = run([*argv, "--api-key-env", "MY_HELIX_KEY"], capsys)
             monkeypatch.setenv("MY_HELIX_KEY", "k-123")

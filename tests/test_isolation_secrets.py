@@ -26,7 +26,7 @@ import pytest
 from helix_pipeline import cli
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.errors import HelixPipelineError
-from helix_pipeline.pipe import HelixPipe
+from helix_pipeline.pipe import HelixPipe, shown_text
 from helix_pipeline.session_filter import SessionFilter
 from helix_pipeline.stores import open_store
 from helix_pipeline.testing import FakeHelix, Fault
@@ -97,7 +97,7 @@ class TestIsolation:
                 body = pipe.inlet(request, dict(BEN))
                 pipe_body = {k: v for k, v in body.items() if k != "metadata"}
                 result = pipe.pipe("", "helix-consultant", pipe_body["messages"], pipe_body)
-                shown = result if isinstance(result, str) else "".join(result)
+                shown = shown_text(result)
                 assert "ZEBRA" not in shown
                 assert not any("ZEBRA" in text for text in texts_sent(helix))
                 pipe.outlet(
@@ -253,7 +253,7 @@ def run_turns_and_faults(pipe: HelixPipe, helix: FakeHelix, shown: list[str]) ->
 class TestSecrets:
     @pytest.fixture
     def helix(self) -> Iterator[FakeHelix]:
-        with FakeHelix(api_key=HELIX_KEY, fault_delay=3.0, retry_after=0.01) as server:
+        with FakeHelix(proxy_api_key=HELIX_KEY, fault_delay=3.0, retry_after=0.01) as server:
             yield server
 
     def test_no_secret_in_logs_chat_or_errors_over_turns_faults_and_a_redis_outage(
@@ -339,7 +339,7 @@ class TestSecrets:
                 captured = capsys.readouterr()
                 outputs += [captured.out, captured.err]
             assert chat.chat_id in outputs[0] and "hello" in outputs[4]
-            helix.api_key = "another-key"  # Helix now refuses ours: the doctor reports it
+            helix.proxy_api_key = "another-key"  # Helix now refuses ours: the doctor reports it
             process.terminate()
             process.wait(timeout=10)
             for command in commands[:1] + commands[3:]:
@@ -390,14 +390,14 @@ class TestSecrets:
                 shown = [chat.turn("hello").text]
                 # GET /<id>/valves needs no key: secrets from the environment must not be there.
                 exposed = json.dumps(server.valves("helix"))
-                for fault in (Fault.SERVER_ERROR, Fault.DROP_MID_STREAM, Fault.FEHLER):
+                for fault in (Fault.SERVER_ERROR, Fault.DROP_MID_STREAM, Fault.UNAVAILABLE):
                     helix.fault = fault
                     shown.append(chat.turn(f"during {fault.value}").text)
                     helix.fault = Fault.NONE
                 process.terminate()
                 process.wait(timeout=10)
                 shown.append(chat.turn("store down").text)
-                helix.api_key = "another-key"
+                helix.proxy_api_key = "another-key"
                 shown.append(chat.turn("refused").text)
                 log = server.log()
         assert "Helix reply" in shown[0] and "HELIX_API_KEY" in shown[-1]

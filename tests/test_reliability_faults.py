@@ -1,6 +1,11 @@
 """Helix failing in every way we know: the person always gets a clear chat message, the turn is
 recorded (a cut-off answer as partial), and the next turn works.
 
+The faults are real Helix's own failure forms (uke16/Helix b979a99: Claude Code unavailable, an
+error before or after the stream began, a crash, a timeout, its 500), the network's, and those of
+a proxy or another OpenAI-compatible server in front. Helix's failure text is never shown as its
+answer, never recorded, and never sent back to Helix; its progress decorations become statuses.
+
 Each fault runs twice: in-process through :class:`HelixPipe` (streaming and not), and through the
 real Open WebUI Pipelines server, where the stream must also end properly (the server's closing
 chunk and ``[DONE]``) and no traceback may reach its log. The real server's answers also produce
@@ -28,7 +33,14 @@ from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.messages import Message
 from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.stores import open_store
-from helix_pipeline.testing import FakeHelix, Fault
+from helix_pipeline.testing import (
+    FIRST_CHUNK,
+    HELIX_FORMS,
+    SEPARATOR,
+    VALIDATION_HINT,
+    FakeHelix,
+    Fault,
+)
 from helix_pipeline.valves import HelixValves
 
 from .pipelines_server import PIPELINES, PipelinesServer, free_port
@@ -42,6 +54,18 @@ TABLE_START = "<!-- fault-table:start -->"
 TABLE_END = "<!-- fault-table:end -->"
 TRACEBACK = "Traceback (most recent call last)"
 WARNING_SIGN = "⚠️"
+HELIX_FAILURE_TEXTS = (
+    "Claude Code ist nicht verfuegbar",
+    "**Fehler:**",
+    "Fehler bei der Verarbeitung",
+    "Unerwarteter Fehler",
+    "Fehler: ",
+    "Verarbeitung abgeschlossen",
+    "Timeout",
+    "/home/helix",
+)
+"""Helix's own failure wording (and its server's paths): never shown, recorded or sent back."""
+DECORATIONS = (FIRST_CHUNK.strip(), SEPARATOR.strip(), VALIDATION_HINT, "[Read]")
 
 BASE_VALVES: dict[str, Any] = {
     "READ_TIMEOUT_S": READ_TIMEOUT_S,
@@ -68,69 +92,117 @@ class FaultCase:
     message: str = "hello there"
     helix_down: bool = False
     api_key: str | None = None
+    expect_complete: str | None = None
+    """The fragment without streaming, when it differs."""
+    answered_complete: bool | None = None
 
 
 LONG = "x" * 100_001
+LOGGER = "name 'logger' is not defined"
 CASES = [
+    # -- real Helix's own failures (b979a99) ----------------------------------------------------
+    FaultCase("Helix: Claude Code unavailable", "could not start Claude Code", Fault.UNAVAILABLE),
+    FaultCase(
+        "Helix: an error before the first chunk",
+        "Helix answered nothing",
+        Fault.ERROR_BEFORE_FIRST_CHUNK,
+        expect_complete="Helix failed (HTTP 500)",
+    ),
+    FaultCase(
+        "Helix: an error after the stream began",
+        f"Helix failed while it worked on the answer: {LOGGER}",
+        Fault.ERROR_MID_STREAM,
+    ),
+    FaultCase(
+        "Helix: Claude Code crashed",
+        "Claude Code ended without an answer",
+        Fault.CLAUDE_CRASH,
+        expect_complete="Claude Code failed on the Helix server: Error: Claude Code process",
+    ),
+    FaultCase(
+        "Helix: Claude Code ended with an error result",
+        "Claude Code ended without an answer",
+        Fault.CLAUDE_ERROR_RESULT,
+        expect_complete=f"Helix reported an error: {LOGGER}",
+    ),
+    FaultCase(
+        "Helix: Claude Code ran past its time",
+        "took longer than Helix allows",
+        Fault.TIMEOUT,
+    ),
+    FaultCase(
+        "Helix: 500 from its exception handler",
+        "Helix failed (HTTP 500): PermissionError: [Errno 13] Permission denied",
+        Fault.SERVER_ERROR,
+    ),
+    FaultCase(
+        "Helix: an answer it could not validate", "Helix reply", Fault.UNVALIDATED, answered=True
+    ),
+    FaultCase(
+        "Helix: 400 with a `detail` (message too long)",
+        "too long",
+        message=LONG,
+        valves={"MAX_MESSAGE_CHARS": 150_000},  # above Helix's limit: a misconfiguration
+    ),
+    FaultCase("Helix: 422 validation `detail` list", "temperature", body={"temperature": 5}),
+    # -- the network ----------------------------------------------------------------------------
     FaultCase("Helix is down (connection refused)", "refused the connection", helix_down=True),
-    FaultCase(
-        "Helix drops the connection before answering", "dropped the connection", Fault.DISCONNECT
-    ),
-    FaultCase(
-        "Helix refuses the API key (401)",
-        "Check the HELIX_API_KEY valve",
-        api_key="the-right-key",
-        valves={"HELIX_API_KEY": "a-wrong-key"},
-    ),
+    FaultCase("the connection drops before an answer", "dropped the connection", Fault.DISCONNECT),
     FaultCase(
         f"first byte later than READ_TIMEOUT_S ({READ_TIMEOUT_S:g} s)",
         "Raise the READ_TIMEOUT_S valve",
         Fault.SLOW_FIRST_BYTE,
     ),
-    FaultCase("500 with Helix's flat error body", "HTTP 500", Fault.SERVER_ERROR),
     FaultCase(
-        "400 with a `detail` (message too long)",
-        "too long",
-        message=LONG,
-        valves={"MAX_MESSAGE_CHARS": 150_000},  # above Helix's limit: a misconfiguration
+        "stream cut mid-way",
+        "The answer was cut off",
+        Fault.DROP_MID_STREAM,
+        partial=True,
+        expect_complete="closed the connection",
+        answered_complete=False,
     ),
-    FaultCase("422 validation `detail` list", "temperature", body={"temperature": 5}),
-    FaultCase("429 with Retry-After, on every retry", "rate limiting", Fault.RATE_LIMITED),
-    FaultCase("503 with a `detail`", "Helix is restarting", Fault.UNAVAILABLE),
-    FaultCase("500, plain text", "Internal Server Error", Fault.PLAIN_TEXT_ERROR),
-    FaultCase("502 from a proxy, plain text", "Bad Gateway", Fault.BAD_GATEWAY),
-    FaultCase("502 from a proxy, HTML page", "502 Bad Gateway nginx", Fault.HTML_ERROR),
-    FaultCase("200 whose text starts `Fehler:`", "Fehler: Claude Code", Fault.FEHLER),
-    FaultCase("a malformed SSE chunk", "Helix reply", Fault.MALFORMED_CHUNK, answered=True),
-    FaultCase("stream cut mid-way", "The answer was cut off", Fault.DROP_MID_STREAM, partial=True),
     FaultCase(
         "stream silent mid-way past READ_TIMEOUT_S",
         "went silent",
         Fault.STALL_MID_STREAM,
         partial=True,
+        expect_complete="sent nothing",
+        answered_complete=False,
     ),
-    FaultCase(
-        "an `error` chunk inside the stream",
-        "Claude Code crashed",
-        Fault.ERROR_IN_STREAM,
-        partial=True,
-    ),
+    FaultCase("a malformed SSE chunk", "Helix reply", Fault.MALFORMED_CHUNK, answered=True),
     FaultCase("stream ends without [DONE]", "Helix reply", Fault.NO_DONE, answered=True),
     FaultCase("JSON reply to a stream request", "Helix reply", Fault.JSON_TO_STREAM, answered=True),
+    # -- not Helix: a proxy in front, another OpenAI-compatible server ---------------------------
+    FaultCase(
+        "proxy: an API key Helix was not given (401)",
+        "Check the HELIX_API_KEY valve",
+        api_key="the-right-key",
+        valves={"HELIX_API_KEY": "a-wrong-key"},
+    ),
+    FaultCase(
+        "proxy: 429 with Retry-After, every retry", "rate limiting", Fault.PROXY_RATE_LIMITED
+    ),
+    FaultCase("proxy: 503 with a `detail`", "Helix is restarting", Fault.PROXY_UNAVAILABLE),
+    FaultCase("proxy: 500, plain text", "Internal Server Error", Fault.PROXY_PLAIN_TEXT_ERROR),
+    FaultCase("proxy: 502, plain text", "Bad Gateway", Fault.PROXY_BAD_GATEWAY),
+    FaultCase("proxy: 502, HTML page", "502 Bad Gateway nginx", Fault.PROXY_HTML_ERROR),
+    FaultCase(
+        "another server: an `error` chunk in the stream",
+        "Claude Code crashed",
+        Fault.OPENAI_COMPATIBLE_ERROR_CHUNK,
+        partial=True,
+        expect_complete="Helix reply",
+        answered_complete=True,
+    ),
 ]
-COMPLETE_OUTCOME: dict[Fault, tuple[str, bool]] = {
-    Fault.DROP_MID_STREAM: ("closed the connection", False),
-    Fault.STALL_MID_STREAM: ("sent nothing", False),
-    Fault.ERROR_IN_STREAM: ("Helix reply", True),
-}
-"""Without streaming, a mid-answer fault is a whole failure (or, for an error chunk, no fault)."""
 
 
 def outcome(case: FaultCase, stream: bool) -> tuple[str, bool]:
     """The fragment the person must see, and whether Helix's answer arrives."""
-    if not stream and case.fault in COMPLETE_OUTCOME:
-        return COMPLETE_OUTCOME[case.fault]
-    return case.expect, case.answered
+    if stream:
+        return case.expect, case.answered
+    answered = case.answered if case.answered_complete is None else case.answered_complete
+    return case.expect_complete or case.expect, answered
 
 
 def _case_id(case: FaultCase) -> str:
@@ -150,9 +222,11 @@ class Shown:
     """What one turn showed the person, and how it arrived."""
 
     text: str
-    items: list[str] = field(default_factory=list)
+    items: list[str | dict[str, Any]] = field(default_factory=list)
     done: bool = True
     finish_reason: str | None = "stop"
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    """The status events the person saw above the answer, in order."""
 
 
 class Chat:
@@ -231,7 +305,9 @@ def in_process(pipe: HelixPipe) -> Transport:
         else:
             assert isinstance(result, str), "a non-streaming answer must be one string"
             items = [result]
-        shown = Shown("".join(items), items)
+        text = "".join(item for item in items if isinstance(item, str))
+        statuses = [item["event"] for item in items if isinstance(item, dict)]
+        shown = Shown(text, items, statuses=statuses)
         pipe.outlet(chat.outlet_body(outlet, shown.text), dict(chat.user))
         return shown
 
@@ -249,7 +325,8 @@ def through_server(server: PipelinesServer) -> Transport:
         pipe_body["user"] = dict(chat.user)
         reply = server.chat(pipe_body)
         assert reply.status_code == 200, reply.raw[:500]
-        shown = Shown(reply.content, [], reply.done, reply.finish_reason)
+        statuses = [chunk["event"] for chunk in reply.chunks if "event" in chunk]
+        shown = Shown(reply.content, [], reply.done, reply.finish_reason, statuses)
         server.outlet(MODEL, chat.outlet_body(outlet, shown.text), chat.user)
         return shown
 
@@ -272,7 +349,10 @@ def check_fault_turn(case: FaultCase, shown: Shown, stream: bool, history: list[
     assert shown.text.strip(), "the person saw an empty answer"
     assert TRACEBACK not in shown.text
     assert all(item for item in shown.items), "a blank chunk was yielded to the Pipelines server"
-    assert not any(item.startswith("data:") for item in shown.items)
+    assert not any(isinstance(item, str) and item.startswith("data:") for item in shown.items)
+    check_statuses(shown)
+    assert not any(text in shown.text for text in HELIX_FAILURE_TEXTS), shown.text
+    assert not any(text in shown.text for text in DECORATIONS), shown.text
     if " What arrived above" in shown.text:  # the cut-off notice reads as sentences
         assert shown.text.split(" What arrived above")[0][-1] in ".!?…"
     expect, answered = outcome(case, stream)
@@ -289,12 +369,33 @@ def check_fault_turn(case: FaultCase, shown: Shown, stream: bool, history: list[
         assert history[1].content and history[1].content in shown.text
     if answered:
         assert history[1].role == "assistant" and not history[1].partial
+    for message in history:
+        assert not any(text in message.content for text in HELIX_FAILURE_TEXTS), message
+        assert not any(text in message.content for text in DECORATIONS), message
+    if not answered and not case.partial:
+        assert [m.role for m in history] == ["user"], "Helix's failure became an answer"
+
+
+def check_statuses(shown: Shown) -> None:
+    """Statuses are Open WebUI's status events, and the last one says the work is done."""
+    for status in shown.statuses:
+        assert status["type"] == "status"
+        assert set(status["data"]) == {"description", "done"}
+        assert status["data"]["description"].strip()
+    if shown.statuses:
+        assert [s["data"]["done"] for s in shown.statuses][-1] is True
+        assert not any(s["data"]["done"] for s in shown.statuses[:-1])
 
 
 def check_next_turn(helix: FakeHelix, chat: Chat, shown: Shown, history: list[Message]) -> None:
     """The turn after the fault reaches Helix with the whole conversation and is recorded."""
     assert "Helix reply" in shown.text and WARNING_SIGN not in shown.text
     sent = helix.chat_requests[-1].body["messages"]
+    for message in sent:  # what goes back to Helix: no failure text, notice or decoration
+        if message["role"] == "assistant":
+            assert not any(text in message["content"] for text in HELIX_FAILURE_TEXTS)
+            assert not any(text in message["content"] for text in DECORATIONS)
+            assert WARNING_SIGN not in message["content"]
     users = [m["content"] for m in sent if m["role"] == "user"]
     assert users[-1] == "and again"
     assert len(users) == 2, "the failed turn's own message must reach Helix once"
@@ -308,19 +409,21 @@ def check_next_turn(helix: FakeHelix, chat: Chat, shown: Shown, history: list[Me
 
 @pytest.fixture(scope="module")
 def helix() -> Iterator[FakeHelix]:
-    with FakeHelix(fault_delay=FAULT_DELAY_S, retry_after=0.05) as server:
+    with FakeHelix(
+        fault_delay=FAULT_DELAY_S, retry_after=0.05, tools=("Read",), heartbeats=1
+    ) as server:
         yield server
 
 
 def arm(helix: FakeHelix, case: FaultCase) -> None:
     helix.reset()
-    helix.api_key = case.api_key
+    helix.proxy_api_key = case.api_key
     helix.fault = case.fault
 
 
 def disarm(helix: FakeHelix) -> None:
     helix.fault = Fault.NONE
-    helix.api_key = None
+    helix.proxy_api_key = None
 
 
 def dead_url() -> str:
@@ -362,7 +465,10 @@ class TestRetries:
 
     @pytest.mark.parametrize(
         "fault",
-        [pytest.param(Fault.RATE_LIMITED, id="429"), pytest.param(Fault.UNAVAILABLE, id="503")],
+        [
+            pytest.param(Fault.PROXY_RATE_LIMITED, id="429"),
+            pytest.param(Fault.PROXY_UNAVAILABLE, id="503"),
+        ],
     )
     def test_one_refusal_with_retry_after_is_retried_after_the_pause(
         self, helix: FakeHelix, tmp_path: Path, fault: Fault
@@ -434,7 +540,7 @@ NON_STREAMING_SAMPLE = [
     for param in CASE_PARAMS
     if param.values[0].helix_down  # type: ignore[union-attr]
     or param.values[0].fault  # type: ignore[union-attr]
-    in (Fault.SERVER_ERROR, Fault.FEHLER, Fault.DROP_MID_STREAM, Fault.SLOW_FIRST_BYTE)
+    in (*HELIX_FORMS, Fault.UNVALIDATED, Fault.DROP_MID_STREAM, Fault.SLOW_FIRST_BYTE)
 ]
 
 
@@ -493,8 +599,9 @@ class TestThroughThePipelinesServer:
 
 def fault_table(rows: dict[str, tuple[Shown, list[Message]]]) -> str:
     lines = [
-        "| Fault | What the person sees (streamed, through the real Pipelines server) | Recorded |",
-        "|---|---|---|",
+        "| Fault | What the person sees (streamed, through the real Pipelines server) "
+        "| Last status line | Recorded |",
+        "|---|---|---|---|",
     ]
     for case in CASES:
         shown, history = rows[case.label]
@@ -510,5 +617,6 @@ def fault_table(rows: dict[str, tuple[Shown, list[Message]]]) -> str:
             recorded = "the message and the answer so far, marked partial"
         else:
             recorded = "the person's message"
-        lines.append(f"| {case.label} | {text} | {recorded} |")
+        status = shown.statuses[-1]["data"]["description"] if shown.statuses else "(none)"
+        lines.append(f"| {case.label} | {text} | {status} | {recorded} |")
     return "\n".join(lines) + "\n"

@@ -133,8 +133,14 @@ class TestDeltas:
         assert list(iter_deltas([sse_body("a", "b", done=False)])) == ["a", "b"]
 
     def test_a_stream_that_ends_without_done_or_content_is_a_protocol_error(self) -> None:
-        with pytest.raises(BackendProtocolError, match="before sending any answer"):
+        with pytest.raises(BackendProtocolError, match="Helix answered nothing") as caught:
             list(iter_deltas([chunk(None, role="assistant").encode()]))
+        assert "Helix's log" in str(caught.value)
+        assert "HELIX_BASE_URL" not in str(caught.value)
+
+    def test_an_empty_body_is_helix_answering_nothing(self) -> None:
+        with pytest.raises(BackendProtocolError, match="Helix answered nothing"):
+            list(iter_deltas([]))
 
     def test_an_empty_answer_with_done_is_simply_empty(self) -> None:
         assert list(iter_deltas([sse_body()])) == []
