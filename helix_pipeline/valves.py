@@ -181,6 +181,34 @@ def _check_tasks(value: str) -> str:
     return value
 
 
+HELIX_HEARTBEAT_S = 10.0
+"""How often Helix (b979a99) sends a heartbeat while Claude Code works, in seconds."""
+HEARTBEAT_MARGIN = 1.5
+"""READ_TIMEOUT_S must be this many heartbeat gaps at least: a late heartbeat must not cut."""
+
+
+def check_read_timeout(value: float, heartbeat: float) -> float:
+    """``READ_TIMEOUT_S`` as given, unless it would cut Helix's normal pause between heartbeats."""
+    floor = heartbeat * HEARTBEAT_MARGIN
+    if value < floor:
+        raise ValueError(
+            f"READ_TIMEOUT_S must be at least {floor:g} s: Helix sends a heartbeat only every "
+            f"{heartbeat:g} s while it works (HELIX_HEARTBEAT_S), so a shorter wait cuts healthy "
+            "answers"
+        )
+    return value
+
+
+def _read_timeout_from_env() -> float:
+    """READ_TIMEOUT_S's default: its environment variable, if it passes the heartbeat rule too."""
+    value: float = _env("READ_TIMEOUT_S", 120.0)()
+    try:
+        return check_read_timeout(value, _env("HELIX_HEARTBEAT_S", HELIX_HEARTBEAT_S)())
+    except ValueError as exc:
+        log.warning("ignoring environment variable READ_TIMEOUT_S: %s; using 120.0", exc)
+        return 120.0
+
+
 MAX_TIMEOUT_S = 86_400.0
 """A day: beyond it a socket timeout overflows on some platforms, and no answer takes that long."""
 MAX_LIMIT = 1_000_000_000
@@ -213,7 +241,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
             f"a number of seconds greater than 0 and at most {MAX_TIMEOUT_S:,.0f}",
             zero=False,
         )
-        for name in ("CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "ANSWER_TIMEOUT_S")
+        for name in ("CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "ANSWER_TIMEOUT_S", "HELIX_HEARTBEAT_S")
     },
 }
 """One rule per valve, used by the valve's validator and by its environment variable."""
@@ -273,7 +301,11 @@ class HistoryValves(BaseModel):
     @classmethod
     def _follows_its_rule(cls, value: Any, info: ValidationInfo) -> Any:
         rule = _RULES.get(info.field_name or "")
-        return value if rule is None else rule(value)
+        value = value if rule is None else rule(value)
+        heartbeat = info.data.get("HELIX_HEARTBEAT_S")
+        if info.field_name == "READ_TIMEOUT_S" and heartbeat:  # declared before it
+            check_read_timeout(value, heartbeat)
+        return value
 
     @model_validator(mode="wrap")
     @classmethod
@@ -345,10 +377,15 @@ class HelixValves(HistoryValves):
         default_factory=_env("CONNECT_TIMEOUT_S", 5.0),
         description="Seconds to wait for a connection to Helix.",
     )
+    HELIX_HEARTBEAT_S: float = Field(
+        default_factory=_env("HELIX_HEARTBEAT_S", HELIX_HEARTBEAT_S),
+        description="Seconds between the heartbeats Helix sends while it works (10 in Helix). "
+        "READ_TIMEOUT_S must be at least 1.5 times this.",
+    )
     READ_TIMEOUT_S: float = Field(
-        default_factory=_env("READ_TIMEOUT_S", 120.0),
-        description="Seconds Helix may stay silent before the turn fails (Helix sends a heartbeat every 10 s; "
-        "a whole answer may take 600 s).",
+        default_factory=_read_timeout_from_env,
+        description="Seconds Helix may stay silent before the turn fails (Helix sends a heartbeat every 10 s, "
+        "so at least 15; a whole answer may take 600 s).",
     )
     ANSWER_TIMEOUT_S: float = Field(
         default_factory=_env("ANSWER_TIMEOUT_S", 660.0),
@@ -360,9 +397,11 @@ class HelixValves(HistoryValves):
         description="Retries when Helix cannot be reached or answers 429/502/503/504 before any answer began.",
     )
     TASKS: Literal["forward", "skip"] = Field(
-        default_factory=_env("TASKS", "forward"),
-        description="Background tasks (titles, tags, follow-ups): 'forward' sends them to Helix without the "
-        "conversation header; 'skip' answers them locally with an empty result.",
+        default_factory=_env("TASKS", "skip"),
+        description="Background tasks (titles, tags, follow-ups): 'skip' answers them locally with an "
+        "empty result (Open WebUI then titles the chat with its first message); 'forward' sends each "
+        "to Helix without the conversation header, where it is a full Claude Code run. Or set Open "
+        "WebUI's task model to a small model.",
     )
 
     def api_key(self) -> str | None:

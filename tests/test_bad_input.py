@@ -199,6 +199,7 @@ def pipe(helix: FakeHelix, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         HELIX_BASE_URL=helix.url,
         SESSION_STORE_URL=f"sqlite:///{folder / 'sessions.db'}",
         MAX_RETRIES=0,
+        HELIX_HEARTBEAT_S=1.0,  # FakeHelix's heartbeats are fast
         READ_TIMEOUT_S=5,
     )
     running = HelixPipe(lambda: valves)

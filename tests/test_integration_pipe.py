@@ -372,9 +372,14 @@ class TestValves:
 
 
 class TestBackgroundTasks:
-    def test_tasks_reach_helix_without_conversation_headers_and_are_never_recorded(
-        self, server: PipelinesServer, helix: FakeHelix, sessions: SessionStore
+    def test_forwarded_tasks_reach_helix_without_conversation_headers_and_are_never_recorded(
+        self,
+        server: PipelinesServer,
+        helix: FakeHelix,
+        sessions: SessionStore,
+        valves: Callable[..., dict[str, Any]],
     ) -> None:
+        valves(TASKS="forward")
         user, chat_id = new_user(), str(uuid.uuid4())
         ui = open_webui(server, user, chat_id)
 
@@ -389,13 +394,9 @@ class TestBackgroundTasks:
         assert tasks[0].body["max_tokens"] == 1000  # the title task's, forwarded
         assert not any(text.startswith("###") for _, text in stored(sessions, user, chat_id))
 
-    def test_the_skip_valve_answers_tasks_locally_without_calling_helix(
-        self,
-        server: PipelinesServer,
-        helix: FakeHelix,
-        valves: Callable[..., dict[str, Any]],
+    def test_tasks_are_answered_locally_by_default_without_calling_helix(
+        self, server: PipelinesServer, helix: FakeHelix
     ) -> None:
-        valves(TASKS="skip")
         ui = open_webui(server, new_user(), str(uuid.uuid4()))
 
         exchanges = ui.replay(A[:3])

@@ -265,6 +265,7 @@ class TestSecrets:
                 HELIX_BASE_URL=helix.url,
                 HELIX_API_KEY=HELIX_KEY,
                 SESSION_STORE_URL=url,
+                HELIX_HEARTBEAT_S=0.1,  # FakeHelix's heartbeats are fast
                 READ_TIMEOUT_S=0.3,
                 MAX_RETRIES=1,
             )
@@ -381,6 +382,7 @@ class TestSecrets:
                 "HELIX_BASE_URL": helix.url,
                 "HELIX_API_KEY": HELIX_KEY,
                 "SESSION_STORE_URL": url,
+                "HELIX_HEARTBEAT_S": "0.1",
                 "READ_TIMEOUT_S": "0.3",
                 "MAX_RETRIES": "1",
             }

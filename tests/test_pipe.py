@@ -84,6 +84,7 @@ def valves(fake_helix: FakeHelix, tmp_path: Path) -> HelixValves:
         HELIX_BASE_URL=fake_helix.url,
         SESSION_STORE_URL=f"sqlite:///{tmp_path / 'sessions.db'}",
         MAX_RETRIES=0,
+        HELIX_HEARTBEAT_S=1.0,  # FakeHelix's heartbeats are fast
         READ_TIMEOUT_S=2.0,
     )
 
@@ -172,19 +173,19 @@ class TestBackgroundTasks:
         body["model"] = MODEL
         return body
 
-    def test_tasks_go_to_helix_without_the_conversation_header_and_are_not_recorded(
+    def test_forwarded_tasks_go_to_helix_without_the_conversation_header_and_are_not_recorded(
         self, pipe: HelixPipe, fake_helix: FakeHelix
     ) -> None:
+        set_valves(pipe, TASKS="forward")
         run_pipe(pipe, self.title_task(), USER_A)
         request = fake_helix.last_request
         assert "X-OpenWebUI-Chat-Id" not in request.headers
         assert "X-Conversation-ID" not in request.headers
         assert pipe._current().history.store.users() == []
 
-    def test_tasks_are_answered_locally_when_the_valve_says_skip(
+    def test_tasks_are_answered_locally_by_default_so_helix_runs_no_agent_for_them(
         self, pipe: HelixPipe, fake_helix: FakeHelix
     ) -> None:
-        set_valves(pipe, TASKS="skip")
         assert run_pipe(pipe, self.title_task(), USER_A) == ""
         assert fake_helix.chat_requests == []
 

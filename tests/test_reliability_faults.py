@@ -68,6 +68,7 @@ HELIX_FAILURE_TEXTS = (
 DECORATIONS = (FIRST_CHUNK.strip(), SEPARATOR.strip(), VALIDATION_HINT, "[Read]")
 
 BASE_VALVES: dict[str, Any] = {
+    "HELIX_HEARTBEAT_S": 0.1,  # FakeHelix's heartbeats come every 0.01 s
     "READ_TIMEOUT_S": READ_TIMEOUT_S,
     "ANSWER_TIMEOUT_S": READ_TIMEOUT_S,
     "CONNECT_TIMEOUT_S": 1.0,

@@ -44,7 +44,7 @@ class TestDefaults:
         assert valves.HELIX_MODELS == "helix-consultant"
         assert valves.CONVERSATION_HEADERS == DEFAULT_HEADERS
         assert (valves.CONNECT_TIMEOUT_S, valves.READ_TIMEOUT_S) == (5.0, 120.0)
-        assert (valves.MAX_RETRIES, valves.TASKS) == (2, "forward")
+        assert (valves.MAX_RETRIES, valves.TASKS) == (2, "skip")
 
     def test_no_secret_has_a_placeholder_default(self) -> None:
         assert HelixValves().HELIX_API_KEY == ""
@@ -181,6 +181,7 @@ class TestABadEnvironmentVariable:
             pytest.param("CONNECT_TIMEOUT_S", "0", id="timeout-zero"),
             pytest.param("READ_TIMEOUT_S", "nan", id="timeout-nan"),
             pytest.param("READ_TIMEOUT_S", "inf", id="timeout-infinite"),
+            pytest.param("READ_TIMEOUT_S", "5", id="timeout-under-helixs-heartbeat-gap"),
             pytest.param("MAX_RETRIES", "50", id="retries-above-ten"),
             pytest.param("MAX_RETRIES", "-1", id="retries-negative"),
             pytest.param("TASKS", "sometimes", id="tasks"),
@@ -258,6 +259,13 @@ class TestValidationErrors:
             pytest.param("CONVERSATION_HEADERS", " , ", "at least one header", id="headers-none"),
             pytest.param("HELIX_MODELS", "helix one", "without spaces", id="models-space"),
             pytest.param("HELIX_API_KEY", "sk\nX-Evil: 1", "printable ASCII", id="key-newline"),
+            pytest.param(
+                "READ_TIMEOUT_S",
+                14.9,
+                "at least 15 s: Helix sends a heartbeat only every 10 s",
+                id="timeout-under-helixs-heartbeat-gap",
+            ),
+            pytest.param("HELIX_HEARTBEAT_S", 0, "greater than 0", id="heartbeat-zero"),
             pytest.param("TASKS", "never", "'forward' or 'skip'", id="tasks"),
             pytest.param("MAX_HISTORY_MESSAGES", "many", "valid integer", id="not-a-number"),
         ],
@@ -428,3 +436,28 @@ class TestRestoringSavedValves:
     def test_a_tolerant_class_still_reports_problems_strictly(self) -> None:
         valves = TolerantValves.model_construct(MAX_RETRIES=-1)
         assert list(valves.problems()) == ["MAX_RETRIES"]
+
+
+class TestReadTimeoutAndHelixsHeartbeat:
+    def test_fifteen_seconds_is_the_least_for_helixs_ten_second_heartbeat(self) -> None:
+        assert HelixValves(READ_TIMEOUT_S=15).READ_TIMEOUT_S == 15.0
+
+    def test_a_helix_with_faster_heartbeats_allows_a_shorter_read_timeout(self) -> None:
+        valves = HelixValves(HELIX_HEARTBEAT_S=0.1, READ_TIMEOUT_S=0.3)
+        assert (valves.HELIX_HEARTBEAT_S, valves.READ_TIMEOUT_S) == (0.1, 0.3)
+
+    def test_the_environment_is_held_to_the_same_rule(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("HELIX_HEARTBEAT_S", "2")
+        monkeypatch.setenv("READ_TIMEOUT_S", "3")
+        assert HelixValves().READ_TIMEOUT_S == 3.0
+        monkeypatch.setenv("READ_TIMEOUT_S", "2.5")
+        assert HelixValves().READ_TIMEOUT_S == 120.0
+
+    def test_a_saved_read_timeout_under_the_gap_is_a_named_problem_not_a_failed_start(
+        self,
+    ) -> None:
+        valves = TolerantValves.model_validate({"READ_TIMEOUT_S": 5})
+        assert valves.READ_TIMEOUT_S == 120.0
+        assert "at least 15 s" in valves.problems()["READ_TIMEOUT_S"]
