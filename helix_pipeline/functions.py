@@ -27,8 +27,7 @@ from pydantic import BaseModel, Field
 from .conversation import Conversation, read_conversation
 from .errors import HelixPipelineError
 from .functions_worker import Put, items_from_thread
-from .history import Trim
-from .notices import UNEXPECTED, for_open_webui, is_notice, notice_for
+from .notices import UNEXPECTED, for_open_webui, is_notice, notice_for, trim_notice
 from .pipe import HelixPipe
 from .service import Turn
 from .session_filter import SessionFilter
@@ -102,21 +101,10 @@ def status_lines(turn: Turn) -> list[str]:
         earlier = sum(1 for m in turn.outgoing if m.role != "system") - 1
         if earlier > 0:
             lines.append(f"Helix: {earlier} earlier message{'s' if earlier != 1 else ''} attached")
-    trim = _trim_text(turn.trim)
+    trim = trim_notice(turn.trim)  # the one wording, the Pipelines pipe's too
     if trim:
-        lines.append(f"Helix: {trim} to fit Helix's limits")
+        lines.append(trim)
     return lines
-
-
-def _trim_text(trim: Trim) -> str:
-    parts = []
-    if trim.dropped_messages:
-        n = trim.dropped_messages
-        parts.append(f"the {n} oldest message{'s' if n != 1 else ''} left out")
-    if trim.truncated_messages:
-        n = trim.truncated_messages
-        parts.append(f"{n} long message{'s' if n != 1 else ''} shortened")
-    return " and ".join(parts)
 
 
 def _memory_on(user: object) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from .decorations import strip_decorations
 from .errors import ConfigError, HelixPipelineError
+from .history import Trim
 from .messages import Message
 
 __all__ = [
@@ -21,7 +22,9 @@ __all__ = [
     "for_open_webui",
     "is_notice",
     "notice_for",
+    "trim_notice",
     "without_notices",
+    "without_server_paths",
 ]
 
 _MARK = "⚠️"
@@ -73,6 +76,21 @@ def for_open_webui(text: str) -> str:
     if text.endswith(_DETAILS):
         return text[: -len(_DETAILS)] + _DETAILS_OPEN_WEBUI
     return text
+
+
+def trim_notice(trim: Trim) -> str | None:
+    """One short line saying how Helix's history was cut to fit its limits, or ``None``."""
+    parts: list[str] = []
+    if trim.dropped_messages:
+        noun = "message" if trim.dropped_messages == 1 else "messages"
+        parts.append(
+            f"{trim.dropped_messages} older {noun} left out "
+            "(MAX_HISTORY_MESSAGES, MAX_HISTORY_CHARS)"
+        )
+    if trim.truncated_messages:
+        noun = "message" if trim.truncated_messages == 1 else "messages"
+        parts.append(f"{trim.truncated_messages} long {noun} shortened (MAX_MESSAGE_CHARS)")
+    return f"Helix gets a shortened history: {', '.join(parts)}" if parts else None
 
 
 def _sentence(text: str) -> str:

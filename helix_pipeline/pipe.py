@@ -25,7 +25,7 @@ from .errors import BackendError, ConfigError, HelixPipelineError
 from .helix_answer import AnswerReader, read_whole
 from .helix_failures import HelixFailure
 from .messages import messages_from_dicts
-from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for
+from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for, trim_notice
 from .payload import DEFAULT_MODEL
 from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
@@ -273,9 +273,14 @@ class HelixPipe:
         self, model_id: Any, messages: Any, body: Mapping[str, Any]
     ) -> str | Iterator[PipeItem]:
         conversation = read_conversation(body, body.get("user"))
-        return self.answer(
-            self.prepare(conversation, body.get("messages", messages), body, model_id=model_id)
+        prepared = self.prepare(
+            conversation, body.get("messages", messages), body, model_id=model_id
         )
+        answer = self.answer(prepared)
+        trimmed = trim_notice(prepared.turn.trim)
+        if trimmed is None or isinstance(answer, str):
+            return answer
+        return _after_status(trimmed, answer)
 
     def prepare(
         self,
@@ -411,3 +416,19 @@ def _cid(conversation: Conversation) -> str:
 def _model(model_id: object) -> str | None:
     """The sub id the server passes (always a string from the Pipelines server), else none."""
     return model_id if isinstance(model_id, str) and model_id else None
+
+
+def _after_status(line: str, answer: Iterator[PipeItem]) -> Iterator[PipeItem]:
+    """``answer`` after a status ``line`` (a shortened history), ending with a ``done`` status.
+
+    The Pipelines host's own status; an Open WebUI Function says it through its event emitter.
+    """
+    yield {"event": Status(line).event()}
+    closed = False
+    for item in answer:
+        if isinstance(item, dict):
+            data = item.get("event", {}).get("data", {})
+            closed = closed or data.get("done") is True
+        yield item
+    if not closed:
+        yield {"event": Status(line, done=True).event()}
