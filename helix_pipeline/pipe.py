@@ -330,8 +330,10 @@ class HelixPipe:
 
         Blocks on Helix (the generator, on each chunk); records the turn when the answer is in.
         """
-        if prepared.local_answer is not None:
-            return prepared.local_answer
+        if prepared.local_answer is not None:  # a stream of nothing: never a blank chunk
+            return (
+                iter(()) if prepared.stream and not prepared.local_answer else prepared.local_answer
+            )
         if prepared.stream:
             return self._stream(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)
         return self._complete(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)

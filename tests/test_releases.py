@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from helix_pipeline.conversation import ConversationKey
+from helix_pipeline.decorations import strip_decorations
 from helix_pipeline.stores import SessionStore
 from helix_pipeline.testing import FakeHelix, RecordedRequest
 
@@ -127,13 +128,14 @@ def sent_to_helix(exchange: Exchange) -> list[dict[str, str]]:
 
 
 def outlet_chat(exchanges: list[Exchange]) -> list[tuple[str, str, str | None]]:
-    """The chat a turn's outlet reports: role, text and id of each message; its reply is the one
-    Helix sent."""
+    """The chat a turn's outlet reports, as it is stored: role, text and id of each message, the
+    text without Helix's progress decorations (Open WebUI shows them as text when it talks to
+    Helix itself, through the filter); its reply is the one Helix sent."""
     inlet = next(e for e in exchanges if e.hook == "inlet" and not e.task)
     outlet = next(e for e in exchanges if e.hook == "outlet")
     chat = [(m["role"], message_text(m), m["id"]) for m in outlet.sent["messages"]]
     assert inlet.reply is not None and chat[-1][1] == inlet.reply.content
-    return chat
+    return [(role, strip_decorations(text)[0], id_) for role, text, id_ in chat]
 
 
 def branch(sessions: SessionStore, key: ConversationKey) -> list[tuple[str, str, str | None]]:
