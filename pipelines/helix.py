@@ -282,7 +282,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -328,9 +327,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONVERSATION_HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_HELIX_ERROR = re.compile(r"\s*(?:❌\s*)?(?:Unerwarteter )?Fehler(?: bei der Verarbeitung)?:")
-"""How Helix words its own failures in a 200 answer ("Fehler: ...", and in its non-streaming
-path also "Fehler bei der Verarbeitung: ..." and "Unerwarteter Fehler: ...")."""
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_COMPLETION_BODY = 64 * 1024 * 1024
 
@@ -440,8 +436,8 @@ class HelixClient:
     ) -> dict[str, Any]:
         """One non-streaming completion (``payload["stream"]`` is forced to false).
 
-        ``conversation_id=None`` sends no conversation header (background tasks). A 200 whose text
-        starts with ``Fehler:`` is Helix's own error and raises :class:`BackendError`.
+        ``conversation_id=None`` sends no conversation header (background tasks). Helix words
+        most of its own failures as answer text: :mod:`helix_pipeline.helix_answer` reads them.
         """
         body = {**payload, "stream": False}
         waited = max(self.read_timeout, self.completion_timeout or 0.0)
@@ -460,7 +456,6 @@ class HelixClient:
                 "points at Helix",
                 status_code=response.status_code,
             )
-        _raise_for_helix_error(completion_text(completion))
         return completion
 
     def stream(self, payload: Mapping[str, Any], *, conversation_id: str | None) -> Iterator[str]:
@@ -484,7 +479,6 @@ class HelixClient:
                 raise BackendProtocolError(
                     "Helix answered a stream request with JSON but no answer"
                 )
-            _raise_for_helix_error(text)
             if text:
                 yield text
 
@@ -607,15 +601,10 @@ class HelixClient:
             return b"".join(parts)[:limit].decode("utf-8", errors="replace")
 
     def _deltas(self, response: requests.Response) -> Iterator[str]:
-        """Content deltas of a streamed answer; a ``Fehler:`` answer raises instead."""
-        began = checked = False
-        deltas = iter_deltas(iter_body(response))
+        """Content deltas of a streamed answer, exactly as Helix sent them."""
+        began = False
         try:
-            for delta in deltas:
-                if not checked and delta.strip():
-                    checked = True
-                    if _HELIX_ERROR.match(delta):
-                        _raise_for_helix_error(delta + _rest(deltas, 2_000))
+            for delta in iter_deltas(iter_body(response)):
                 began = True
                 yield delta
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
@@ -683,25 +672,7 @@ def iter_body(response: requests.Response) -> Iterator[bytes]:
         yield data
 
 
-def _rest(deltas: Iterator[str], limit: int) -> str:
-    parts: list[str] = []
-    size = 0
-    for delta in deltas:
-        parts.append(delta)
-        size += len(delta)
-        if size >= limit:
-            break
-    return "".join(parts)
-
-
-def _raise_for_helix_error(text: str) -> None:
-    """Helix reports its own failures as a 200 answer that starts with ``Fehler:``."""
-    if _HELIX_ERROR.match(text):
-        raise BackendError(f"Helix reported an error: {summarise_text(text)}", status_code=200)
-
-
 def _synthetic_completion(body: Mapping[str, Any], text: str) -> dict[str, Any]:
-    _raise_for_helix_error(text)
     return {
         "object": "chat.completion",
         "model": body.get("model"),
@@ -994,6 +965,172 @@ def _looks_like_task(messages: object) -> bool:
     texts = _user_texts(messages)
     return len(texts) == 1 and texts[0].lstrip().startswith(_TASK_PROMPT_PREFIX)
 ''',
+    'helix_pipeline/decorations.py': r'''"""Helix's progress decorations, turned from answer text into status events.
+
+While Claude Code works, Helix streams decorations in the answer's text (uke16/Helix b979a99):
+the first chunk ``[Starte Claude Code...]``, tool markers such as ``\\n[Read] ``, a ``.``
+heartbeat every 10 s, then the separator ``\\n\\n---\\n\\n`` before the answer; when its check of
+the answer fails it adds the hint ``⚠️ **Hinweis:** Die Antwort konnte nicht vollständig validiert
+werden.`` (before the answer in a stream, after it in a plain answer). None of that is the answer.
+
+:class:`DecorationFilter` reads a stream's content deltas, wherever their chunk boundaries fall,
+and gives back two kinds of items: answer text (``str``) and :class:`Status` (what Helix is doing,
+for the host to show as a status line). :func:`strip_decorations` does the same to a whole text.
+An answer that does not begin with Helix's first chunk (another server, an old build) passes
+through unchanged, and Helix's ``<!-- STEP: ... -->`` markers are answer text.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "SEPARATOR",
+    "START",
+    "VALIDATION_HINT",
+    "DecorationFilter",
+    "Item",
+    "Status",
+    "strip_decorations",
+]
+
+START = "[Starte Claude Code...]"
+SEPARATOR = "\n\n---\n\n"
+VALIDATION_HINT = "⚠️ **Hinweis:** Die Antwort konnte nicht vollständig validiert werden."
+_TOOL = re.compile(r"\n\[([^\]\n]{1,80})\] ")
+_TOOL_BEGUN = re.compile(r"\n(?:\[[^\]\n]{0,80}\]?)?\Z")
+_TRAILING_HINT = re.compile(r"\s*-{3}\s*" + re.escape(VALIDATION_HINT) + r"\s*\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What Helix is doing, for a status line above the answer; ``done`` on the last one."""
+
+    description: str
+    done: bool = False
+
+    def event(self) -> dict[str, Any]:
+        """Open WebUI's status event (``__event_emitter__`` takes it as is; a Pipelines pipe
+        yields it as ``{"event": ...}``)."""
+        return {"type": "status", "data": {"description": self.description, "done": self.done}}
+
+
+Item = str | Status
+"""What the filter gives back: answer text, or a status."""
+
+
+class DecorationFilter:
+    """Splits Helix's streamed content into answer text and :class:`Status` items.
+
+    ``feed`` each delta, then ``finish`` once the stream ended. Text that may still turn out to
+    be a decoration (``\\n\\n--``, ``[Starte``) waits for the next delta.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._buffer = ""
+        self._state = "first"  # first, prelude, hint, after-hint, answer
+        self.unvalidated = False
+        """Helix said it could not fully validate the answer."""
+
+    def feed(self, delta: str) -> list[Item]:
+        self._buffer += delta
+        return self._drain(final=False)
+
+    def finish(self) -> list[Item]:
+        return self._drain(final=True)
+
+    def _drain(self, *, final: bool) -> list[Item]:
+        items: list[Item] = []
+        while self._buffer and self._state != "answer":
+            step = getattr(self, "_" + self._state.replace("-", "_"))
+            if not step(items, final):
+                break
+        if self._state == "answer" and self._buffer:
+            items.append(self._buffer)
+            self._buffer = ""
+        elif final:
+            self._buffer = ""  # only white space or a decoration cut short is left
+        return items
+
+    def _take(self, count: int) -> None:
+        self._buffer = self._buffer[count:]
+
+    # Each state reads the buffer's head: True when it consumed something or changed state.
+
+    def _first(self, items: list[Item], final: bool) -> bool:
+        head = self._buffer.lstrip()
+        if head.startswith(START):
+            self._take(len(self._buffer) - len(head) + len(START))
+            self._state = "prelude"
+            items.append(Status("Helix is starting Claude Code…"))
+            return True
+        if not final and START.startswith(head):
+            return False
+        self._state = "answer"
+        return True
+
+    def _prelude(self, items: list[Item], final: bool) -> bool:
+        buffer = self._buffer
+        if buffer.startswith(SEPARATOR):
+            self._take(len(SEPARATOR))
+            self._state = "hint"
+            items.append(Status("Helix is writing the answer…"))
+        elif buffer.startswith("."):
+            self._take(len(buffer) - len(buffer.lstrip(".")))
+            seconds = int(self._clock() - self._started)
+            items.append(Status(f"Helix is still working ({seconds} s)…"))
+        elif match := _TOOL.match(buffer):
+            self._take(match.end())
+            items.append(Status(f"Claude Code is using {match.group(1)}…"))
+        elif buffer[0].isspace():
+            if not final and (SEPARATOR.startswith(buffer) or _TOOL_BEGUN.match(buffer)):
+                return False
+            self._take(1)
+        else:  # anything else ends the decorations (Helix's error texts come this way)
+            self._state = "answer"
+        return True
+
+    def _hint(self, items: list[Item], final: bool) -> bool:
+        if self._buffer.startswith(VALIDATION_HINT):
+            self._take(len(VALIDATION_HINT))
+            self._state = "after-hint"
+            self.unvalidated = True
+            items.append(Status("Helix could not fully validate this answer"))
+            return True
+        if not final and VALIDATION_HINT.startswith(self._buffer):
+            return False
+        self._state = "answer"
+        return True
+
+    def _after_hint(self, items: list[Item], final: bool) -> bool:
+        buffer = self._buffer
+        if buffer.startswith(SEPARATOR):
+            self._take(len(SEPARATOR))
+            self._state = "answer"
+        elif not final and SEPARATOR.startswith(buffer):
+            return False
+        elif buffer[0].isspace():
+            self._take(1)
+        else:
+            self._state = "answer"
+        return True
+
+
+def strip_decorations(text: str) -> tuple[str, bool]:
+    """A whole answer without Helix's decorations, and whether it carried the validation hint
+    (which a plain answer carries at its end)."""
+    decorations = DecorationFilter()
+    items = [*decorations.feed(text), *decorations.finish()]
+    answer = "".join(item for item in items if isinstance(item, str))
+    stripped = _TRAILING_HINT.sub("", answer)
+    return stripped, decorations.unvalidated or stripped != answer
+''',
     'helix_pipeline/errors.py': r'''"""The one exception tree of helix-pipeline.
 
 Every error this package raises on purpose is a ``HelixPipelineError``; the pipeline files catch
@@ -1120,8 +1257,7 @@ from pydantic import BaseModel, Field
 from .conversation import Conversation, read_conversation
 from .errors import HelixPipelineError
 from .functions_worker import Put, items_from_thread
-from .history import Trim
-from .notices import UNEXPECTED, for_open_webui, is_notice, notice_for
+from .notices import UNEXPECTED, for_open_webui, is_notice, notice_for, trim_notice
 from .pipe import HelixPipe
 from .service import Turn
 from .session_filter import SessionFilter
@@ -1195,21 +1331,10 @@ def status_lines(turn: Turn) -> list[str]:
         earlier = sum(1 for m in turn.outgoing if m.role != "system") - 1
         if earlier > 0:
             lines.append(f"Helix: {earlier} earlier message{'s' if earlier != 1 else ''} attached")
-    trim = _trim_text(turn.trim)
+    trim = trim_notice(turn.trim)  # the one wording, the Pipelines pipe's too
     if trim:
-        lines.append(f"Helix: {trim} to fit Helix's limits")
+        lines.append(trim)
     return lines
-
-
-def _trim_text(trim: Trim) -> str:
-    parts = []
-    if trim.dropped_messages:
-        n = trim.dropped_messages
-        parts.append(f"the {n} oldest message{'s' if n != 1 else ''} left out")
-    if trim.truncated_messages:
-        n = trim.truncated_messages
-        parts.append(f"{n} long message{'s' if n != 1 else ''} shortened")
-    return " and ".join(parts)
 
 
 def _memory_on(user: object) -> bool:
@@ -1497,6 +1622,308 @@ async def items_from_thread(produce: Callable[[Put], None], *, name: str) -> Asy
             yield item
     finally:
         listening.clear()
+''',
+    'helix_pipeline/helix_answer.py': r'''"""Reading Helix's answer for the person: decorations become statuses, failures become notices.
+
+:class:`AnswerReader` is what a host (the Pipelines pipe, an Open WebUI Function) puts between
+Helix's content deltas and the chat. It runs the deltas through
+:class:`~helix_pipeline.decorations.DecorationFilter` and holds back any text that may be the
+start of one of Helix's failure texts (:mod:`helix_pipeline.helix_failures`), so the person sees
+the answer as it arrives and statuses while Helix works, but never Helix's failure text itself.
+When the stream ends, :attr:`AnswerReader.failure` says whether the answer was a failure and
+:attr:`AnswerReader.answer` holds what was shown: the answer to record, without decorations.
+:func:`read_whole` does the same for a plain (non-streaming) answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .decorations import DecorationFilter, Item, Status, strip_decorations
+from .helix_failures import HelixFailure, hold_from, recognise
+
+__all__ = ["AnswerReader", "Reading", "read_whole"]
+
+
+class AnswerReader:
+    """Helix's streamed content deltas in; text to show and :class:`Status` items out."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._decorations = DecorationFilter(clock)
+        self._text = ""
+        self._shown = 0
+        self._statuses = 0
+        self.failure: HelixFailure | None = None
+        """Set by :meth:`finish` when the answer was one of Helix's failure texts."""
+
+    def feed(self, delta: str) -> list[Item]:
+        """The items to show now for ``delta`` (possibly none: text may be held back)."""
+        return self._pass(self._decorations.feed(delta), final=False)
+
+    def finish(self) -> list[Item]:
+        """The stream ended (completely or not): the last items, and :attr:`failure` decided."""
+        return self._pass(self._decorations.finish(), final=True)
+
+    @property
+    def answer(self) -> str:
+        """The answer text shown so far: no decorations, no failure text."""
+        return self._text[: self._shown]
+
+    @property
+    def unvalidated(self) -> bool:
+        return self._decorations.unvalidated
+
+    def closing_status(self, outcome: str) -> Status | None:
+        """The last status (``done``), when statuses were shown; ``outcome`` describes the end."""
+        return Status(outcome, done=True) if self._statuses else None
+
+    def _pass(self, items: Iterable[Item], *, final: bool) -> list[Item]:
+        shown: list[Item] = []
+        for item in items:
+            if isinstance(item, Status):
+                self._statuses += 1
+                shown.append(item)
+            else:
+                self._text += item
+        if final:
+            self.failure = recognise(self._text)
+            end = len(self._text) if self.failure is None else self.failure.start
+            if self.failure is not None:
+                end = len(self._text[:end].rstrip())
+        else:
+            end = hold_from(self._text, self._shown)
+        if end > self._shown:
+            shown.append(self._text[self._shown : end])
+            self._shown = end
+        return shown
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A whole answer read: the answer without decorations, and the failure it reports."""
+
+    answer: str
+    failure: HelixFailure | None
+    unvalidated: bool
+
+
+def read_whole(text: str) -> Reading:
+    """:class:`AnswerReader`'s verdict on a plain answer that came in one piece."""
+    answer, unvalidated = strip_decorations(text)
+    failure = recognise(answer)
+    if failure is not None:
+        answer = answer[: failure.start].rstrip()
+    return Reading(answer, failure, unvalidated)
+''',
+    'helix_pipeline/helix_failures.py': r'''"""Helix's own failure texts, as data, and the one place that recognises them in an answer.
+
+Helix (uke16/Helix at b979a99, ``src/helix/api/routes/openai.py``) reports most of its failures
+as ordinary answer text with HTTP 200: ``Claude Code ist nicht verfuegbar.``, ``\\n\\n**Fehler:**
+<exception>`` at the end of a stream, ``Fehler bei der Verarbeitung:`` and its siblings in a plain
+answer, ``Verarbeitung abgeschlossen.`` when Claude Code left no answer. :data:`FORMS` lists each
+one with where it stands in the answer, what it means and what to do about it.
+
+Every form is anchored on Helix's exact wording *and* its place, so that an answer which merely
+mentions "Fehler" is an answer: a form stands at the start of the answer (``start``), is the whole
+answer (``whole``), or is the last paragraph (``paragraph``: at the start or after a blank line,
+running to the end). A text that holds one of Helix's ``<!-- STEP: ... -->`` markers after the
+form's opening is Helix's consultant speaking, never a failure.
+
+:func:`recognise` judges a whole answer; :func:`hold_from` tells a stream reader how much of an
+answer still growing may be shown now without ever showing the start of a failure text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["FORMS", "FailureForm", "HelixFailure", "hold_from", "recognise"]
+
+Place = Literal["start", "whole", "paragraph"]
+
+STEP_MARKER = "<!-- STEP:"
+_MAX_DETAIL = 300
+_CODE_FENCE = re.compile(r"^\s*```\w*\s*|\s*```\s*$")
+_STEP = re.compile(r"<!--\s*STEP:.*?-->", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class FailureForm:
+    """One way Helix words a failure, and what the person should be told about it."""
+
+    name: str
+    opening: str
+    """Helix's exact text that starts the form (the whole text for ``whole`` forms)."""
+    place: Place
+    happened: str
+    """What happened, as a sentence fragment that the form's detail may follow after a colon."""
+    advice: str
+    """What to do, one sentence."""
+    quotes: bool = True
+    """Whether Helix's text after the opening (an exception, stderr) is worth quoting."""
+
+
+_LOOK_AT_LOG = "Look at Helix's log for the cause, then ask again."
+FORMS: tuple[FailureForm, ...] = (
+    FailureForm(
+        "unavailable",
+        "Claude Code ist nicht verfuegbar.",
+        "start",
+        "Helix could not start Claude Code (it says Claude Code is not available)",
+        "Check that the Claude Code CLI works on the Helix server, then ask again.",
+        quotes=False,
+    ),
+    FailureForm(
+        "error-mid-stream",
+        "**Fehler:** ",
+        "paragraph",
+        "Helix failed while it worked on the answer",
+        _LOOK_AT_LOG,
+    ),
+    FailureForm(
+        "timeout",
+        "**Timeout** - Verarbeitung hat zu lange gedauert.",
+        "paragraph",
+        "Helix stopped Claude Code because it took longer than Helix allows",
+        "Ask again, perhaps for a smaller step.",
+        quotes=False,
+    ),
+    FailureForm(
+        "timeout",
+        "Timeout - die Verarbeitung hat zu lange gedauert.",
+        "start",
+        "Helix stopped Claude Code because it took longer than Helix allows",
+        "Ask again, perhaps for a smaller step.",
+        quotes=False,
+    ),
+    FailureForm(
+        "claude-crash",
+        "Fehler bei der Verarbeitung:",
+        "start",
+        "Claude Code failed on the Helix server",
+        _LOOK_AT_LOG,
+    ),
+    FailureForm(
+        "unexpected-error",
+        "Unerwarteter Fehler: ",
+        "start",
+        "Helix failed while it worked on the answer",
+        _LOOK_AT_LOG,
+    ),
+    FailureForm("error", "Fehler: ", "start", "Helix reported an error", _LOOK_AT_LOG),
+    FailureForm(
+        "no-answer",
+        "Verarbeitung abgeschlossen.",
+        "whole",
+        "Claude Code ended without an answer (it may have crashed)",
+        _LOOK_AT_LOG,
+    ),
+    FailureForm(
+        "no-answer",
+        "Ich habe deine Anfrage analysiert, aber keine Antwort generiert.",
+        "whole",
+        "Claude Code ended without an answer",
+        _LOOK_AT_LOG,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HelixFailure:
+    """A failure found in an answer: its form, where its text starts, and Helix's detail."""
+
+    form: FailureForm
+    start: int
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        """What happened and what to do, for the person (the notice adds its frame)."""
+        detail = f": {self.detail}" if self.detail and self.form.quotes else ""
+        return f"{self.form.happened}{detail}. {self.form.advice}"
+
+
+def recognise(text: str) -> HelixFailure | None:
+    """The Helix failure ``text`` reports, or ``None`` when it is an answer.
+
+    The failure's ``start`` splits ``text``: what comes before it is what Helix answered before
+    it failed (empty for every form but ``paragraph``).
+    """
+    begin = len(text) - len(text.lstrip())
+    head = text[begin:]
+    for form in FORMS:
+        if form.place == "whole":
+            if _STEP.sub("", head).strip() == form.opening:
+                return HelixFailure(form, begin)
+        elif form.place == "start":
+            if head.startswith(form.opening) and STEP_MARKER not in head:
+                return HelixFailure(form, begin, _detail(head[len(form.opening) :]))
+        else:
+            start = _paragraph(text, form.opening, 0)
+            if start is not None:
+                return HelixFailure(form, start, _detail(text[start + len(form.opening) :]))
+    return None
+
+
+def hold_from(text: str, shown: int) -> int:
+    """How far ``text``, an answer still streaming of which ``shown`` characters are already
+    shown, may be shown now: the index where a failure text may be starting, or where white space
+    at its end begins. Held text is shown once the stream goes on to prove it an answer, or at
+    its end.
+    """
+    hold = max(len(text.rstrip()), shown)  # white space waits for what follows it
+    if shown == 0:
+        head = text.lstrip()
+        if not head or any(_may_be(head, form) for form in FORMS if form.place != "paragraph"):
+            return 0
+    for form in FORMS:
+        if form.place == "paragraph":
+            start = _paragraph(text, form.opening, shown, growing=True)
+            if start is not None:  # the blank line before it waits too
+                hold = min(hold, max(len(text[:start].rstrip()), shown))
+    return hold
+
+
+def _may_be(head: str, form: FailureForm) -> bool:
+    """Whether an answer that begins ``head`` (and may grow) can still turn out to be ``form``."""
+    if form.opening.startswith(head):
+        return True
+    if not head.startswith(form.opening):
+        return False
+    rest = head[len(form.opening) :]
+    if form.place == "start":
+        return STEP_MARKER not in rest
+    rest = _STEP.sub("", rest).lstrip()  # "whole": only white space and STEP markers may follow
+    return not rest or STEP_MARKER.startswith(rest[: len(STEP_MARKER)])
+
+
+def _paragraph(text: str, opening: str, after: int, *, growing: bool = False) -> int | None:
+    """The first index from ``after`` where a paragraph starting with ``opening`` runs to the end
+    of ``text`` with no STEP marker; ``growing`` also counts an opening cut short by the end."""
+    starts = [0] if after == 0 else []
+    position = max(after - 2, 0)
+    while (found := text.find("\n\n", position)) >= 0:
+        starts.append(found + 2)
+        position = found + 1
+    for index in starts:
+        if index < after:
+            continue
+        rest = text[index:]
+        if rest.startswith(opening) and STEP_MARKER not in rest:
+            return index
+        if growing and rest and opening.startswith(rest):
+            return index
+    return None
+
+
+def _detail(text: str) -> str:
+    """Helix's detail after a form's opening: one line, code fences removed, cut short."""
+    text = " ".join(_CODE_FENCE.sub("", text.strip()).split())
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1].rstrip() + "…"
 ''',
     'helix_pipeline/history.py': r'''"""History merge: the stored branch and the incoming messages become what goes to Helix.
 
@@ -1867,15 +2294,19 @@ def messages_from_dicts(raw: Any) -> list[Message]:
     'helix_pipeline/notices.py': r'''"""The one short message the person in the chat sees when a turn fails.
 
 It says what went wrong and what to do; the details go to the log. Never a traceback, never a
-secret (error messages are built without them, see :mod:`helix_pipeline.errors`).
+secret (error messages are built without them, see :mod:`helix_pipeline.errors`), never a file
+path of the server (Helix's 500 quotes its own: :func:`notice_for` replaces them).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+from .decorations import strip_decorations
 from .errors import ConfigError, HelixPipelineError
+from .history import Trim
 from .messages import Message
 
 __all__ = [
@@ -1884,7 +2315,9 @@ __all__ = [
     "for_open_webui",
     "is_notice",
     "notice_for",
+    "trim_notice",
     "without_notices",
+    "without_server_paths",
 ]
 
 _MARK = "⚠️"
@@ -1892,20 +2325,38 @@ _DETAILS = "(Details are in the Pipelines server log.)"
 _DETAILS_OPEN_WEBUI = "(Details are in Open WebUI's log.)"
 """The same notices from an Open WebUI Function, which runs inside Open WebUI."""
 _CUT_OFF = f"\n\n{_MARK} The answer was cut off: "
-EMPTY_ANSWER = f"{_MARK} Helix sent an empty answer. Please try again. {_DETAILS}"
+EMPTY_ANSWER = (
+    f"{_MARK} Helix answered nothing: its answer ended before any text. Look at Helix's log for "
+    f"the cause, then ask again. {_DETAILS}"
+)
 UNEXPECTED = f"{_MARK} helix-pipeline hit an unexpected error and could not answer. {_DETAILS}"
+
+
+_SERVER_PATH = re.compile(
+    r"""(?<![\w.:/])(?:/(?:home|root|usr|var|opt|srv|tmp|app|etc|mnt|data|run|Users|private)"""
+    r"""(?:/[^\s'"/]+)+/?|[A-Za-z]:\\[^\s'"]+)"""
+)
+_STACK_FRAME = re.compile(
+    r"""\s*(?:Traceback \(most recent call last\):|File "[^"]*", line \d+[^\n]*)"""
+)
 
 
 def notice_for(exc: HelixPipelineError, *, cut_off: bool = False) -> str:
     """The chat message for ``exc``; ``cut_off`` when part of the answer was already shown."""
+    message = without_server_paths(exc.message)
     if cut_off:
         return (
-            f"{_CUT_OFF}{_sentence(exc.message)} "
+            f"{_CUT_OFF}{_sentence(message)} "
             f"What arrived above is kept; ask again to continue. {_DETAILS}"
         )
     if isinstance(exc, ConfigError):
-        return f"{_MARK} helix-pipeline is misconfigured: {exc.message} {_DETAILS}"
-    return f"{_MARK} {exc.message} {_DETAILS}"
+        return f"{_MARK} helix-pipeline is misconfigured: {message} {_DETAILS}"
+    return f"{_MARK} {message} {_DETAILS}"
+
+
+def without_server_paths(text: str) -> str:
+    """``text`` with file paths of a server and stack frames replaced (the log keeps them)."""
+    return _SERVER_PATH.sub("(a file on the server)", _STACK_FRAME.sub("", text))
 
 
 def is_notice(text: str) -> bool:
@@ -1920,6 +2371,21 @@ def for_open_webui(text: str) -> str:
     return text
 
 
+def trim_notice(trim: Trim) -> str | None:
+    """One short line saying how Helix's history was cut to fit its limits, or ``None``."""
+    parts: list[str] = []
+    if trim.dropped_messages:
+        noun = "message" if trim.dropped_messages == 1 else "messages"
+        parts.append(
+            f"{trim.dropped_messages} older {noun} left out "
+            "(MAX_HISTORY_MESSAGES, MAX_HISTORY_CHARS)"
+        )
+    if trim.truncated_messages:
+        noun = "message" if trim.truncated_messages == 1 else "messages"
+        parts.append(f"{trim.truncated_messages} long {noun} shortened (MAX_MESSAGE_CHARS)")
+    return f"Helix gets a shortened history: {', '.join(parts)}" if parts else None
+
+
 def _sentence(text: str) -> str:
     """``text`` ending with a full stop, so that the next sentence does not run on."""
     text = text.rstrip()
@@ -1927,20 +2393,29 @@ def _sentence(text: str) -> str:
 
 
 def without_notices(messages: Sequence[Message]) -> list[Message]:
-    """The messages without the notices this pipeline put in assistant replies.
+    """The messages without the notices this pipeline put in assistant replies, and without
+    Helix's progress decorations.
 
     Open WebUI keeps a notice as (the end of) the assistant message and sends it back next turn;
     it is not part of the conversation, so it is neither stored nor sent to Helix. A reply cut off
-    by an error keeps the text that arrived before the notice.
+    by an error keeps the text that arrived before the notice. Decorations
+    (:mod:`helix_pipeline.decorations`) reach Open WebUI's copy when a host showed them as text
+    (a plain answer's validation hint, answers from before the pipe turned them into statuses).
     """
     result: list[Message] = []
     for message in messages:
         content = message.content
-        if message.role != "assistant" or not content.endswith((_DETAILS, _DETAILS_OPEN_WEBUI)):
+        if message.role != "assistant":
             result.append(message)
-        elif not content.startswith(_MARK):
+            continue
+        if content.endswith((_DETAILS, _DETAILS_OPEN_WEBUI)):
+            if content.startswith(_MARK):
+                continue
             cut = content.rfind(_CUT_OFF)
-            result.append(replace(message, content=content[:cut]) if cut >= 0 else message)
+            content = content[:cut] if cut >= 0 else content
+        answer, _ = strip_decorations(content)
+        unchanged = answer == message.content
+        result.append(message if unchanged else replace(message, content=answer))
     return result
 ''',
     'helix_pipeline/payload.py': r'''"""What is sent to Helix: the request body rules, and the answer text of a completion.
@@ -2035,7 +2510,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -2043,19 +2518,42 @@ from typing import Any
 from .chat_body import REPAIRS_KEY, nothing_to_send, repair_chat_body
 from .client import HelixClient, completion_text
 from .conversation import PRIVATE_KEY, ChatKind, Conversation, read_conversation
-from .errors import ConfigError, HelixPipelineError
+from .decorations import Item, Status
+from .errors import BackendError, ConfigError, HelixPipelineError
+from .helix_answer import AnswerReader, read_whole
+from .helix_failures import HelixFailure
 from .messages import messages_from_dicts
-from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for
+from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for, trim_notice
 from .payload import DEFAULT_MODEL
 from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
 from .valves import HelixValves
 
-__all__ = ["HelixPipe", "PreparedTurn"]
+__all__ = ["HelixPipe", "PipeItem", "PreparedTurn", "shown_text"]
 
 log = logging.getLogger(__name__)
 
 MODELS_TTL_S = 300.0
+
+PipeItem = str | dict[str, Any]
+"""What the streaming ``pipe()`` yields: answer text, or a status event for the Pipelines server
+to send on as ``data: {"event": ...}`` (Open WebUI shows it as a status line)."""
+
+
+def shown_text(result: str | Iterable[PipeItem]) -> str:
+    """The text a person sees of a ``pipe()`` result: the strings joined, status events left out."""
+    if isinstance(result, str):
+        return result
+    return "".join(item for item in result if isinstance(item, str))
+
+
+def _for_host(items: Iterable[Item | None]) -> Iterator[PipeItem]:
+    """Items as the Pipelines server sends them on: non-empty text, statuses as event dicts."""
+    for item in items:
+        if isinstance(item, Status):
+            yield {"event": item.event()}
+        elif item:
+            yield item
 
 
 @dataclass(frozen=True, slots=True)
@@ -2258,7 +2756,7 @@ class HelixPipe:
 
     def pipe(
         self, user_message: Any, model_id: Any, messages: Any, body: Any
-    ) -> str | Iterator[str]:
+    ) -> str | Iterator[PipeItem]:
         """Answer one chat turn: a generator when streaming, a string otherwise. Never raises."""
         try:
             return self._pipe(model_id, messages, body if isinstance(body, Mapping) else {})
@@ -2269,11 +2767,18 @@ class HelixPipe:
             log.exception("unexpected error in pipe()")
             return UNEXPECTED
 
-    def _pipe(self, model_id: Any, messages: Any, body: Mapping[str, Any]) -> str | Iterator[str]:
+    def _pipe(
+        self, model_id: Any, messages: Any, body: Mapping[str, Any]
+    ) -> str | Iterator[PipeItem]:
         conversation = read_conversation(body, body.get("user"))
-        return self.answer(
-            self.prepare(conversation, body.get("messages", messages), body, model_id=model_id)
+        prepared = self.prepare(
+            conversation, body.get("messages", messages), body, model_id=model_id
         )
+        answer = self.answer(prepared)
+        trimmed = trim_notice(prepared.turn.trim)
+        if trimmed is None or isinstance(answer, str):
+            return answer
+        return _after_status(trimmed, answer)
 
     def prepare(
         self,
@@ -2317,13 +2822,16 @@ class HelixPipe:
         )
         return PreparedTurn(parts, turn, payload, header_id, stream=stream)
 
-    def answer(self, prepared: PreparedTurn) -> str | Iterator[str]:
-        """Send a prepared turn to Helix: a generator of text when streaming, else the text.
+    def answer(self, prepared: PreparedTurn) -> str | Iterator[PipeItem]:
+        """Send a prepared turn to Helix: a generator of text and status events (``{"event":
+        ...}``, :func:`shown_text` keeps the text) when streaming, else the text.
 
         Blocks on Helix (the generator, on each chunk); records the turn when the answer is in.
         """
-        if prepared.local_answer is not None:
-            return prepared.local_answer
+        if prepared.local_answer is not None:  # a stream of nothing: never a blank chunk
+            return (
+                iter(()) if prepared.stream and not prepared.local_answer else prepared.local_answer
+            )
         if prepared.stream:
             return self._stream(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)
         return self._complete(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)
@@ -2332,45 +2840,73 @@ class HelixPipe:
         self, parts: _Parts, turn: Turn, payload: dict[str, Any], header_id: str | None
     ) -> str:
         try:
-            reply = completion_text(parts.client.complete(payload, conversation_id=header_id))
+            text = completion_text(parts.client.complete(payload, conversation_id=header_id))
         except HelixPipelineError as exc:
             log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
             parts.history.record(turn, None)
             return notice_for(exc)
-        parts.history.record(turn, reply or None)
-        return reply or EMPTY_ANSWER
+        reading = read_whole(text)
+        if reading.failure is not None:
+            self._failed(parts, turn, reading.failure, reading.answer)
+            return reading.answer + _failure_notice(reading.failure, reading.answer)
+        parts.history.record(turn, reading.answer or None)
+        return reading.answer or EMPTY_ANSWER
 
     def _stream(
         self, parts: _Parts, turn: Turn, payload: dict[str, Any], header_id: str | None
-    ) -> Iterator[str]:
-        received: list[str] = []
+    ) -> Iterator[PipeItem]:
+        reader = AnswerReader()
         finished = False
         try:
             for delta in parts.client.stream(payload, conversation_id=header_id):
-                if delta:
-                    received.append(delta)
-                    yield delta
+                yield from _for_host(reader.feed(delta))
+            yield from _for_host(reader.finish())
             finished = True
         except HelixPipelineError as exc:
             log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
             finished = True
-            reply = "".join(received)
-            parts.history.record(turn, reply or None, partial=True)
-            yield notice_for(exc, cut_off=bool(received))
+            yield from _for_host(reader.finish())
+            parts.history.record(turn, reader.answer.strip() or None, partial=True)
+            yield from _for_host([reader.closing_status("Helix's answer was cut off")])
+            yield notice_for(exc, cut_off=bool(reader.answer.strip()))
             return
         except Exception:  # the boundary: a generator that raises cuts the stream
             log.exception("unexpected error while streaming from Helix")
             finished = True
-            parts.history.record(turn, "".join(received) or None, partial=True)
+            parts.history.record(turn, reader.answer.strip() or None, partial=True)
             yield UNEXPECTED
             return
         finally:
             if not finished:  # the client went away (GeneratorExit): keep what was streamed
-                parts.history.record(turn, "".join(received) or None, partial=True)
-        reply = "".join(received)
+                parts.history.record(turn, reader.answer.strip() or None, partial=True)
+        if reader.failure is not None:
+            self._failed(parts, turn, reader.failure, reader.answer)
+            yield from _for_host([reader.closing_status("Helix did not answer")])
+            yield _failure_notice(reader.failure, reader.answer)
+            return
+        reply = reader.answer
         parts.history.record(turn, reply or None)
-        if not reply:
+        done = "Helix answered" if reply.strip() else "Helix answered nothing"
+        if reader.unvalidated and reply.strip():
+            done = "Helix answered, but could not fully validate the answer"
+        yield from _for_host([reader.closing_status(done)])
+        if not reply.strip():
             yield EMPTY_ANSWER
+
+    @staticmethod
+    def _failed(parts: _Parts, turn: Turn, failure: HelixFailure, answer: str) -> None:
+        """Record the person's message (and what Helix answered before it failed), log why."""
+        log.warning(
+            "Helix failed for conversation %s: its answer is its %r failure text (%s)",
+            _cid(turn.conversation),
+            failure.form.name,
+            failure.detail or failure.form.opening.strip(),
+        )
+        parts.history.record(turn, answer.strip() or None, partial=True)
+
+
+def _failure_notice(failure: HelixFailure, answer: str) -> str:
+    return notice_for(BackendError(failure.message, status_code=200), cut_off=bool(answer.strip()))
 
 
 def _cid(conversation: Conversation) -> str:
@@ -2380,6 +2916,22 @@ def _cid(conversation: Conversation) -> str:
 def _model(model_id: object) -> str | None:
     """The sub id the server passes (always a string from the Pipelines server), else none."""
     return model_id if isinstance(model_id, str) and model_id else None
+
+
+def _after_status(line: str, answer: Iterator[PipeItem]) -> Iterator[PipeItem]:
+    """``answer`` after a status ``line`` (a shortened history), ending with a ``done`` status.
+
+    The Pipelines host's own status; an Open WebUI Function says it through its event emitter.
+    """
+    yield {"event": Status(line).event()}
+    closed = False
+    for item in answer:
+        if isinstance(item, dict):
+            data = item.get("event", {}).get("data", {})
+            closed = closed or data.get("done") is True
+        yield item
+    if not closed:
+        yield {"event": Status(line, done=True).event()}
 ''',
     'helix_pipeline/runtime.py': r'''"""What a pipeline instance builds from its valves, rebuilt when an admin changes them.
 
@@ -2945,7 +3497,8 @@ into the content deltas of the answer. It stops at ``data: [DONE]`` without forw
 ``"role": null`` / ``"content": null`` deltas, logs and skips a chunk that is not JSON, raises
 :class:`~helix_pipeline.errors.BackendError` for an error object in the stream, and also accepts a
 plain JSON completion sent to a stream request. Helix's status chunk (``[Starte Claude Code...]``),
-its ``.`` heartbeats and its ``<!-- STEP: ... -->`` markers are content and pass through unchanged.
+its ``.`` heartbeats and its ``<!-- STEP: ... -->`` markers are content and pass through unchanged
+(:mod:`helix_pipeline.helix_answer` reads them for the person).
 """
 
 from __future__ import annotations
@@ -3082,8 +3635,9 @@ def iter_deltas(chunks: Iterable[bytes]) -> Iterator[str]:
         return
     if not delivered:
         raise BackendProtocolError(
-            "Helix ended its stream before sending any answer (no content, no [DONE]); "
-            "check that HELIX_BASE_URL points at Helix and look at Helix's log."
+            "Helix answered nothing: its stream ended before any text (Helix does this when an "
+            "error stops it before its first chunk). Look at Helix's log for the cause, then "
+            "ask again."
         )
 
 
@@ -5947,6 +6501,34 @@ def _check_tasks(value: str) -> str:
     return value
 
 
+HELIX_HEARTBEAT_S = 10.0
+"""How often Helix (b979a99) sends a heartbeat while Claude Code works, in seconds."""
+HEARTBEAT_MARGIN = 1.5
+"""READ_TIMEOUT_S must be this many heartbeat gaps at least: a late heartbeat must not cut."""
+
+
+def check_read_timeout(value: float, heartbeat: float) -> float:
+    """``READ_TIMEOUT_S`` as given, unless it would cut Helix's normal pause between heartbeats."""
+    floor = heartbeat * HEARTBEAT_MARGIN
+    if value < floor:
+        raise ValueError(
+            f"READ_TIMEOUT_S must be at least {floor:g} s: Helix sends a heartbeat only every "
+            f"{heartbeat:g} s while it works (HELIX_HEARTBEAT_S), so a shorter wait cuts healthy "
+            "answers"
+        )
+    return value
+
+
+def _read_timeout_from_env() -> float:
+    """READ_TIMEOUT_S's default: its environment variable, if it passes the heartbeat rule too."""
+    value: float = _env("READ_TIMEOUT_S", 120.0)()
+    try:
+        return check_read_timeout(value, _env("HELIX_HEARTBEAT_S", HELIX_HEARTBEAT_S)())
+    except ValueError as exc:
+        log.warning("ignoring environment variable READ_TIMEOUT_S: %s; using 120.0", exc)
+        return 120.0
+
+
 MAX_TIMEOUT_S = 86_400.0
 """A day: beyond it a socket timeout overflows on some platforms, and no answer takes that long."""
 MAX_LIMIT = 1_000_000_000
@@ -5979,7 +6561,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
             f"a number of seconds greater than 0 and at most {MAX_TIMEOUT_S:,.0f}",
             zero=False,
         )
-        for name in ("CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "ANSWER_TIMEOUT_S")
+        for name in ("CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "ANSWER_TIMEOUT_S", "HELIX_HEARTBEAT_S")
     },
 }
 """One rule per valve, used by the valve's validator and by its environment variable."""
@@ -6039,7 +6621,11 @@ class HistoryValves(BaseModel):
     @classmethod
     def _follows_its_rule(cls, value: Any, info: ValidationInfo) -> Any:
         rule = _RULES.get(info.field_name or "")
-        return value if rule is None else rule(value)
+        value = value if rule is None else rule(value)
+        heartbeat = info.data.get("HELIX_HEARTBEAT_S")
+        if info.field_name == "READ_TIMEOUT_S" and heartbeat:  # declared before it
+            check_read_timeout(value, heartbeat)
+        return value
 
     @model_validator(mode="wrap")
     @classmethod
@@ -6111,10 +6697,15 @@ class HelixValves(HistoryValves):
         default_factory=_env("CONNECT_TIMEOUT_S", 5.0),
         description="Seconds to wait for a connection to Helix.",
     )
+    HELIX_HEARTBEAT_S: float = Field(
+        default_factory=_env("HELIX_HEARTBEAT_S", HELIX_HEARTBEAT_S),
+        description="Seconds between the heartbeats Helix sends while it works (10 in Helix). "
+        "READ_TIMEOUT_S must be at least 1.5 times this.",
+    )
     READ_TIMEOUT_S: float = Field(
-        default_factory=_env("READ_TIMEOUT_S", 120.0),
-        description="Seconds Helix may stay silent before the turn fails (Helix sends a heartbeat every 10 s; "
-        "a whole answer may take 600 s).",
+        default_factory=_read_timeout_from_env,
+        description="Seconds Helix may stay silent before the turn fails (Helix sends a heartbeat every 10 s, "
+        "so at least 15; a whole answer may take 600 s).",
     )
     ANSWER_TIMEOUT_S: float = Field(
         default_factory=_env("ANSWER_TIMEOUT_S", 660.0),
@@ -6126,9 +6717,11 @@ class HelixValves(HistoryValves):
         description="Retries when Helix cannot be reached or answers 429/502/503/504 before any answer began.",
     )
     TASKS: Literal["forward", "skip"] = Field(
-        default_factory=_env("TASKS", "forward"),
-        description="Background tasks (titles, tags, follow-ups): 'forward' sends them to Helix without the "
-        "conversation header; 'skip' answers them locally with an empty result.",
+        default_factory=_env("TASKS", "skip"),
+        description="Background tasks (titles, tags, follow-ups): 'skip' answers them locally with an "
+        "empty result (Open WebUI then titles the chat with its first message); 'forward' sends each "
+        "to Helix without the conversation header, where it is a full Claude Code run. Or set Open "
+        "WebUI's task model to a small model.",
     )
 
     def api_key(self) -> str | None:
@@ -6387,15 +6980,15 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__3418e045ea', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__b4ee749f76', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from helix_pipeline__0_1_0__3418e045ea.pipe import HelixPipe
-from helix_pipeline__0_1_0__3418e045ea.valves import HelixValves
+from helix_pipeline__0_1_0__b4ee749f76.pipe import HelixPipe
+from helix_pipeline__0_1_0__b4ee749f76.valves import HelixValves
 
 __all__ = ["Pipeline"]
 

@@ -49,5 +49,5 @@ class Pipeline:
 
     def pipe(
         self, user_message: str, model_id: str, messages: list[dict[str, Any]], body: dict[str, Any]
-    ) -> str | Iterator[str]:
+    ) -> str | Iterator[str | dict[str, Any]]:
         return self._helix.pipe(user_message, model_id, messages, body)
