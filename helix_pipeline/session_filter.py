@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .conversation import read_conversation
+from .decorations import strip_decorations
 from .errors import ConfigError, HelixPipelineError
 from .messages import messages_from_dicts
 from .runtime import Reconfigurable, build_history, unusable_valves
@@ -88,7 +89,8 @@ class SessionFilter:
         return body
 
     def attach(self, body: dict[str, Any], user: Any) -> Turn | None:
-        """The inlet's work: replace ``body["messages"]`` when history was attached or trimmed.
+        """The inlet's work: replace ``body["messages"]`` when history was attached or trimmed;
+        else leave them as they came, but for Helix's progress decorations in its answers.
 
         The turn tells what was done; ``None`` for a task or with the history switched off.
         Raises :class:`~helix_pipeline.errors.ConfigError` naming an unusable valve.
@@ -100,6 +102,8 @@ class SessionFilter:
         turn = history.prepare(conversation, messages_from_dicts(body.get("messages")))
         if turn.attached or turn.trim:
             body["messages"] = turn.wire_messages()
+        else:  # as it came (ids, files), but Helix's answers without their decorations
+            _without_decorations(body.get("messages"))
         return turn
 
     def outlet(self, body: Any, user: Any) -> Any:
@@ -113,3 +117,16 @@ class SessionFilter:
         except Exception:  # the boundary: an outlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not record the turn in the session filter's outlet")
         return body
+
+
+def _without_decorations(messages: object) -> None:
+    """Helix's progress decorations out of the assistant messages' text, in place."""
+    if not isinstance(messages, list):
+        return
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            content = message.get("content")
+            if isinstance(content, str):
+                answer, _ = strip_decorations(content)
+                if answer != content:
+                    message["content"] = answer

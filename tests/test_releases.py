@@ -69,6 +69,7 @@ def server(
     env = {
         "HELIX_BASE_URL": helix.url,
         "SESSION_STORE_URL": f"sqlite:///{data_dir / 'sessions.db'}",
+        "TASKS": "forward",  # the recorded runs' tasks reach Helix, as they did when recorded
     }
     root = tmp_path_factory.mktemp("releases-server")
     files = [PIPELINES / "helix.py", PIPELINES / "helix_session_filter.py"]

@@ -3387,6 +3387,7 @@ from pathlib import Path
 from typing import Any
 
 from .conversation import read_conversation
+from .decorations import strip_decorations
 from .errors import ConfigError, HelixPipelineError
 from .messages import messages_from_dicts
 from .runtime import Reconfigurable, build_history, unusable_valves
@@ -3462,7 +3463,8 @@ class SessionFilter:
         return body
 
     def attach(self, body: dict[str, Any], user: Any) -> Turn | None:
-        """The inlet's work: replace ``body["messages"]`` when history was attached or trimmed.
+        """The inlet's work: replace ``body["messages"]`` when history was attached or trimmed;
+        else leave them as they came, but for Helix's progress decorations in its answers.
 
         The turn tells what was done; ``None`` for a task or with the history switched off.
         Raises :class:`~helix_pipeline.errors.ConfigError` naming an unusable valve.
@@ -3474,6 +3476,8 @@ class SessionFilter:
         turn = history.prepare(conversation, messages_from_dicts(body.get("messages")))
         if turn.attached or turn.trim:
             body["messages"] = turn.wire_messages()
+        else:  # as it came (ids, files), but Helix's answers without their decorations
+            _without_decorations(body.get("messages"))
         return turn
 
     def outlet(self, body: Any, user: Any) -> Any:
@@ -3487,6 +3491,19 @@ class SessionFilter:
         except Exception:  # the boundary: an outlet that raises is an HTTP 500 in Open WebUI
             log.exception("could not record the turn in the session filter's outlet")
         return body
+
+
+def _without_decorations(messages: object) -> None:
+    """Helix's progress decorations out of the assistant messages' text, in place."""
+    if not isinstance(messages, list):
+        return
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            content = message.get("content")
+            if isinstance(content, str):
+                answer, _ = strip_decorations(content)
+                if answer != content:
+                    message["content"] = answer
 ''',
     'helix_pipeline/sse.py': r'''"""Reading an OpenAI-style chat stream (server-sent events) from Helix, byte by byte.
 
@@ -6980,14 +6997,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__b4ee749f76', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__75267dd717', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from helix_pipeline__0_1_0__b4ee749f76.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
-from helix_pipeline__0_1_0__b4ee749f76.valves import HelixValves
+from helix_pipeline__0_1_0__75267dd717.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
+from helix_pipeline__0_1_0__75267dd717.valves import HelixValves
 
 
 class Pipe:
