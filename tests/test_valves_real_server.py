@@ -53,7 +53,8 @@ BAD_PIPE_VALUES = [
     *(("MAX_HISTORY_CHARS", value) for value in [-5, 10**30]),
     *(("SESSION_TTL_DAYS", value) for value in [-1, 10**9, "x", 1.5, None]),
     *(("CONNECT_TIMEOUT_S", value) for value in [*NUMBERS, 0, 1e300]),
-    *(("READ_TIMEOUT_S", value) for value in ["NaN", 0, -0.5]),
+    *(("READ_TIMEOUT_S", value) for value in ["NaN", 0, -0.5, 5]),  # 5: cuts Helix's heartbeat gap
+    *(("HELIX_HEARTBEAT_S", value) for value in ["NaN", 0, -1, "x", None]),
     *(("ANSWER_TIMEOUT_S", value) for value in ["Infinity", 1e300]),
     *(("MAX_RETRIES", value) for value in [-1, 11, 10**6, "x", 2.5, None]),
     *(("TASKS", value) for value in ["sometimes", "", "SKIP", None, 5]),
