@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -662,3 +663,25 @@ def test_the_module_runs_fake_helix_in_the_foreground() -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=10)
     assert b"GET /health" in stderr  # requests are logged
+
+
+def test_hold_words_holds_the_stream_after_that_many_words_of_the_answer() -> None:
+    hold = threading.Event()
+    with (
+        FakeHelix(hold=hold, hold_words=1) as server,
+        requests.post(
+            f"{server.url}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+            stream=True,
+            timeout=(5, 2),  # the words before the hold must come at once
+        ) as response,
+    ):
+        lines = (line for line in response.iter_lines() if line.startswith(b"data: {"))
+        contents = [json.loads(next(lines)[6:])["choices"][0]["delta"]["content"]]
+        contents += [json.loads(next(lines)[6:])["choices"][0]["delta"]["content"]]
+        contents += [json.loads(next(lines)[6:])["choices"][0]["delta"]["content"]]
+        assert server.streams_completed == 0  # held after the first word
+        hold.set()
+        rest = list(lines)
+    assert contents == [FIRST_CHUNK, SEPARATOR, "Helix "]
+    assert rest

@@ -257,7 +257,7 @@ class TestPipeFunction:
         """Open WebUI stops iterating (the chat was closed or stopped): the worker thread stops at
         the next chunk and records what arrived, marked partial."""
         hold = threading.Event()
-        helix.hold = hold
+        helix.hold, helix.hold_words = hold, 1  # the answer's first word, then FakeHelix waits
         chat = OpenWebUIChat(user=USER_A)
         body = chat.inlet_body(chat.start_turn("long question"))
 

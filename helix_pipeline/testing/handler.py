@@ -277,7 +277,8 @@ class Handler(BaseHTTPRequestHandler):
             self._end_stream()
             return
         self._event(first[1])
-        self._wait_for_hold()
+        if not helix.hold_words:
+            self._wait_for_hold()
         if fault is Fault.MALFORMED_CHUNK:
             self._write(b'data: {"id": "chatcmpl-broken", "choices": [\n\n')
         event: Any = None
@@ -291,6 +292,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._event({"error": {"message": "Claude Code crashed", "type": "server_error"}})
                 self._end_stream(counted=True)
                 return
+            if helix.hold_words and words == helix.hold_words:
+                self._wait_for_hold()
             if words == 1 and fault is Fault.STALL_MID_STREAM:
                 helix._sleep(helix.fault_delay)
             if fault is Fault.NO_DONE and (event == "[DONE]" or is_final(event)):

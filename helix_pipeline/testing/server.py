@@ -41,7 +41,8 @@ class FakeHelix:
     ``retry_after``, ``error_text`` (the exception text of ``error-mid-stream`` and
     ``claude-error-result``), ``crash_stderr`` (``claude-crash``), ``chunked`` (False: an
     HTTP/1.0-style stream that ends by closing) and ``hold`` (an Event each stream waits for
-    after its first chunk, up to 10 s).
+    after its first chunk, up to 10 s; with ``hold_words`` set, after that many words of the
+    answer instead).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class FakeHelix:
         crash_stderr: str = "Error: Claude Code process exited with code 1",
         chunked: bool = True,
         hold: threading.Event | None = None,
+        hold_words: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -82,6 +84,7 @@ class FakeHelix:
         self.crash_stderr = crash_stderr
         self.chunked = chunked
         self.hold = hold
+        self.hold_words = hold_words
         """When set to an Event, each stream waits after its first chunk until the event is set."""
         self._address = (host, port)
         self._lock = threading.Lock()
