@@ -27,8 +27,11 @@ class AnswerReader:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._decorations = DecorationFilter(clock)
-        self._text = ""
-        self._shown = 0
+        self._shown: list[str] = []
+        self._shown_chars = 0
+        self._tail = ""
+        """The last two characters shown: a blank line may straddle what is shown and held."""
+        self._held = ""
         self._statuses = 0
         self.failure: HelixFailure | None = None
         """Set by :meth:`finish` when the answer was one of Helix's failure texts."""
@@ -44,7 +47,7 @@ class AnswerReader:
     @property
     def answer(self) -> str:
         """The answer text shown so far: no decorations, no failure text."""
-        return self._text[: self._shown]
+        return "".join(self._shown)
 
     @property
     def unvalidated(self) -> bool:
@@ -61,17 +64,21 @@ class AnswerReader:
                 self._statuses += 1
                 shown.append(item)
             else:
-                self._text += item
+                self._held += item
         if final:
-            self.failure = recognise(self._text)
-            end = len(self._text) if self.failure is None else self.failure.start
-            if self.failure is not None:
-                end = len(self._text[:end].rstrip())
-        else:
-            end = hold_from(self._text, self._shown)
-        if end > self._shown:
-            shown.append(self._text[self._shown : end])
-            self._shown = end
+            text = self.answer + self._held  # once per answer: the whole text is judged
+            self.failure = recognise(text)
+            end = len(text) if self.failure is None else len(text[: self.failure.start].rstrip())
+            release = max(end - self._shown_chars, 0)
+        else:  # only the held text and the two characters before it are looked at
+            window = self._tail + self._held
+            release = hold_from(window, len(self._tail)) - len(self._tail)
+        if release > 0:
+            text, self._held = self._held[:release], self._held[release:]
+            self._shown.append(text)
+            self._shown_chars += len(text)
+            self._tail = (self._tail + text)[-2:]
+            shown.append(text)
         return shown
 
 

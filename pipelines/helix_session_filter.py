@@ -1652,8 +1652,11 @@ class AnswerReader:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._decorations = DecorationFilter(clock)
-        self._text = ""
-        self._shown = 0
+        self._shown: list[str] = []
+        self._shown_chars = 0
+        self._tail = ""
+        """The last two characters shown: a blank line may straddle what is shown and held."""
+        self._held = ""
         self._statuses = 0
         self.failure: HelixFailure | None = None
         """Set by :meth:`finish` when the answer was one of Helix's failure texts."""
@@ -1669,7 +1672,7 @@ class AnswerReader:
     @property
     def answer(self) -> str:
         """The answer text shown so far: no decorations, no failure text."""
-        return self._text[: self._shown]
+        return "".join(self._shown)
 
     @property
     def unvalidated(self) -> bool:
@@ -1686,17 +1689,21 @@ class AnswerReader:
                 self._statuses += 1
                 shown.append(item)
             else:
-                self._text += item
+                self._held += item
         if final:
-            self.failure = recognise(self._text)
-            end = len(self._text) if self.failure is None else self.failure.start
-            if self.failure is not None:
-                end = len(self._text[:end].rstrip())
-        else:
-            end = hold_from(self._text, self._shown)
-        if end > self._shown:
-            shown.append(self._text[self._shown : end])
-            self._shown = end
+            text = self.answer + self._held  # once per answer: the whole text is judged
+            self.failure = recognise(text)
+            end = len(text) if self.failure is None else len(text[: self.failure.start].rstrip())
+            release = max(end - self._shown_chars, 0)
+        else:  # only the held text and the two characters before it are looked at
+            window = self._tail + self._held
+            release = hold_from(window, len(self._tail)) - len(self._tail)
+        if release > 0:
+            text, self._held = self._held[:release], self._held[release:]
+            self._shown.append(text)
+            self._shown_chars += len(text)
+            self._tail = (self._tail + text)[-2:]
+            shown.append(text)
         return shown
 
 
@@ -1727,9 +1734,10 @@ one with where it stands in the answer, what it means and what to do about it.
 
 Every form is anchored on Helix's exact wording *and* its place, so that an answer which merely
 mentions "Fehler" is an answer: a form stands at the start of the answer (``start``), is the whole
-answer (``whole``), or is the last paragraph (``paragraph``: at the start or after a blank line,
-running to the end). A text that holds one of Helix's ``<!-- STEP: ... -->`` markers after the
-form's opening is Helix's consultant speaking, never a failure.
+answer (``whole``), or is the answer's last paragraph (``paragraph``: after a blank line, or the
+whole answer). A text that holds one of Helix's ``<!-- STEP: ... -->`` markers after the form's
+opening, or runs longer than :data:`MAX_FORM_CHARS`, is Helix's consultant speaking, never a
+failure.
 
 :func:`recognise` judges a whole answer; :func:`hold_from` tells a stream reader how much of an
 answer still growing may be shown now without ever showing the start of a failure text.
@@ -1741,11 +1749,15 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FORMS", "FailureForm", "HelixFailure", "hold_from", "recognise"]
+__all__ = ["FORMS", "MAX_FORM_CHARS", "FailureForm", "HelixFailure", "hold_from", "recognise"]
 
 Place = Literal["start", "whole", "paragraph"]
 
 STEP_MARKER = "<!-- STEP:"
+MAX_FORM_CHARS = 2_000
+"""The longest text a failure form may have: Helix's own are short (its stderr is cut to 500
+characters, an exception's text is one line). Longer text is an answer, so a stream never holds
+back more than this."""
 _MAX_DETAIL = 300
 _CODE_FENCE = re.compile(r"^\s*```\w*\s*|\s*```\s*$")
 _STEP = re.compile(r"<!--\s*STEP:.*?-->", re.DOTALL)
@@ -1856,16 +1868,18 @@ def recognise(text: str) -> HelixFailure | None:
     begin = len(text) - len(text.lstrip())
     head = text[begin:]
     for form in FORMS:
-        if form.place == "whole":
+        if form.place == "paragraph":
+            start = _last_paragraph(text, 0)
+            rest = text[start:] if start is not None else ""
+            if rest.startswith(form.opening) and _may_be_failure(rest):
+                return HelixFailure(form, start or 0, _detail(rest[len(form.opening) :]))
+        elif len(head) > MAX_FORM_CHARS:
+            continue
+        elif form.place == "whole":
             if _STEP.sub("", head).strip() == form.opening:
                 return HelixFailure(form, begin)
-        elif form.place == "start":
-            if head.startswith(form.opening) and STEP_MARKER not in head:
-                return HelixFailure(form, begin, _detail(head[len(form.opening) :]))
-        else:
-            start = _paragraph(text, form.opening, 0)
-            if start is not None:
-                return HelixFailure(form, start, _detail(text[start + len(form.opening) :]))
+        elif head.startswith(form.opening) and _may_be_failure(head):
+            return HelixFailure(form, begin, _detail(head[len(form.opening) :]))
     return None
 
 
@@ -1873,26 +1887,29 @@ def hold_from(text: str, shown: int) -> int:
     """How far ``text``, an answer still streaming of which ``shown`` characters are already
     shown, may be shown now: the index where a failure text may be starting, or where white space
     at its end begins. Held text is shown once the stream goes on to prove it an answer, or at
-    its end.
+    its end. Never more than :data:`MAX_FORM_CHARS` are held for a failure.
     """
-    hold = max(len(text.rstrip()), shown)  # white space waits for what follows it
     if shown == 0:
         head = text.lstrip()
         if not head or any(_may_be(head, form) for form in FORMS if form.place != "paragraph"):
             return 0
-    for form in FORMS:
-        if form.place == "paragraph":
-            start = _paragraph(text, form.opening, shown, growing=True)
-            if start is not None:  # the blank line before it waits too
-                hold = min(hold, max(len(text[:start].rstrip()), shown))
-    return hold
+    start = _last_paragraph(text, shown)
+    if start is not None:
+        rest = text[start:]
+        for form in FORMS:
+            if form.place == "paragraph" and (
+                (rest and form.opening.startswith(rest))
+                or (rest.startswith(form.opening) and _may_be_failure(rest))
+            ):
+                return _content_end(text, shown, start)  # the blank line before it waits too
+    return _content_end(text, shown, len(text))  # white space waits for what follows it
 
 
 def _may_be(head: str, form: FailureForm) -> bool:
     """Whether an answer that begins ``head`` (and may grow) can still turn out to be ``form``."""
     if form.opening.startswith(head):
         return True
-    if not head.startswith(form.opening):
+    if len(head) > MAX_FORM_CHARS or not head.startswith(form.opening):
         return False
     rest = head[len(form.opening) :]
     if form.place == "start":
@@ -1901,23 +1918,26 @@ def _may_be(head: str, form: FailureForm) -> bool:
     return not rest or STEP_MARKER.startswith(rest[: len(STEP_MARKER)])
 
 
-def _paragraph(text: str, opening: str, after: int, *, growing: bool = False) -> int | None:
-    """The first index from ``after`` where a paragraph starting with ``opening`` runs to the end
-    of ``text`` with no STEP marker; ``growing`` also counts an opening cut short by the end."""
-    starts = [0] if after == 0 else []
-    position = max(after - 2, 0)
-    while (found := text.find("\n\n", position)) >= 0:
-        starts.append(found + 2)
-        position = found + 1
-    for index in starts:
-        if index < after:
-            continue
-        rest = text[index:]
-        if rest.startswith(opening) and STEP_MARKER not in rest:
-            return index
-        if growing and rest and opening.startswith(rest):
-            return index
-    return None
+def _may_be_failure(rest: str) -> bool:
+    """Whether text from a form's opening on is short and unmarked enough to be Helix's own."""
+    return len(rest.rstrip()) <= MAX_FORM_CHARS and STEP_MARKER not in rest
+
+
+def _last_paragraph(text: str, lower: int) -> int | None:
+    """Where the last paragraph of ``text`` starts (after its last blank line, white space at
+    the end aside); ``None`` when that is before ``lower``, which is more than 0."""
+    end = _content_end(text, lower, len(text))
+    found = text.rfind("\n\n", max(lower - 2, 0), end)
+    if found >= 0:
+        return found + 2
+    return 0 if lower == 0 else None
+
+
+def _content_end(text: str, lower: int, upper: int) -> int:
+    """``upper`` moved back over white space, but not below ``lower``."""
+    while upper > lower and text[upper - 1].isspace():
+        upper -= 1
+    return upper
 
 
 def _detail(text: str) -> str:
@@ -6997,14 +7017,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__75267dd717', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__13eeedc9e7', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 import asyncio
 from typing import Any
 
-from helix_pipeline__0_1_0__75267dd717.session_filter import SessionFilter
-from helix_pipeline__0_1_0__75267dd717.valves import FilterValves
+from helix_pipeline__0_1_0__13eeedc9e7.session_filter import SessionFilter
+from helix_pipeline__0_1_0__13eeedc9e7.valves import FilterValves
 
 __all__ = ["Pipeline"]
 

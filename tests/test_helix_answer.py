@@ -103,6 +103,13 @@ class TestAnswers:
         assert reader.failure is None
         assert shown(items) == "Ein \n\n**Fehler:** ist behoben.\n\n<!-- STEP: what -->"
 
+    def test_an_answer_starting_like_a_failure_shows_once_it_outgrows_every_form(self) -> None:
+        reader = AnswerReader()
+        shown_early = [item for _ in range(300) for item in reader.feed("Fehler: wort ")]
+        assert shown(shown_early).startswith("Fehler: wort")  # shown while Helix still streams
+        reader.finish()
+        assert reader.failure is None
+
     def test_the_last_status_is_done_only_when_statuses_were_shown(self) -> None:
         with_statuses, _ = read([FIRST_CHUNK, SEPARATOR, "ok"])
         without, _ = read(["ok"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helix_pipeline.helix_failures import FORMS, hold_from, recognise
+from helix_pipeline.helix_failures import FORMS, MAX_FORM_CHARS, hold_from, recognise
 from helix_pipeline.testing import CRASH_ANSWER, UNAVAILABLE_JSON, UNAVAILABLE_STREAM
 
 LOGGER = "name 'logger' is not defined"
@@ -99,6 +99,19 @@ class TestAnswersAreNotFailures:
     def test_an_ordinary_answer_is_not_a_failure(self, text: str) -> None:
         assert recognise(text) is None
 
+    def test_a_fehler_paragraph_that_is_not_the_last_one_is_an_answer(self) -> None:
+        assert recognise("Intro\n\n**Fehler:** gefunden\n\nDie Lösung folgt.") is None
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            pytest.param("Fehler: " + "x" * MAX_FORM_CHARS, id="start-form"),
+            pytest.param("Intro\n\n**Fehler:** " + "x" * MAX_FORM_CHARS, id="paragraph-form"),
+        ],
+    )
+    def test_text_longer_than_any_of_helixs_forms_is_an_answer(self, text: str) -> None:
+        assert recognise(text) is None
+
     def test_helix_fallback_text_with_only_a_step_marker_is_still_no_answer(self) -> None:
         failure = recognise(f"{CRASH_ANSWER}\n\n{STEP}")
         assert failure is not None and failure.form.name == "no-answer"
@@ -134,6 +147,14 @@ class TestHoldingBackWhileStreaming:
     )
     def test_only_what_may_start_a_failure_is_held(self, text: str, shown: int, held: int) -> None:
         assert hold_from(text, shown) == min(held, len(text))
+
+    @pytest.mark.parametrize(
+        "opening",
+        [pytest.param("Fehler: ", id="start"), pytest.param("A\n\n**Fehler:** ", id="par")],
+    )
+    def test_no_more_than_the_longest_form_is_ever_held(self, opening: str) -> None:
+        text = opening + "x" * (MAX_FORM_CHARS + 1)
+        assert hold_from(text, 0) == len(text)
 
     def test_everything_held_is_either_an_answer_or_a_failure_at_the_end(self) -> None:
         text = "Teil\n\n**Fehler:** kaputt"
