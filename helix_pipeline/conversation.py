@@ -74,8 +74,6 @@ class Conversation:
     task: str | None = None
     message_id: str | None = None
     user_message_id: str | None = None
-    parent_message_id: str | None = None
-    session_id: str | None = None
     chat_turn: bool = False
     """The body carries Open WebUI's chat-turn markers (``user_message``/``user_message_id`` from
     0.9, ``parent_message``/``parent_message_id`` in 0.6): it holds the whole chat."""
@@ -87,13 +85,6 @@ class Conversation:
     @property
     def is_task(self) -> bool:
         return self.kind is ChatKind.TASK
-
-    @property
-    def from_open_webui(self) -> bool:
-        """A chat of Open WebUI's own kinds (saved, temporary, channel): not a task, and not an
-        API call without a chat id. Whether a body holds the whole chat is
-        :meth:`sends_whole_chat`'s to say."""
-        return self.kind in (ChatKind.SAVED, ChatKind.TEMPORARY, ChatKind.CHANNEL)
 
     def sends_whole_chat(self, messages: Sequence[Message]) -> bool:
         """Whether ``messages`` are the whole chat, not only its newest part: the one rule.
@@ -139,7 +130,6 @@ def read_conversation(body: object, user: object = None) -> Conversation:
     chat_id = first("chat_id")
     task = first("task")
     user_message = _user_message(metadata)
-    parent_id = clean_id(private.get("parent_message_id")) or clean_id(user_message.get("parentId"))
     # An outlet's top-level ``id`` is the assistant message; an inlet's ``message_id`` likewise.
     message_id = first("message_id") or clean_id(body_map.get("id"))
     messages = body_map.get("messages")
@@ -156,8 +146,6 @@ def read_conversation(body: object, user: object = None) -> Conversation:
         task=task,
         message_id=message_id,
         user_message_id=first("user_message_id") or clean_id(user_message.get("id")),
-        parent_message_id=parent_id,
-        session_id=first("session_id"),
         chat_turn=private.get("chat_turn") is True or _has_turn_markers(metadata),
     )
 

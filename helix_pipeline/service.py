@@ -44,13 +44,12 @@ class Turn:
 
     conversation: Conversation
     outgoing: tuple[Message, ...]
-    base: int
     new: tuple[Message, ...]
     store: SessionStore | None
     attached: int = 0
     trim: Trim = field(default_factory=Trim)
     prefix: tuple[Message, ...] = ()
-    """The ``base`` stored messages that ``new`` follows, as this turn loaded them (ids included):
+    """The stored messages that ``new`` follows, as this turn loaded them (ids included):
     recording checks them against the branch then active, which another worker may have changed."""
     branch: Branch | None = None
     """The stored branch as this turn read it, with its version (``None`` if it could not)."""
@@ -111,7 +110,6 @@ class HistoryService:
         return Turn(
             conversation=conversation,
             outgoing=tuple(outgoing),
-            base=merge.base,
             new=new,
             store=store,
             attached=merge.attached,
@@ -124,7 +122,7 @@ class HistoryService:
         """A turn that is forwarded as it came (history off, or a background task)."""
         system, chat = split_system(incoming)
         outgoing, trim = fit_budget(system, chat, self.budget)
-        return Turn(conversation, tuple(outgoing), 0, (), None, trim=trim)
+        return Turn(conversation, tuple(outgoing), (), None, trim=trim)
 
     def record(self, turn: Turn, reply: str | None, *, partial: bool = False) -> bool:
         """Record the turn's new messages and Helix's reply in one transaction; whether it worked.
@@ -148,9 +146,9 @@ class HistoryService:
             return True
         key = turn.conversation.key
         try:
-            # The prefix, not ``after=turn.base``: if another worker recorded an edit of this chat
-            # since prepare(), the turn forks from where it diverges instead of joining the edit.
-            # While nobody did, ``base`` spares the store reading the branch again.
+            # The prefix, not ``after=len(turn.prefix)``: if another worker recorded an edit of
+            # this chat since prepare(), the turn forks from where it diverges instead of joining
+            # the edit. While nobody did, ``base`` spares the store reading the branch again.
             result = turn.store.record(key, [*turn.prefix, *messages], after=0, base=turn.branch)
         except StoreError as exc:
             self._recent.forget(turn.store, key)

@@ -74,15 +74,12 @@ class TestReadingRealOpenWebUIBodies:
             task=None,
             message_id="2bf6ab90-bf2e-438d-b58b-849714e0e078",
             user_message_id="ad101b8f-cacc-48e7-bc00-9497760e39f6",
-            parent_message_id=None,
-            session_id="-bky48heMbUdVq9fAAAA",
             chat_turn=True,
         )
 
-    def test_a_second_turn_inlet_names_the_previous_assistant_message_as_parent(self) -> None:
+    def test_a_second_turn_inlet_names_its_own_message_ids(self) -> None:
         record = example("02_filter_inlet_A-t2_chat_backend_model")
         conversation = read_conversation(record["body"], record["user"])
-        assert conversation.parent_message_id == "2bf6ab90-bf2e-438d-b58b-849714e0e078"
         assert conversation.message_id == "e65aa4f2-4aa9-492e-b315-8f0ddcd59f53"
         assert conversation.user_message_id == "dba86c3d-ca3f-4394-8cb6-92efe66f7d9a"
 
@@ -92,7 +89,6 @@ class TestReadingRealOpenWebUIBodies:
         assert conversation.kind is ChatKind.SAVED
         assert conversation.key == ConversationKey(USER_ID, CHAT_A)
         assert conversation.message_id == "e65aa4f2-4aa9-492e-b315-8f0ddcd59f53"
-        assert conversation.session_id == "-bky48heMbUdVq9fAAAA"
 
     @pytest.mark.parametrize(
         ("name", "task"),
@@ -141,7 +137,6 @@ class TestReadingRealOpenWebUIBodies:
         assert conversation.kind is ChatKind.API
         assert conversation.chat_id is None
         assert conversation.conversation_id.startswith("api-")
-        assert not conversation.from_open_webui
 
     def test_a_plain_api_inlet_and_its_outlet_name_the_same_conversation(self) -> None:
         inlet_record = example("21_plain_api_inlet_no_chat")
@@ -160,7 +155,7 @@ class TestReadingRealOpenWebUIBodies:
         }
         conversation = read_conversation(body, {"id": "u-04", "role": "user"})
         assert (conversation.kind, conversation.chat_id) == (ChatKind.SAVED, "c-04")
-        assert (conversation.message_id, conversation.session_id) == ("assistant-04", "socket-04")
+        assert conversation.message_id == "assistant-04"
 
 
 def _filter_cases() -> Iterator[Any]:
@@ -236,7 +231,6 @@ class TestRecordedPipeBodiesWithACopiedContext:
         assert conversation.key == ConversationKey(USER_ID, CHAT_E)
         assert conversation.message_id == context["message_id"]
         assert conversation.user_message_id == context["user_message_id"]
-        assert conversation.session_id == context["session_id"]
 
     @pytest.mark.parametrize("record", list(_copied_context_cases()))
     def test_a_top_level_chat_id_and_the_prompt_alone_still_classify(
@@ -287,13 +281,11 @@ class TestEveryReleaseSaysItsBodyIsTheWholeChat:
         assert "user_message" not in inlet_body["metadata"]
         assert conversation.user_message_id == question["id"]
         assert conversation.message_id == reply["id"]
-        assert conversation.parent_message_id == outlet_body["messages"][-3]["id"]
 
-    def test_0_6_first_turn_has_no_parent(self) -> None:
+    def test_0_6_first_turn_names_its_user_message_in_parent_message_id(self) -> None:
         first = chat_turns(OPENWEBUI_0_6.records())[0][0]
         conversation = read_conversation(first["body"], first["user"])
         assert conversation.user_message_id == first["body"]["metadata"]["parent_message_id"]
-        assert conversation.parent_message_id is None
 
     @pytest.mark.parametrize(
         "metadata",
@@ -315,7 +307,7 @@ class TestEveryReleaseSaysItsBodyIsTheWholeChat:
             inlet(parent_message={"id": "a-1", "role": "assistant", "parentId": "u-1"})
         )
         assert conversation.chat_turn
-        assert (conversation.user_message_id, conversation.parent_message_id) == (None, None)
+        assert conversation.user_message_id is None
 
     @pytest.mark.parametrize(
         "chat_id", [pytest.param("", id="no-chat"), pytest.param(CHAT_A, id="with-a-chat-id")]
@@ -410,15 +402,17 @@ class TestClassification:
             pytest.param(CHAT_A, id="saved"),
         ],
     )
-    def test_chats_from_open_webui_are_sent_whole(self, chat_id: str) -> None:
-        assert read_conversation(inlet(chat_id)).from_open_webui
+    def test_chats_of_open_webuis_own_kinds_are_neither_tasks_nor_api_calls(
+        self, chat_id: str
+    ) -> None:
+        conversation = read_conversation(inlet(chat_id))
+        assert conversation.kind in (ChatKind.SAVED, ChatKind.TEMPORARY, ChatKind.CHANNEL)
 
     @pytest.mark.parametrize("task", [pytest.param(t, id=t) for t in (*TASKS, "autocomplete")])
     def test_metadata_task_makes_any_chat_a_task(self, task: str) -> None:
         conversation = read_conversation(inlet(task=task, message_id=None))
         assert conversation.kind is ChatKind.TASK
         assert conversation.task == task
-        assert not conversation.from_open_webui
 
     def test_a_lone_task_prompt_without_a_message_id_is_a_task(self) -> None:
         body = {"messages": [{"role": "user", "content": "  ### Task:\nSuggest a title"}]}

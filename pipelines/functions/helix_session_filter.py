@@ -765,8 +765,6 @@ class Conversation:
     task: str | None = None
     message_id: str | None = None
     user_message_id: str | None = None
-    parent_message_id: str | None = None
-    session_id: str | None = None
     chat_turn: bool = False
     """The body carries Open WebUI's chat-turn markers (``user_message``/``user_message_id`` from
     0.9, ``parent_message``/``parent_message_id`` in 0.6): it holds the whole chat."""
@@ -778,13 +776,6 @@ class Conversation:
     @property
     def is_task(self) -> bool:
         return self.kind is ChatKind.TASK
-
-    @property
-    def from_open_webui(self) -> bool:
-        """A chat of Open WebUI's own kinds (saved, temporary, channel): not a task, and not an
-        API call without a chat id. Whether a body holds the whole chat is
-        :meth:`sends_whole_chat`'s to say."""
-        return self.kind in (ChatKind.SAVED, ChatKind.TEMPORARY, ChatKind.CHANNEL)
 
     def sends_whole_chat(self, messages: Sequence[Message]) -> bool:
         """Whether ``messages`` are the whole chat, not only its newest part: the one rule.
@@ -830,7 +821,6 @@ def read_conversation(body: object, user: object = None) -> Conversation:
     chat_id = first("chat_id")
     task = first("task")
     user_message = _user_message(metadata)
-    parent_id = clean_id(private.get("parent_message_id")) or clean_id(user_message.get("parentId"))
     # An outlet's top-level ``id`` is the assistant message; an inlet's ``message_id`` likewise.
     message_id = first("message_id") or clean_id(body_map.get("id"))
     messages = body_map.get("messages")
@@ -847,8 +837,6 @@ def read_conversation(body: object, user: object = None) -> Conversation:
         task=task,
         message_id=message_id,
         user_message_id=first("user_message_id") or clean_id(user_message.get("id")),
-        parent_message_id=parent_id,
-        session_id=first("session_id"),
         chat_turn=private.get("chat_turn") is True or _has_turn_markers(metadata),
     )
 
@@ -3107,13 +3095,12 @@ class Turn:
 
     conversation: Conversation
     outgoing: tuple[Message, ...]
-    base: int
     new: tuple[Message, ...]
     store: SessionStore | None
     attached: int = 0
     trim: Trim = field(default_factory=Trim)
     prefix: tuple[Message, ...] = ()
-    """The ``base`` stored messages that ``new`` follows, as this turn loaded them (ids included):
+    """The stored messages that ``new`` follows, as this turn loaded them (ids included):
     recording checks them against the branch then active, which another worker may have changed."""
     branch: Branch | None = None
     """The stored branch as this turn read it, with its version (``None`` if it could not)."""
@@ -3174,7 +3161,6 @@ class HistoryService:
         return Turn(
             conversation=conversation,
             outgoing=tuple(outgoing),
-            base=merge.base,
             new=new,
             store=store,
             attached=merge.attached,
@@ -3187,7 +3173,7 @@ class HistoryService:
         """A turn that is forwarded as it came (history off, or a background task)."""
         system, chat = split_system(incoming)
         outgoing, trim = fit_budget(system, chat, self.budget)
-        return Turn(conversation, tuple(outgoing), 0, (), None, trim=trim)
+        return Turn(conversation, tuple(outgoing), (), None, trim=trim)
 
     def record(self, turn: Turn, reply: str | None, *, partial: bool = False) -> bool:
         """Record the turn's new messages and Helix's reply in one transaction; whether it worked.
@@ -3211,9 +3197,9 @@ class HistoryService:
             return True
         key = turn.conversation.key
         try:
-            # The prefix, not ``after=turn.base``: if another worker recorded an edit of this chat
-            # since prepare(), the turn forks from where it diverges instead of joining the edit.
-            # While nobody did, ``base`` spares the store reading the branch again.
+            # The prefix, not ``after=len(turn.prefix)``: if another worker recorded an edit of
+            # this chat since prepare(), the turn forks from where it diverges instead of joining
+            # the edit. While nobody did, ``base`` spares the store reading the branch again.
             result = turn.store.record(key, [*turn.prefix, *messages], after=0, base=turn.branch)
         except StoreError as exc:
             self._recent.forget(turn.store, key)
@@ -7017,12 +7003,12 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__13eeedc9e7', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__81197918df', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 from typing import Any
 
-from helix_pipeline__0_1_0__13eeedc9e7.functions import (
+from helix_pipeline__0_1_0__81197918df.functions import (
     FunctionFilter,
     FunctionFilterValves,
     MemorySwitch,
