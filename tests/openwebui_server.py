@@ -236,19 +236,6 @@ class OpenWebUIServer:
         data = self.ok("POST", "/api/v1/auths/add", admin, form)
         return Account(data["id"], data["name"], data["email"], data["role"], data["token"])
 
-    def create_function(
-        self, admin: Account, function_id: str, name: str, content: str, *, is_global: bool = False
-    ) -> dict[str, Any]:
-        """Create a Function (as pasted in Admin Panel > Functions) and switch it on."""
-        form = {"id": function_id, "name": name, "content": content, "meta": {"description": name}}
-        self.ok("POST", "/api/v1/functions/create", admin, form)
-        function: dict[str, Any] = self.ok(
-            "POST", f"/api/v1/functions/id/{function_id}/toggle", admin
-        )
-        if is_global:
-            function = self.ok("POST", f"/api/v1/functions/id/{function_id}/toggle/global", admin)
-        return function
-
     def set_valves(self, admin: Account, function_id: str, valves: Mapping[str, Any]) -> None:
         self.ok("POST", f"/api/v1/functions/id/{function_id}/valves/update", admin, dict(valves))
 
