@@ -158,6 +158,8 @@ class DecorationFilter:
 def strip_decorations(text: str) -> tuple[str, bool]:
     """A whole answer without Helix's decorations, and whether it carried the validation hint
     (which a plain answer carries at its end)."""
+    if VALIDATION_HINT not in text and not text.lstrip().startswith(START):
+        return text, False  # the common case, an answer without decorations: nothing to scan
     decorations = DecorationFilter()
     items = [*decorations.feed(text), *decorations.finish()]
     answer = "".join(item for item in items if isinstance(item, str))

@@ -1113,6 +1113,8 @@ class DecorationFilter:
 def strip_decorations(text: str) -> tuple[str, bool]:
     """A whole answer without Helix's decorations, and whether it carried the validation hint
     (which a plain answer carries at its end)."""
+    if VALIDATION_HINT not in text and not text.lstrip().startswith(START):
+        return text, False  # the common case, an answer without decorations: nothing to scan
     decorations = DecorationFilter()
     items = [*decorations.feed(text), *decorations.finish()]
     answer = "".join(item for item in items if isinstance(item, str))
@@ -7003,14 +7005,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__81197918df', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__b879cc778d', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 import asyncio
 from typing import Any
 
-from helix_pipeline__0_1_0__81197918df.session_filter import SessionFilter
-from helix_pipeline__0_1_0__81197918df.valves import FilterValves
+from helix_pipeline__0_1_0__b879cc778d.session_filter import SessionFilter
+from helix_pipeline__0_1_0__b879cc778d.valves import FilterValves
 
 __all__ = ["Pipeline"]
 
