@@ -25,6 +25,7 @@ from . import __version__
 from .bundle import DRIVERS, BundleSpec, build_bundle, bundles
 from .errors import ConfigError, HelixPipelineError
 from .urls import redact_url
+from .wire_errors import server_unreachable
 
 __all__ = ["Installed", "install_into", "pipeline_files", "upload"]
 
@@ -193,9 +194,10 @@ class _Server:
                 method, f"{self.base}{path}", headers=self.headers, **kwargs
             )
         except requests.RequestException as exc:
-            raise HelixPipelineError(
-                f"cannot reach the Pipelines server at {self.shown} ({type(exc).__name__}); "
-                "check --url and that the server runs"
+            raise server_unreachable(
+                exc,
+                server=f"the Pipelines server at {self.shown}",
+                fix="check --url and that the server runs",
             ) from exc
         with response:
             try:

@@ -19,6 +19,7 @@ import requests
 
 from .errors import ConfigError, HelixPipelineError
 from .urls import redact_url
+from .wire_errors import server_unreachable
 
 __all__ = ["FUNCTIONS", "FunctionFile", "install_functions"]
 
@@ -147,9 +148,10 @@ class _AdminApi:
                 timeout=TIMEOUT_S,
             )
         except requests.RequestException as exc:
-            raise HelixPipelineError(
-                f"cannot reach Open WebUI at {self.shown} ({type(exc).__name__}); check the URL "
-                "and that Open WebUI runs"
+            raise server_unreachable(
+                exc,
+                server=f"Open WebUI at {self.shown}",
+                fix="check the URL and that Open WebUI runs",
             ) from exc
         with response:
             try:

@@ -8,7 +8,8 @@ so a URL the valve accepts is a URL the client can use. Two copies of this rule 
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError
 
@@ -16,6 +17,7 @@ __all__ = [
     "EXAMPLE_BASE_URL",
     "authority_problem",
     "helix_base_url",
+    "hide_secret",
     "redact_url",
     "url_scheme",
 ]
@@ -117,3 +119,18 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[-1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def hide_secret(text: str, secret: str | None) -> str:
+    """``text`` with each standalone copy of ``secret`` (as given and percent-decoded) as ``***``.
+
+    Standalone means no letter, digit or ``_`` touches it: a password quoted in a driver's message,
+    between ``:`` and ``@`` of a URL or after ``password=`` is hidden, while a short one inside a
+    word is not a copy of it (password ``p`` once turned "Servname not supported" into
+    "Servname not su***orted", and ``a`` hid "authentication failed" from the check that reads it).
+    """
+    if not secret:
+        return text
+    for form in dict.fromkeys((secret, unquote(secret))):
+        text = re.sub(rf"(?<!\w){re.escape(form)}(?!\w)", "***", text)
+    return text

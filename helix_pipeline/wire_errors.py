@@ -20,12 +20,13 @@ from email.utils import parsedate_to_datetime
 import requests
 import urllib3.exceptions
 
-from .errors import BackendError, BackendProtocolError, BackendUnavailable
+from .errors import BackendError, BackendProtocolError, BackendUnavailable, HelixPipelineError
 from .sse import describe_error
 
 __all__ = [
     "is_retryable",
     "retry_after_seconds",
+    "server_unreachable",
     "status_error",
     "summarise_text",
     "transport_error",
@@ -102,6 +103,28 @@ def transport_error(
         f"The request to Helix at {url} failed ({type(failure).__name__}); check the "
         "HELIX_BASE_URL valve."
     )
+
+
+def server_unreachable(
+    failure: requests.RequestException, *, server: str, fix: str
+) -> HelixPipelineError:
+    """Our error for a server other than Helix (the Pipelines server, Open WebUI) that a command
+    could not talk to: ``cannot reach <server>``, what happened, then ``fix``."""
+    if _has_cause(failure, urllib3.exceptions.NameResolutionError):
+        happened = "its host name cannot be resolved"
+    elif _has_cause(failure, urllib3.exceptions.NewConnectionError, ConnectionRefusedError):
+        happened = "it refused the connection"
+    elif _has_cause(failure, requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
+        happened = "it did not accept a connection in time"
+    elif _is_read_timeout(failure):
+        happened = "it did not answer in time"
+    elif isinstance(failure, requests.exceptions.SSLError):
+        happened = "the TLS handshake failed (http:// or https://?)"
+    elif isinstance(failure, requests.ConnectionError):
+        happened = "the connection dropped before it answered"
+    else:
+        happened = f"the request failed ({type(failure).__name__})"
+    return HelixPipelineError(f"cannot reach {server}: {happened}; {fix}")
 
 
 def status_error(

@@ -418,6 +418,7 @@ class TestInstallCommand:
         assert main(["install", "--openwebui", url]) == 1
         err = capsys.readouterr().err
         assert f"cannot reach Open WebUI at {url}" in err and "sk-secret-key" not in err
+        assert "it refused the connection; check the URL" in err  # wire_errors said what happened
 
 
 class TestFilterFunctionWithRecordedBodies:

@@ -239,6 +239,7 @@ class TestInstall:
 
         assert code == 1
         assert "cannot reach the Pipelines server" in err and err.count("\n") == 1
+        assert "it refused the connection; check --url" in err  # wire_errors said what happened
 
     def test_a_folder_and_a_url_together_are_a_usage_error(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

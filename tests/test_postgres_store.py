@@ -74,8 +74,13 @@ class TestOpening:
     ) -> None:
         monkeypatch.setitem(sys.modules, "psycopg", None)
 
-        with pytest.raises(ConfigError, match=r"pip install helix-pipeline\[postgres\]"):
+        with pytest.raises(ConfigError, match=r"pip install helix-pipeline\[postgres\]") as caught:
             PostgresStore.from_url("postgresql://u@127.0.0.1/db")
+
+        # pip install is no advice inside a Pipelines server or Open WebUI: a bundle's is.
+        assert "helix-pipeline bundle --with postgres writes, whose requirements: line" in str(
+            caught.value
+        )
 
     def test_a_missing_pool_names_the_extra_to_install(
         self, monkeypatch: pytest.MonkeyPatch
@@ -122,6 +127,15 @@ class TestOpening:
             PostgresStore.from_url(with_password(url, "wrong-pass"))
 
         assert "wrong-pass" not in str(caught.value)
+
+    def test_a_one_letter_password_hides_only_itself(self, url: str) -> None:
+        """Every "a" in libpq's message was once ``***``, and so was "authentication failed"."""
+        with pytest.raises(StoreUnavailable, match="check the user name and password") as caught:
+            PostgresStore.from_url(with_password(url, "a"))
+
+        message = str(caught.value)
+        assert "password authentication failed" in message
+        assert ":***@" in message and ":a@" not in message
 
     def test_a_missing_database_says_to_create_it(self, postgres_server: PostgresServer) -> None:
         missing = postgres_server.url.rsplit("/", 1)[0] + "/no_such_database"

@@ -69,8 +69,13 @@ class TestOpening:
     ) -> None:
         monkeypatch.setitem(sys.modules, "redis", None)
 
-        with pytest.raises(ConfigError, match=r"pip install helix-pipeline\[redis\]"):
+        with pytest.raises(ConfigError, match=r"pip install helix-pipeline\[redis\]") as caught:
             RedisStore.from_url("redis://127.0.0.1:6379/0")
+
+        # pip install is no advice inside a Pipelines server or Open WebUI: a bundle's is.
+        assert "helix-pipeline bundle --with redis writes, whose requirements: line" in str(
+            caught.value
+        )
 
     def test_open_store_opens_redis_urls(self, server: RedisServer) -> None:
         opened = open_store(server.url)

@@ -7,7 +7,13 @@ from pydantic import ValidationError
 
 from helix_pipeline.client import HelixClient
 from helix_pipeline.errors import ConfigError
-from helix_pipeline.urls import authority_problem, helix_base_url, redact_url, url_scheme
+from helix_pipeline.urls import (
+    authority_problem,
+    helix_base_url,
+    hide_secret,
+    redact_url,
+    url_scheme,
+)
 from helix_pipeline.valves import HelixValves
 
 HOSTILE_BASE_URLS = [
@@ -133,3 +139,36 @@ class TestAnyUrl:
     )
     def test_the_scheme_is_read_from_any_url(self, url: str, scheme: str) -> None:
         assert url_scheme(url) == scheme
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "shown"),
+    [
+        pytest.param(
+            "could not translate host name: Servname not supported for ai_socktype",
+            "p",
+            "could not translate host name: Servname not supported for ai_socktype",
+            id="inside-a-word",
+        ),
+        pytest.param(
+            'password authentication failed for user "a"',
+            "a",
+            'password authentication failed for user "***"',
+            id="quoted",
+        ),
+        pytest.param(
+            "postgresql://helix:p@127.0.0.1/db failed",
+            "p",
+            "postgresql://helix:***@127.0.0.1/db failed",
+            id="url",
+        ),
+        pytest.param("host=db password=p port=5", "p", "host=db password=*** port=5", id="keyword"),
+        pytest.param('bad token "p@ss"', "p%40ss", 'bad token "***"', id="percent-decoded"),
+        pytest.param("long-secret-42 here", "long-secret-42", "*** here", id="long"),
+        pytest.param("anything", None, "anything", id="no-secret"),
+    ],
+)
+def test_hide_secret_hides_copies_not_letters_of_words(
+    text: str, secret: str | None, shown: str
+) -> None:
+    assert hide_secret(text, secret) == shown

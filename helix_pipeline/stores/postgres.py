@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from ..urls import redact_url
-from .engine_errors import url_error
+from ..urls import hide_secret, redact_url
+from .engine_errors import missing_driver, url_error
 from .migrations import migrate
 from .postgres_migrations import POSTGRES
 from .sql import Dialect, Queries, SQLStore
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 3.0
 LOCK_TIMEOUT_S = 10
-_INSTALL = "pip install helix-pipeline[postgres]"
 
 
 def _bytes(text: str) -> bytes:
@@ -81,10 +80,7 @@ def _import_driver() -> tuple[Any, Any]:
         import psycopg
         import psycopg_pool
     except ImportError as exc:
-        raise ConfigError(
-            f"The PostgreSQL session store needs psycopg and psycopg_pool: {_INSTALL}",
-            setting="SESSION_STORE_URL",
-        ) from exc
+        raise missing_driver("PostgreSQL", "psycopg and psycopg_pool", "postgres") from exc
     return psycopg, psycopg_pool
 
 
@@ -188,9 +184,7 @@ class PostgresStore(SQLStore):
         try:
             yield
         except self._psycopg.Error as exc:
-            detail = " ".join(str(exc).split())
-            if self._password:
-                detail = detail.replace(self._password, "***")
+            detail = hide_secret(" ".join(str(exc).split()), self._password)
             # A failed login has no SQLSTATE in psycopg: libpq's message tells the cause.
             sqlstate = getattr(exc, "sqlstate", None) or ""
             conversation_id = key.conversation_id if key is not None else None

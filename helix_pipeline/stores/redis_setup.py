@@ -14,11 +14,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
+from .engine_errors import missing_driver
 from .engine_errors import url_error as _store_url_error
 
 __all__ = ["back_off", "failure", "import_redis", "url_error", "url_options"]
 
-_INSTALL = "pip install helix-pipeline[redis]"
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _RESPONSE_HINTS = (
     # (words in Redis's answer, unavailable?, what to do)
@@ -34,10 +34,7 @@ def import_redis() -> Any:
     try:
         import redis
     except ImportError as exc:
-        raise ConfigError(
-            f"The Redis session store needs the redis package: {_INSTALL}",
-            setting="SESSION_STORE_URL",
-        ) from exc
+        raise missing_driver("Redis", "the redis package", "redis") from exc
     return redis
 
 

@@ -4090,7 +4090,7 @@ def applied(
         del messages[plan.fork_at :]
     return (*messages, *stamped)
 ''',
-    'helix_pipeline/stores/engine_errors.py': r'''"""What a store engine says when it cannot start: a URL it cannot use.
+    'helix_pipeline/stores/engine_errors.py': r'''"""What a store engine says when it cannot start: a URL it cannot use, a driver not installed.
 
 Every engine module imports these from here (not from the ``stores`` package, which imports the
 engines), so the package has no import cycle.
@@ -4101,7 +4101,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..urls import redact_url
 
-__all__ = ["url_error"]
+__all__ = ["missing_driver", "url_error"]
 
 
 def url_error(engine: str, url: str, problem: str, fix: str) -> ConfigError:
@@ -4109,6 +4109,20 @@ def url_error(engine: str, url: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(
         f"Invalid {engine} session store URL {redact_url(url)!r}: {problem}. Set "
         f"SESSION_STORE_URL to {fix}",
+        setting="SESSION_STORE_URL",
+    )
+
+
+def missing_driver(engine: str, packages: str, extra: str) -> ConfigError:
+    """The error for an engine whose driver is not installed, with the fix for every host.
+
+    ``pip install`` is no advice inside a Pipelines server or Open WebUI: each installs what the
+    ``requirements:`` line of a file's frontmatter names, which ``bundle --with`` writes.
+    """
+    return ConfigError(
+        f"The {engine} session store needs {packages}: pip install helix-pipeline[{extra}], or "
+        f"in a Pipelines server or Open WebUI load the files helix-pipeline bundle --with {extra} "
+        "writes, whose requirements: line installs them",
         setting="SESSION_STORE_URL",
     )
 ''',
@@ -4556,8 +4570,8 @@ from urllib.parse import urlsplit
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from ..urls import redact_url
-from .engine_errors import url_error
+from ..urls import hide_secret, redact_url
+from .engine_errors import missing_driver, url_error
 from .migrations import migrate
 from .postgres_migrations import POSTGRES
 from .sql import Dialect, Queries, SQLStore
@@ -4569,7 +4583,6 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 3.0
 LOCK_TIMEOUT_S = 10
-_INSTALL = "pip install helix-pipeline[postgres]"
 
 
 def _bytes(text: str) -> bytes:
@@ -4609,10 +4622,7 @@ def _import_driver() -> tuple[Any, Any]:
         import psycopg
         import psycopg_pool
     except ImportError as exc:
-        raise ConfigError(
-            f"The PostgreSQL session store needs psycopg and psycopg_pool: {_INSTALL}",
-            setting="SESSION_STORE_URL",
-        ) from exc
+        raise missing_driver("PostgreSQL", "psycopg and psycopg_pool", "postgres") from exc
     return psycopg, psycopg_pool
 
 
@@ -4716,9 +4726,7 @@ class PostgresStore(SQLStore):
         try:
             yield
         except self._psycopg.Error as exc:
-            detail = " ".join(str(exc).split())
-            if self._password:
-                detail = detail.replace(self._password, "***")
+            detail = hide_secret(" ".join(str(exc).split()), self._password)
             # A failed login has no SQLSTATE in psycopg: libpq's message tells the cause.
             sqlstate = getattr(exc, "sqlstate", None) or ""
             conversation_id = key.conversation_id if key is not None else None
@@ -5422,11 +5430,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..conversation import ConversationKey
 from ..errors import ConfigError, StoreError, StoreUnavailable
+from .engine_errors import missing_driver
 from .engine_errors import url_error as _store_url_error
 
 __all__ = ["back_off", "failure", "import_redis", "url_error", "url_options"]
 
-_INSTALL = "pip install helix-pipeline[redis]"
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _RESPONSE_HINTS = (
     # (words in Redis's answer, unavailable?, what to do)
@@ -5442,10 +5450,7 @@ def import_redis() -> Any:
     try:
         import redis
     except ImportError as exc:
-        raise ConfigError(
-            f"The Redis session store needs the redis package: {_INSTALL}",
-            setting="SESSION_STORE_URL",
-        ) from exc
+        raise missing_driver("Redis", "the redis package", "redis") from exc
     return redis
 
 
@@ -6233,7 +6238,8 @@ so a URL the valve accepts is a URL the client can use. Two copies of this rule 
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError
 
@@ -6241,6 +6247,7 @@ __all__ = [
     "EXAMPLE_BASE_URL",
     "authority_problem",
     "helix_base_url",
+    "hide_secret",
     "redact_url",
     "url_scheme",
 ]
@@ -6342,6 +6349,21 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[-1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def hide_secret(text: str, secret: str | None) -> str:
+    """``text`` with each standalone copy of ``secret`` (as given and percent-decoded) as ``***``.
+
+    Standalone means no letter, digit or ``_`` touches it: a password quoted in a driver's message,
+    between ``:`` and ``@`` of a URL or after ``password=`` is hidden, while a short one inside a
+    word is not a copy of it (password ``p`` once turned "Servname not supported" into
+    "Servname not su***orted", and ``a`` hid "authentication failed" from the check that reads it).
+    """
+    if not secret:
+        return text
+    for form in dict.fromkeys((secret, unquote(secret))):
+        text = re.sub(rf"(?<!\w){re.escape(form)}(?!\w)", "***", text)
+    return text
 ''',
     'helix_pipeline/valves.py': r'''"""Valves: the settings an admin sees in Open WebUI (Admin > Settings > Pipelines).
 
@@ -6814,12 +6836,13 @@ from email.utils import parsedate_to_datetime
 import requests
 import urllib3.exceptions
 
-from .errors import BackendError, BackendProtocolError, BackendUnavailable
+from .errors import BackendError, BackendProtocolError, BackendUnavailable, HelixPipelineError
 from .sse import describe_error
 
 __all__ = [
     "is_retryable",
     "retry_after_seconds",
+    "server_unreachable",
     "status_error",
     "summarise_text",
     "transport_error",
@@ -6896,6 +6919,28 @@ def transport_error(
         f"The request to Helix at {url} failed ({type(failure).__name__}); check the "
         "HELIX_BASE_URL valve."
     )
+
+
+def server_unreachable(
+    failure: requests.RequestException, *, server: str, fix: str
+) -> HelixPipelineError:
+    """Our error for a server other than Helix (the Pipelines server, Open WebUI) that a command
+    could not talk to: ``cannot reach <server>``, what happened, then ``fix``."""
+    if _has_cause(failure, urllib3.exceptions.NameResolutionError):
+        happened = "its host name cannot be resolved"
+    elif _has_cause(failure, urllib3.exceptions.NewConnectionError, ConnectionRefusedError):
+        happened = "it refused the connection"
+    elif _has_cause(failure, requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
+        happened = "it did not accept a connection in time"
+    elif _is_read_timeout(failure):
+        happened = "it did not answer in time"
+    elif isinstance(failure, requests.exceptions.SSLError):
+        happened = "the TLS handshake failed (http:// or https://?)"
+    elif isinstance(failure, requests.ConnectionError):
+        happened = "the connection dropped before it answered"
+    else:
+        happened = f"the request failed ({type(failure).__name__})"
+    return HelixPipelineError(f"cannot reach {server}: {happened}; {fix}")
 
 
 def status_error(
@@ -7005,14 +7050,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__b879cc778d', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__3c568e8d93', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from helix_pipeline__0_1_0__b879cc778d.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
-from helix_pipeline__0_1_0__b879cc778d.valves import HelixValves
+from helix_pipeline__0_1_0__3c568e8d93.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
+from helix_pipeline__0_1_0__3c568e8d93.valves import HelixValves
 
 
 class Pipe:
