@@ -22,6 +22,7 @@ __all__ = [
     "for_open_webui",
     "is_notice",
     "notice_for",
+    "trim_line",
     "trim_notice",
     "without_notices",
     "without_server_paths",
@@ -93,6 +94,17 @@ def trim_notice(trim: Trim) -> str | None:
     return f"Helix gets a shortened history: {', '.join(parts)}" if parts else None
 
 
+_TRIM_MARK = "\n\n_("
+_TRIM_LINE = re.compile(r"\n\n_\(Helix gets a shortened history: [^\n]*\)_\Z")
+
+
+def trim_line(trim: Trim) -> str | None:
+    """:func:`trim_notice` as a line to end a plain (non-streaming) answer with, where no status
+    line can be shown; :func:`without_notices` takes it off again before the history."""
+    notice = trim_notice(trim)
+    return f"{_TRIM_MARK}{notice})_" if notice else None
+
+
 def _sentence(text: str) -> str:
     """``text`` ending with a full stop, so that the next sentence does not run on."""
     text = text.rstrip()
@@ -115,6 +127,8 @@ def without_notices(messages: Sequence[Message]) -> list[Message]:
         if message.role != "assistant":
             result.append(message)
             continue
+        if content.endswith(")_"):
+            content = _TRIM_LINE.sub("", content)
         if content.endswith((_DETAILS, _DETAILS_OPEN_WEBUI)):
             if content.startswith(_MARK):
                 continue

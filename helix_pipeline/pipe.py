@@ -25,7 +25,7 @@ from .errors import BackendError, ConfigError, HelixPipelineError
 from .helix_answer import AnswerReader, read_whole
 from .helix_failures import HelixFailure
 from .messages import messages_from_dicts
-from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for, trim_notice
+from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for, trim_line, trim_notice
 from .payload import DEFAULT_MODEL
 from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
@@ -277,10 +277,10 @@ class HelixPipe:
             conversation, body.get("messages", messages), body, model_id=model_id
         )
         answer = self.answer(prepared)
+        if isinstance(answer, str):  # a plain answer has no status line: the trim ends the text
+            return answer + (trim_line(prepared.turn.trim) or "") if answer else answer
         trimmed = trim_notice(prepared.turn.trim)
-        if trimmed is None or isinstance(answer, str):
-            return answer
-        return _after_status(trimmed, answer)
+        return answer if trimmed is None else _after_status(trimmed, answer)
 
     def prepare(
         self,

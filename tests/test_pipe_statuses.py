@@ -18,17 +18,21 @@ from helix_pipeline.valves import HelixValves
 USER = {"id": "user-a", "name": "A", "email": "a@example.com", "role": "user"}
 
 
-def turn(pipe: HelixPipe, messages: list[dict[str, str]], chat_id: str = "c1") -> list[PipeItem]:
+def send(pipe: HelixPipe, messages: list[dict[str, str]], chat_id: str, *, stream: bool) -> Any:
     body: dict[str, Any] = {
         "model": "helix.helix-consultant",
-        "stream": True,
+        "stream": stream,
         "messages": messages,
         "metadata": {"chat_id": chat_id, "user_id": USER["id"]},
     }
     body = pipe.inlet(body, USER)
     body.pop("metadata")
     body["user"] = USER
-    result = pipe.pipe("", "helix-consultant", body["messages"], body)
+    return pipe.pipe("", "helix-consultant", body["messages"], body)
+
+
+def turn(pipe: HelixPipe, messages: list[dict[str, str]], chat_id: str = "c1") -> list[PipeItem]:
+    result = send(pipe, messages, chat_id, stream=True)
     assert not isinstance(result, str)
     return list(result)
 
@@ -114,6 +118,44 @@ class TestShortenedHistory:
             False,
         )
         assert "shortened" not in text(items)
+
+    def test_a_plain_answer_ends_with_the_trim_line_which_never_reaches_helix_or_the_store(
+        self, pipe: HelixPipe, helix: FakeHelix
+    ) -> None:
+        messages = [
+            {"role": role, "content": f"{role} {n}"}
+            for n in range(3)
+            for role in ("user", "assistant")
+        ][:-1]
+        answer = send(pipe, messages, "plain", stream=False)
+        line = (
+            "\n\n_(Helix gets a shortened history: 3 older messages left out "
+            "(MAX_HISTORY_MESSAGES, MAX_HISTORY_CHARS))_"
+        )
+        assert isinstance(answer, str)
+        assert answer.endswith(line)
+        stored = pipe._parts.get().history.store.load(ConversationKey("user-a", "plain"))
+        assert stored[-1].content == answer.removesuffix(line)
+        # Open WebUI sends the shown answer back next turn: Helix never gets the line.
+        send(
+            pipe,
+            [
+                *messages,
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": "more"},
+            ],
+            "plain",
+            stream=False,
+        )
+        sent = helix.last_request.body["messages"]
+        assert not any("shortened history" in m["content"] for m in sent)
+        assert sent[-1]["content"] == "more"
+        stored = pipe._parts.get().history.store.load(ConversationKey("user-a", "plain"))
+        assert [m.content for m in stored[-4:-2]] == ["user 2", answer.removesuffix(line)]
+
+    def test_an_untrimmed_plain_answer_has_no_line(self, pipe: HelixPipe) -> None:
+        answer = send(pipe, [{"role": "user", "content": "hi"}], "short", stream=False)
+        assert answer == "Helix reply #1 to: hi\n\n<!-- STEP: what -->"
 
     def test_an_untrimmed_turn_tells_nothing(self, pipe: HelixPipe) -> None:
         items = turn(pipe, [{"role": "user", "content": "hi"}])

@@ -2325,6 +2325,7 @@ __all__ = [
     "for_open_webui",
     "is_notice",
     "notice_for",
+    "trim_line",
     "trim_notice",
     "without_notices",
     "without_server_paths",
@@ -2396,6 +2397,17 @@ def trim_notice(trim: Trim) -> str | None:
     return f"Helix gets a shortened history: {', '.join(parts)}" if parts else None
 
 
+_TRIM_MARK = "\n\n_("
+_TRIM_LINE = re.compile(r"\n\n_\(Helix gets a shortened history: [^\n]*\)_\Z")
+
+
+def trim_line(trim: Trim) -> str | None:
+    """:func:`trim_notice` as a line to end a plain (non-streaming) answer with, where no status
+    line can be shown; :func:`without_notices` takes it off again before the history."""
+    notice = trim_notice(trim)
+    return f"{_TRIM_MARK}{notice})_" if notice else None
+
+
 def _sentence(text: str) -> str:
     """``text`` ending with a full stop, so that the next sentence does not run on."""
     text = text.rstrip()
@@ -2418,6 +2430,8 @@ def without_notices(messages: Sequence[Message]) -> list[Message]:
         if message.role != "assistant":
             result.append(message)
             continue
+        if content.endswith(")_"):
+            content = _TRIM_LINE.sub("", content)
         if content.endswith((_DETAILS, _DETAILS_OPEN_WEBUI)):
             if content.startswith(_MARK):
                 continue
@@ -2533,7 +2547,7 @@ from .errors import BackendError, ConfigError, HelixPipelineError
 from .helix_answer import AnswerReader, read_whole
 from .helix_failures import HelixFailure
 from .messages import messages_from_dicts
-from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for, trim_notice
+from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for, trim_line, trim_notice
 from .payload import DEFAULT_MODEL
 from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
@@ -2785,10 +2799,10 @@ class HelixPipe:
             conversation, body.get("messages", messages), body, model_id=model_id
         )
         answer = self.answer(prepared)
+        if isinstance(answer, str):  # a plain answer has no status line: the trim ends the text
+            return answer + (trim_line(prepared.turn.trim) or "") if answer else answer
         trimmed = trim_notice(prepared.turn.trim)
-        if trimmed is None or isinstance(answer, str):
-            return answer
-        return _after_status(trimmed, answer)
+        return answer if trimmed is None else _after_status(trimmed, answer)
 
     def prepare(
         self,
@@ -7050,12 +7064,12 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__3c568e8d93', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__d93b71d999', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 from typing import Any
 
-from helix_pipeline__0_1_0__3c568e8d93.functions import (
+from helix_pipeline__0_1_0__d93b71d999.functions import (
     FunctionFilter,
     FunctionFilterValves,
     MemorySwitch,
