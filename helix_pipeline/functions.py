@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -242,23 +243,26 @@ class FunctionPipe:
         """Turn the worker's items into text for the answer and status lines for the chat."""
         closed = False  # a status line that ends the turn was shown (a failure, or the pipe's own)
         context: list[str] = []
-        async for item in items_from_thread(produce, name="helix-turn"):
-            if isinstance(item, _Prepared):
-                context = status_lines(item.turn)
-                for line in context:
-                    await status(line)
-                await status(WORKING)
-            elif isinstance(item, Mapping) and isinstance(item.get("event"), Mapping):
-                event = item["event"]
-                closed = closed or _closes_turn(event)
-                await status.event(event)
-            elif isinstance(item, str) and item:
-                text = for_open_webui(item)
-                if status.available and is_notice(text):
-                    closed = True
-                    await status(text.strip(), done=True)
-                else:
-                    yield text
+        # aclosing: when Open WebUI closes this generator, the worker hears it at once, not when
+        # the event loop gets round to finalising a forgotten inner generator.
+        async with aclosing(items_from_thread(produce, name="helix-turn")) as items:
+            async for item in items:
+                if isinstance(item, _Prepared):
+                    context = status_lines(item.turn)
+                    for line in context:
+                        await status(line)
+                    await status(WORKING)
+                elif isinstance(item, Mapping) and isinstance(item.get("event"), Mapping):
+                    event = item["event"]
+                    closed = closed or _closes_turn(event)
+                    await status.event(event)
+                elif isinstance(item, str) and item:
+                    text = for_open_webui(item)
+                    if status.available and is_notice(text):
+                        closed = True
+                        await status(text.strip(), done=True)
+                    else:
+                        yield text
         if not closed and status.shown:
             await status(context[0] if context else "Helix answered", done=True)
 

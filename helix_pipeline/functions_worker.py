@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 __all__ = ["Put", "items_from_thread"]
@@ -31,7 +31,9 @@ class _Failed:
         self.error = error
 
 
-async def items_from_thread(produce: Callable[[Put], None], *, name: str) -> AsyncIterator[Any]:
+async def items_from_thread(
+    produce: Callable[[Put], None], *, name: str
+) -> AsyncGenerator[Any, None]:
     """Run ``produce(put)`` in a new daemon thread and yield every item it puts, in order.
 
     An exception in ``produce`` is raised here. When the consumer stops early (the person closed

@@ -1238,6 +1238,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -1462,23 +1463,26 @@ class FunctionPipe:
         """Turn the worker's items into text for the answer and status lines for the chat."""
         closed = False  # a status line that ends the turn was shown (a failure, or the pipe's own)
         context: list[str] = []
-        async for item in items_from_thread(produce, name="helix-turn"):
-            if isinstance(item, _Prepared):
-                context = status_lines(item.turn)
-                for line in context:
-                    await status(line)
-                await status(WORKING)
-            elif isinstance(item, Mapping) and isinstance(item.get("event"), Mapping):
-                event = item["event"]
-                closed = closed or _closes_turn(event)
-                await status.event(event)
-            elif isinstance(item, str) and item:
-                text = for_open_webui(item)
-                if status.available and is_notice(text):
-                    closed = True
-                    await status(text.strip(), done=True)
-                else:
-                    yield text
+        # aclosing: when Open WebUI closes this generator, the worker hears it at once, not when
+        # the event loop gets round to finalising a forgotten inner generator.
+        async with aclosing(items_from_thread(produce, name="helix-turn")) as items:
+            async for item in items:
+                if isinstance(item, _Prepared):
+                    context = status_lines(item.turn)
+                    for line in context:
+                        await status(line)
+                    await status(WORKING)
+                elif isinstance(item, Mapping) and isinstance(item.get("event"), Mapping):
+                    event = item["event"]
+                    closed = closed or _closes_turn(event)
+                    await status.event(event)
+                elif isinstance(item, str) and item:
+                    text = for_open_webui(item)
+                    if status.available and is_notice(text):
+                        closed = True
+                        await status(text.strip(), done=True)
+                    else:
+                        yield text
         if not closed and status.shown:
             await status(context[0] if context else "Helix answered", done=True)
 
@@ -1551,7 +1555,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 __all__ = ["Put", "items_from_thread"]
@@ -1571,7 +1575,9 @@ class _Failed:
         self.error = error
 
 
-async def items_from_thread(produce: Callable[[Put], None], *, name: str) -> AsyncIterator[Any]:
+async def items_from_thread(
+    produce: Callable[[Put], None], *, name: str
+) -> AsyncGenerator[Any, None]:
     """Run ``produce(put)`` in a new daemon thread and yield every item it puts, in order.
 
     An exception in ``produce`` is raised here. When the consumer stops early (the person closed
@@ -7064,14 +7070,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__d93b71d999', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__bfacfe90ff', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from helix_pipeline__0_1_0__d93b71d999.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
-from helix_pipeline__0_1_0__d93b71d999.valves import HelixValves
+from helix_pipeline__0_1_0__bfacfe90ff.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
+from helix_pipeline__0_1_0__bfacfe90ff.valves import HelixValves
 
 
 class Pipe:
