@@ -14,10 +14,11 @@ the files it loaded (a failed one is absent) and ``GET /models`` the models they
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import requests
 
@@ -176,46 +177,63 @@ class _Server:
         self._call(
             "POST",
             "/pipelines/upload",
-            f"uploading {file.name}",
             files={"file": (file.name, file.data, "text/x-python")},
             timeout=UPLOAD_TIMEOUT_S,
         )
 
     def get(self, path: str) -> list[dict[str, Any]]:
-        answer = self._call("GET", path, f"GET {path}", timeout=CHECK_TIMEOUT_S)
+        answer = self._call("GET", path, timeout=CHECK_TIMEOUT_S)
         data = answer.get("data") if isinstance(answer, dict) else None
         return (
             [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
         )
 
-    def _call(self, method: str, path: str, doing: str, **kwargs: Any) -> Any:
-        try:
-            response = requests.request(
-                method, f"{self.base}{path}", headers=self.headers, **kwargs
-            )
-        except requests.RequestException as exc:
-            raise server_unreachable(
-                exc,
-                server=f"the Pipelines server at {self.shown}",
-                fix="check --url and that the server runs",
-            ) from exc
-        with response:
-            try:
-                answer = response.json()
-            except ValueError:
-                answer = None
-            text = response.text
-        if response.status_code in (401, 403):
-            raise ConfigError(
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return admin_request(
+            method,
+            f"{self.base}{path}",
+            headers=self.headers,
+            server=f"the Pipelines server at {self.shown}",
+            fix="check --url and that the server runs",
+            refused=lambda status: ConfigError(
                 f"the Pipelines server at {self.shown} refused the API key in {self.key_env} "
-                f"({response.status_code}); set {self.key_env} to its PIPELINES_API_KEY",
+                f"({status}); set {self.key_env} to its PIPELINES_API_KEY",
                 setting=self.key_env,
-            )
-        if response.status_code != 200:
-            detail = answer.get("detail") if isinstance(answer, dict) else None
-            shown = detail if isinstance(detail, str) else " ".join(text[:200].split())
-            raise HelixPipelineError(
-                f"{doing} at {self.shown} failed with HTTP {response.status_code}: "
-                f"{shown or 'no detail'}"
-            )
-        return answer
+            ),
+            **kwargs,
+        )
+
+
+def admin_request(
+    method: str,
+    url: str,
+    *,
+    server: str,
+    fix: str,
+    refused: Callable[[int], ConfigError],
+    **kwargs: Any,
+) -> Any:
+    """One call to a server's admin API (the Pipelines server's, Open WebUI's): its JSON answer,
+    ``None`` when it is not JSON. ``server`` names it in errors, ``fix`` is what to check when it
+    cannot be reached, ``refused`` the error for a key it refuses (401, 403)."""
+    try:
+        response = requests.request(method, url, **kwargs)
+    except requests.RequestException as exc:
+        raise server_unreachable(exc, server=server, fix=fix) from exc
+    with response:
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        text = response.text
+    if response.status_code in (401, 403):
+        raise refused(response.status_code)
+    if response.status_code != 200:
+        detail = answer.get("detail") if isinstance(answer, dict) else None
+        shown = detail if isinstance(detail, str) else " ".join(text[:200].split())
+        path = urlsplit(url).path
+        raise HelixPipelineError(
+            f"{server} answered HTTP {response.status_code} to {method} {path}: "
+            f"{shown or 'no detail'}"
+        )
+    return answer

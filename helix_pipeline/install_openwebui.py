@@ -15,11 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-import requests
-
 from .errors import ConfigError, HelixPipelineError
+from .install import admin_request
 from .urls import redact_url
-from .wire_errors import server_unreachable
 
 __all__ = ["FUNCTIONS", "FunctionFile", "install_functions"]
 
@@ -139,37 +137,17 @@ class _AdminApi:
         self._key_env = key_env
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            response = requests.request(
-                method,
-                f"{self.url}{path}",
-                json=body,
-                headers={"Authorization": f"Bearer {self._key}"},
-                timeout=TIMEOUT_S,
-            )
-        except requests.RequestException as exc:
-            raise server_unreachable(
-                exc,
-                server=f"Open WebUI at {self.shown}",
-                fix="check the URL and that Open WebUI runs",
-            ) from exc
-        with response:
-            try:
-                answer = response.json()
-            except ValueError:
-                answer = None
-            text = response.text
-        if response.status_code in (401, 403):
-            raise ConfigError(
+        return admin_request(
+            method,
+            f"{self.url}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self._key}"},
+            timeout=TIMEOUT_S,
+            server=f"Open WebUI at {self.shown}",
+            fix="check the URL and that Open WebUI runs",
+            refused=lambda status: ConfigError(
                 f"Open WebUI at {self.shown} refused the key in {self._key_env} "
-                f"(HTTP {response.status_code} on {path}); use an admin's API key",
+                f"(HTTP {status} on {path}); use an admin's API key",
                 setting=self._key_env,
-            )
-        if response.status_code != 200:
-            detail = answer.get("detail") if isinstance(answer, dict) else None
-            shown = detail if isinstance(detail, str) else " ".join(text[:200].split())
-            raise HelixPipelineError(
-                f"Open WebUI at {self.shown} answered HTTP {response.status_code} to "
-                f"{method} {path}: {shown or 'no detail'}"
-            )
-        return answer
+            ),
+        )
