@@ -178,7 +178,6 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _add_install(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .bundle import DRIVERS
 
     install = commands.add_parser(
         "install",
@@ -207,14 +206,7 @@ def _add_install(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="also install the session filter (helix_session_filter.py)",
     )
-    install.add_argument(
-        "--with",
-        dest="drivers",
-        action="append",
-        default=[],
-        choices=sorted(DRIVERS),
-        help="add a session store driver to the files' requirements line (repeatable)",
-    )
+    _add_drivers_option(install)
     install.add_argument(
         "--api-key-env",
         metavar="NAME",
@@ -248,7 +240,6 @@ def _install(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _add_bundle(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .bundle import DRIVERS
 
     bundle = commands.add_parser(
         "bundle", help="write the self-contained pipeline files (default: into ./pipelines)"
@@ -262,14 +253,7 @@ def _add_bundle(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="folder to write them into, created if missing (default: ./pipelines, the folder "
         "a Pipelines server started here loads)",
     )
-    bundle.add_argument(
-        "--with",
-        dest="drivers",
-        action="append",
-        default=[],
-        choices=sorted(DRIVERS),
-        help="add a session store driver to the files' requirements line (repeatable)",
-    )
+    _add_drivers_option(bundle)
     bundle.add_argument(
         "--functions",
         action="store_true",
@@ -291,3 +275,16 @@ def _bundle(args: argparse.Namespace, out: TextIO) -> int:
             f"Wrote {path} (helix-pipeline {__version__}, {path.stat().st_size // 1024} KiB)\n"
         )
     return 0
+
+
+def _add_drivers_option(parser: argparse.ArgumentParser) -> None:
+    from .bundle import DRIVERS
+
+    parser.add_argument(
+        "--with",
+        dest="drivers",
+        action="append",
+        default=[],
+        choices=sorted(DRIVERS),
+        help="add a session store driver to the files' requirements line (repeatable)",
+    )
