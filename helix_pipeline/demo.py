@@ -26,10 +26,10 @@ from .cli_sessions import plural, preview
 from .client import HelixClient, iter_body
 from .conversation import ConversationKey, header_safe, helix_session_id
 from .errors import BackendError, BackendUnavailable, ConfigError
-from .openwebui import TITLE_TASK, ChatTurn, OpenWebUIChat, pipe_arguments
 from .pipe import HelixPipe, shown_text
 from .stores import SessionStore, open_store
 from .testing import RecordedRequest
+from .testing.openwebui import TITLE_TASK, ChatTurn, OpenWebUIChat, pipe_arguments
 from .urls import redact_url
 from .valves import DEFAULT_HEADERS, HelixValves
 

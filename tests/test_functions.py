@@ -20,9 +20,9 @@ from helix_pipeline.cli import main
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.functions import WORKING
 from helix_pipeline.hosts import functions_filter, functions_pipe
-from helix_pipeline.openwebui import OpenWebUIChat
 from helix_pipeline.stores import SessionStore, open_store
 from helix_pipeline.testing import FakeHelix, Fault
+from helix_pipeline.testing.openwebui import OpenWebUIChat
 
 from .conftest import load_fixture
 from .openwebui_functions import Events, call_filter, call_pipe, load_function

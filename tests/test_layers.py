@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipe", "session_filter", "functions", "functions_worker", "hosts"),  # what hosts load
     (  # tools around the pipeline: the command line, its helpers, FakeHelix
         "cli", "cli_sessions", "demo", "doctor", "install", "install_openwebui", "export",
-        "bundle", "bundle_loader", "openwebui", "testing", "pytest_plugin",
+        "bundle", "bundle_loader", "testing", "pytest_plugin",
     ),
 )  # fmt: skip
 """Lowest first. A package (``stores``, ``hosts``, ``testing``) places all its modules."""

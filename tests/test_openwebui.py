@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from helix_pipeline.conversation import ChatKind, read_conversation
-from helix_pipeline.openwebui import OpenWebUIChat, pipe_arguments
+from helix_pipeline.testing.openwebui import OpenWebUIChat, pipe_arguments
 
 from .conftest import load_fixture
 

@@ -23,9 +23,9 @@ import pytest
 
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.messages import Message
-from helix_pipeline.openwebui import OpenWebUIChat
 from helix_pipeline.stores import SessionStore, open_store
 from helix_pipeline.testing import FakeHelix, RecordedRequest
+from helix_pipeline.testing.openwebui import OpenWebUIChat
 
 from .pipelines_server import PipelinesServer, pipe_bundle_for
 from .store_servers import store_url
