@@ -2530,9 +2530,10 @@ def completion_text(completion: Mapping[str, Any]) -> str:
 
 ``pipelines/helix.py`` is a thin shell around :class:`HelixPipe`. The flow of one chat turn:
 ``inlet`` copies the conversation context out of ``metadata`` (which never reaches ``pipe()``);
-``pipe`` loads and merges the history, forwards to Helix with the conversation headers, streams the
-reply back as it arrives and records the turn; ``outlet`` attaches Open WebUI's message ids.
-None of the three ever raises: a failure becomes one short chat message, the details go to the log.
+``pipe`` prepares the turn and has Helix answer it (:mod:`helix_pipeline.pipe_turn`);
+``outlet`` attaches Open WebUI's message ids. This module is what the Pipelines server calls: the
+parts built from the valves, the model list, and the three hooks. None of them ever raises: a
+failure becomes one short chat message, the details go to the log.
 """
 
 from __future__ import annotations
@@ -2540,23 +2541,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .chat_body import REPAIRS_KEY, nothing_to_send, repair_chat_body
-from .client import HelixClient, completion_text
-from .conversation import PRIVATE_KEY, ChatKind, Conversation, read_conversation
-from .decorations import Item, Status
-from .errors import BackendError, ConfigError, HelixPipelineError
-from .helix_answer import AnswerReader, read_whole
-from .helix_failures import HelixFailure
-from .messages import messages_from_dicts
-from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for, trim_line, trim_notice
+from .chat_body import REPAIRS_KEY, repair_chat_body
+from .client import HelixClient
+from .conversation import PRIVATE_KEY, Conversation, read_conversation
+from .errors import ConfigError, HelixPipelineError
+from .notices import UNEXPECTED, notice_for, trim_line, trim_notice
 from .payload import DEFAULT_MODEL
+from .pipe_items import PipeItem, after_status, shown_text
+from .pipe_turn import PipeParts, PreparedTurn, answer_turn, prepare_turn
 from .runtime import Reconfigurable, build_history, unusable_valves
-from .service import HistoryService, Turn
 from .valves import HelixValves
 
 __all__ = ["HelixPipe", "PipeItem", "PreparedTurn", "shown_text"]
@@ -2564,33 +2561,6 @@ __all__ = ["HelixPipe", "PipeItem", "PreparedTurn", "shown_text"]
 log = logging.getLogger(__name__)
 
 MODELS_TTL_S = 300.0
-
-PipeItem = str | dict[str, Any]
-"""What the streaming ``pipe()`` yields: answer text, or a status event for the Pipelines server
-to send on as ``data: {"event": ...}`` (Open WebUI shows it as a status line)."""
-
-
-def shown_text(result: str | Iterable[PipeItem]) -> str:
-    """The text a person sees of a ``pipe()`` result: the strings joined, status events left out."""
-    if isinstance(result, str):
-        return result
-    return "".join(item for item in result if isinstance(item, str))
-
-
-def _for_host(items: Iterable[Item | None]) -> Iterator[PipeItem]:
-    """Items as the Pipelines server sends them on: non-empty text, statuses as event dicts."""
-    for item in items:
-        if isinstance(item, Status):
-            yield {"event": item.event()}
-        elif item:
-            yield item
-
-
-@dataclass(frozen=True, slots=True)
-class _Parts:
-    valves: HelixValves
-    history: HistoryService
-    client: HelixClient
 
 
 def _client_for(valves: HelixValves) -> HelixClient:
@@ -2616,22 +2586,6 @@ _CLIENT_VALVES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedTurn:
-    """One chat turn ready for Helix (:meth:`HelixPipe.prepare`), sent by :meth:`HelixPipe.answer`.
-
-    ``turn`` tells what the history service did (``attached``, ``trim``); ``local_answer`` is set
-    when the turn is answered without Helix (a background task with ``TASKS=skip``).
-    """
-
-    parts: _Parts
-    turn: Turn
-    payload: dict[str, Any]
-    header_id: str | None
-    stream: bool = True
-    local_answer: str | None = None
-
-
 class HelixPipe:
     """The runtime behind ``pipelines/helix.py``; ``valves`` returns the pipeline's current valves."""
 
@@ -2640,7 +2594,7 @@ class HelixPipe:
     ) -> None:
         self._pipelines_dir = pipelines_dir
         self._valves = valves
-        self._parts: Reconfigurable[HelixValves, _Parts | ConfigError] = Reconfigurable(
+        self._parts: Reconfigurable[HelixValves, PipeParts | ConfigError] = Reconfigurable(
             valves, self._build
         )
         self._models: list[str] | None = None
@@ -2665,11 +2619,11 @@ class HelixPipe:
 
     def shutdown(self) -> None:
         parts = self._parts.get()
-        if isinstance(parts, _Parts):
+        if isinstance(parts, PipeParts):
             parts.client.close()
             parts.history.close()
 
-    def _current(self) -> _Parts:
+    def _current(self) -> PipeParts:
         """The parts built from the current valves; a :class:`ConfigError` if a valve is unusable."""
         parts = self._parts.get()
         if isinstance(parts, ConfigError):
@@ -2677,9 +2631,12 @@ class HelixPipe:
         return parts
 
     def _build(
-        self, valves: HelixValves, old_valves: HelixValves | None, old: _Parts | ConfigError | None
-    ) -> _Parts | ConfigError:
-        previous = old if isinstance(old, _Parts) else None
+        self,
+        valves: HelixValves,
+        old_valves: HelixValves | None,
+        old: PipeParts | ConfigError | None,
+    ) -> PipeParts | ConfigError:
+        previous = old if isinstance(old, PipeParts) else None
         unusable = unusable_valves(valves)
         if unusable is None:
             try:
@@ -2694,8 +2651,8 @@ class HelixPipe:
         return unusable
 
     def _build_parts(
-        self, valves: HelixValves, old_valves: HelixValves | None, old: _Parts | None
-    ) -> _Parts:
+        self, valves: HelixValves, old_valves: HelixValves | None, old: PipeParts | None
+    ) -> PipeParts:
         history = build_history(
             valves, self._pipelines_dir, old.history if old else None, old_valves
         )
@@ -2711,7 +2668,7 @@ class HelixPipe:
                 old.client.close()
                 self._models_at = 0.0  # another Helix may offer other models
             client = _client_for(valves)
-        return _Parts(valves, history, client)
+        return PipeParts(valves, history, client)
 
     # -- models --------------------------------------------------------------------------------
 
@@ -2808,7 +2765,7 @@ class HelixPipe:
         if isinstance(answer, str):  # a plain answer has no status line: the trim ends the text
             return answer + (trim_line(prepared.turn.trim) or "") if answer else answer
         trimmed = trim_notice(prepared.turn.trim)
-        return answer if trimmed is None else _after_status(trimmed, answer)
+        return answer if trimmed is None else after_status(trimmed, answer)
 
     def prepare(
         self,
@@ -2819,136 +2776,53 @@ class HelixPipe:
         model_id: Any = None,
         memory: bool = True,
     ) -> PreparedTurn:
-        """Load and merge the history and build Helix's payload; the store is read here.
-
-        ``memory=False`` (a person's own switch) forwards the turn as it came and records nothing.
-        Raises :class:`HelixPipelineError` (e.g. a valve Helix's client refuses).
-        """
-        parts = self._current()
-        incoming = messages_from_dicts(messages)
-        if not any(message.role == "user" for message in incoming):
-            raise nothing_to_send(body)
-        stream = body.get("stream", True) is not False
-        header_id: str | None = conversation.conversation_id
-        if conversation.is_task:
-            if parts.valves.TASKS == "skip":
-                log.debug("answering background task %s locally", conversation.task)
-                turn = parts.history.passthrough(conversation, ())
-                return PreparedTurn(parts, turn, {}, None, stream=stream, local_answer="")
-            turn, header_id = parts.history.passthrough(conversation, incoming), None
-        elif parts.history.enabled and memory:
-            turn = parts.history.prepare(conversation, incoming)
-        else:
-            turn = parts.history.passthrough(conversation, incoming)
-        payload = parts.client.build_payload(
-            turn.wire_messages(), body, model=_model(model_id), stream=stream
+        """The turn ready for Helix (:func:`~helix_pipeline.pipe_turn.prepare_turn`), made with
+        the parts of the current valves; raises :class:`HelixPipelineError`."""
+        return prepare_turn(
+            self._current(), conversation, messages, body, model_id=model_id, memory=memory
         )
-        log.info(
-            "conversation %s (%s): %d messages to Helix, %d attached from the store",
-            conversation.conversation_id,
-            conversation.kind.value,
-            len(turn.outgoing),
-            turn.attached,
-        )
-        return PreparedTurn(parts, turn, payload, header_id, stream=stream)
 
     def answer(self, prepared: PreparedTurn) -> str | Iterator[PipeItem]:
-        """Send a prepared turn to Helix: a generator of text and status events (``{"event":
-        ...}``, :func:`shown_text` keeps the text) when streaming, else the text.
+        """Helix's answer to a prepared turn (:func:`~helix_pipeline.pipe_turn.answer_turn`)."""
+        return answer_turn(prepared)
+''',
+    'helix_pipeline/pipe_items.py': r'''"""What the Pipelines pipe yields: answer text, and status events for the server to send on.
 
-        Blocks on Helix (the generator, on each chunk); records the turn when the answer is in.
-        """
-        if prepared.local_answer is not None:  # a stream of nothing: never a blank chunk
-            return (
-                iter(()) if prepared.stream and not prepared.local_answer else prepared.local_answer
-            )
-        if prepared.stream:
-            return self._stream(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)
-        return self._complete(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)
+The Pipelines server forwards a dict yielded by ``pipe()`` as ``data: {"event": ...}``, which Open
+WebUI shows as a status line; an Open WebUI Function says the same through its event emitter.
+"""
 
-    def _complete(
-        self, parts: _Parts, turn: Turn, payload: dict[str, Any], header_id: str | None
-    ) -> str:
-        try:
-            text = completion_text(parts.client.complete(payload, conversation_id=header_id))
-        except HelixPipelineError as exc:
-            log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
-            parts.history.record(turn, None)
-            return notice_for(exc)
-        reading = read_whole(text)
-        if reading.failure is not None:
-            self._failed(parts, turn, reading.failure, reading.answer)
-            return reading.answer + _failure_notice(reading.failure, reading.answer)
-        parts.history.record(turn, reading.answer or None)
-        return reading.answer or EMPTY_ANSWER
+from __future__ import annotations
 
-    def _stream(
-        self, parts: _Parts, turn: Turn, payload: dict[str, Any], header_id: str | None
-    ) -> Iterator[PipeItem]:
-        reader = AnswerReader()
-        finished = False
-        try:
-            for delta in parts.client.stream(payload, conversation_id=header_id):
-                yield from _for_host(reader.feed(delta))
-            yield from _for_host(reader.finish())
-            finished = True
-        except HelixPipelineError as exc:
-            log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
-            finished = True
-            yield from _for_host(reader.finish())
-            parts.history.record(turn, reader.answer.strip() or None, partial=True)
-            yield from _for_host([reader.closing_status("Helix's answer was cut off")])
-            yield notice_for(exc, cut_off=bool(reader.answer.strip()))
-            return
-        except Exception:  # the boundary: a generator that raises cuts the stream
-            log.exception("unexpected error while streaming from Helix")
-            finished = True
-            parts.history.record(turn, reader.answer.strip() or None, partial=True)
-            yield UNEXPECTED
-            return
-        finally:
-            if not finished:  # the client went away (GeneratorExit): keep what was streamed
-                parts.history.record(turn, reader.answer.strip() or None, partial=True)
-        if reader.failure is not None:
-            self._failed(parts, turn, reader.failure, reader.answer)
-            yield from _for_host([reader.closing_status("Helix did not answer")])
-            yield _failure_notice(reader.failure, reader.answer)
-            return
-        reply = reader.answer
-        parts.history.record(turn, reply or None)
-        done = "Helix answered" if reply.strip() else "Helix answered nothing"
-        if reader.unvalidated and reply.strip():
-            done = "Helix answered, but could not fully validate the answer"
-        yield from _for_host([reader.closing_status(done)])
-        if not reply.strip():
-            yield EMPTY_ANSWER
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-    @staticmethod
-    def _failed(parts: _Parts, turn: Turn, failure: HelixFailure, answer: str) -> None:
-        """Record the person's message (and what Helix answered before it failed), log why."""
-        log.warning(
-            "Helix failed for conversation %s: its answer is its %r failure text (%s)",
-            _cid(turn.conversation),
-            failure.form.name,
-            failure.detail or failure.form.opening.strip(),
-        )
-        parts.history.record(turn, answer.strip() or None, partial=True)
+from .decorations import Item, Status
+
+__all__ = ["PipeItem", "after_status", "for_host", "shown_text"]
+
+PipeItem = str | dict[str, Any]
+"""What the streaming ``pipe()`` yields: answer text, or a status event for the Pipelines server
+to send on as ``data: {"event": ...}`` (Open WebUI shows it as a status line)."""
 
 
-def _failure_notice(failure: HelixFailure, answer: str) -> str:
-    return notice_for(BackendError(failure.message, status_code=200), cut_off=bool(answer.strip()))
+def shown_text(result: str | Iterable[PipeItem]) -> str:
+    """The text a person sees of a ``pipe()`` result: the strings joined, status events left out."""
+    if isinstance(result, str):
+        return result
+    return "".join(item for item in result if isinstance(item, str))
 
 
-def _cid(conversation: Conversation) -> str:
-    return conversation.conversation_id if conversation.kind is not ChatKind.TASK else "(task)"
+def for_host(items: Iterable[Item | None]) -> Iterator[PipeItem]:
+    """Items as the Pipelines server sends them on: non-empty text, statuses as event dicts."""
+    for item in items:
+        if isinstance(item, Status):
+            yield {"event": item.event()}
+        elif item:
+            yield item
 
 
-def _model(model_id: object) -> str | None:
-    """The sub id the server passes (always a string from the Pipelines server), else none."""
-    return model_id if isinstance(model_id, str) and model_id else None
-
-
-def _after_status(line: str, answer: Iterator[PipeItem]) -> Iterator[PipeItem]:
+def after_status(line: str, answer: Iterator[PipeItem]) -> Iterator[PipeItem]:
     """``answer`` after a status ``line`` (a shortened history), ending with a ``done`` status.
 
     The Pipelines host's own status; an Open WebUI Function says it through its event emitter.
@@ -2962,6 +2836,203 @@ def _after_status(line: str, answer: Iterator[PipeItem]) -> Iterator[PipeItem]:
         yield item
     if not closed:
         yield {"event": Status(line, done=True).event()}
+''',
+    'helix_pipeline/pipe_turn.py': r'''"""One chat turn of the Helix pipe: prepared from the history, then answered by Helix.
+
+:func:`prepare_turn` loads and merges the history and builds Helix's payload (the store is read
+there); :func:`answer_turn` sends it, streams the reply back as it arrives and records the turn.
+Failures while answering become one short notice in the chat; the details go to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .chat_body import nothing_to_send
+from .client import HelixClient, completion_text
+from .conversation import ChatKind, Conversation
+from .errors import BackendError, HelixPipelineError
+from .helix_answer import AnswerReader, read_whole
+from .helix_failures import HelixFailure
+from .messages import messages_from_dicts
+from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for
+from .pipe_items import PipeItem, for_host
+from .service import HistoryService, Turn
+from .valves import HelixValves
+
+__all__ = ["PipeParts", "PreparedTurn", "answer_turn", "prepare_turn"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PipeParts:
+    """What the pipe builds from its valves: the history service and Helix's client."""
+
+    valves: HelixValves
+    history: HistoryService
+    client: HelixClient
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTurn:
+    """One chat turn ready for Helix (:func:`prepare_turn`), sent by :func:`answer_turn`.
+
+    ``turn`` tells what the history service did (``attached``, ``trim``); ``local_answer`` is set
+    when the turn is answered without Helix (a background task with ``TASKS=skip``).
+    """
+
+    parts: PipeParts
+    turn: Turn
+    payload: dict[str, Any]
+    header_id: str | None
+    stream: bool = True
+    local_answer: str | None = None
+
+
+def prepare_turn(
+    parts: PipeParts,
+    conversation: Conversation,
+    messages: Any,
+    body: Mapping[str, Any],
+    *,
+    model_id: Any = None,
+    memory: bool = True,
+) -> PreparedTurn:
+    """Load and merge the history and build Helix's payload; the store is read here.
+
+    ``memory=False`` (a person's own switch) forwards the turn as it came and records nothing.
+    Raises :class:`HelixPipelineError` (e.g. a valve Helix's client refuses).
+    """
+    incoming = messages_from_dicts(messages)
+    if not any(message.role == "user" for message in incoming):
+        raise nothing_to_send(body)
+    stream = body.get("stream", True) is not False
+    header_id: str | None = conversation.conversation_id
+    if conversation.is_task:
+        if parts.valves.TASKS == "skip":
+            log.debug("answering background task %s locally", conversation.task)
+            turn = parts.history.passthrough(conversation, ())
+            return PreparedTurn(parts, turn, {}, None, stream=stream, local_answer="")
+        turn, header_id = parts.history.passthrough(conversation, incoming), None
+    elif parts.history.enabled and memory:
+        turn = parts.history.prepare(conversation, incoming)
+    else:
+        turn = parts.history.passthrough(conversation, incoming)
+    payload = parts.client.build_payload(
+        turn.wire_messages(), body, model=_model(model_id), stream=stream
+    )
+    log.info(
+        "conversation %s (%s): %d messages to Helix, %d attached from the store",
+        conversation.conversation_id,
+        conversation.kind.value,
+        len(turn.outgoing),
+        turn.attached,
+    )
+    return PreparedTurn(parts, turn, payload, header_id, stream=stream)
+
+
+def answer_turn(prepared: PreparedTurn) -> str | Iterator[PipeItem]:
+    """Send a prepared turn to Helix: a generator of text and status events (``{"event": ...}``,
+    :func:`~helix_pipeline.pipe_items.shown_text` keeps the text) when streaming, else the text.
+
+    Blocks on Helix (the generator, on each chunk); records the turn when the answer is in.
+    """
+    if prepared.local_answer is not None:  # a stream of nothing: never a blank chunk
+        return iter(()) if prepared.stream and not prepared.local_answer else prepared.local_answer
+    if prepared.stream:
+        return _stream(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)
+    return _complete(prepared.parts, prepared.turn, prepared.payload, prepared.header_id)
+
+
+def _complete(parts: PipeParts, turn: Turn, payload: dict[str, Any], header_id: str | None) -> str:
+    try:
+        text = completion_text(parts.client.complete(payload, conversation_id=header_id))
+    except HelixPipelineError as exc:
+        log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
+        parts.history.record(turn, None)
+        return notice_for(exc)
+    reading = read_whole(text)
+    if reading.failure is not None:
+        _failed(parts, turn, reading.failure, reading.answer)
+        return reading.answer + _failure_notice(reading.failure, reading.answer)
+    parts.history.record(turn, reading.answer or None)
+    return reading.answer or EMPTY_ANSWER
+
+
+def _stream(
+    parts: PipeParts, turn: Turn, payload: dict[str, Any], header_id: str | None
+) -> Iterator[PipeItem]:
+    reader = AnswerReader()
+    finished = False
+    try:
+        for delta in parts.client.stream(payload, conversation_id=header_id):
+            yield from for_host(reader.feed(delta))
+        yield from for_host(reader.finish())
+        finished = True
+    except HelixPipelineError as exc:
+        log.warning("Helix failed for conversation %s: %s", _cid(turn.conversation), exc)
+        finished = True
+        yield from for_host(reader.finish())
+        parts.history.record(turn, reader.answer.strip() or None, partial=True)
+        yield from for_host([reader.closing_status("Helix's answer was cut off")])
+        yield notice_for(exc, cut_off=bool(reader.answer.strip()))
+        return
+    except Exception:  # the boundary: a generator that raises cuts the stream
+        log.exception("unexpected error while streaming from Helix")
+        finished = True
+        parts.history.record(turn, reader.answer.strip() or None, partial=True)
+        yield UNEXPECTED
+        return
+    finally:
+        if not finished:  # the client went away (GeneratorExit): keep what was streamed
+            parts.history.record(turn, reader.answer.strip() or None, partial=True)
+    yield from _close_stream(parts, turn, reader)
+
+
+def _close_stream(parts: PipeParts, turn: Turn, reader: AnswerReader) -> Iterator[PipeItem]:
+    """The end of a stream Helix finished: the closing status, and a notice when it failed or
+    said nothing; the turn is recorded."""
+    if reader.failure is not None:
+        _failed(parts, turn, reader.failure, reader.answer)
+        yield from for_host([reader.closing_status("Helix did not answer")])
+        yield _failure_notice(reader.failure, reader.answer)
+        return
+    reply = reader.answer
+    parts.history.record(turn, reply or None)
+    done = "Helix answered" if reply.strip() else "Helix answered nothing"
+    if reader.unvalidated and reply.strip():
+        done = "Helix answered, but could not fully validate the answer"
+    yield from for_host([reader.closing_status(done)])
+    if not reply.strip():
+        yield EMPTY_ANSWER
+
+
+def _failed(parts: PipeParts, turn: Turn, failure: HelixFailure, answer: str) -> None:
+    """Record the person's message (and what Helix answered before it failed), log why."""
+    log.warning(
+        "Helix failed for conversation %s: its answer is its %r failure text (%s)",
+        _cid(turn.conversation),
+        failure.form.name,
+        failure.detail or failure.form.opening.strip(),
+    )
+    parts.history.record(turn, answer.strip() or None, partial=True)
+
+
+def _failure_notice(failure: HelixFailure, answer: str) -> str:
+    return notice_for(BackendError(failure.message, status_code=200), cut_off=bool(answer.strip()))
+
+
+def _cid(conversation: Conversation) -> str:
+    return conversation.conversation_id if conversation.kind is not ChatKind.TASK else "(task)"
+
+
+def _model(model_id: object) -> str | None:
+    """The sub id the server passes (always a string from the Pipelines server), else none."""
+    return model_id if isinstance(model_id, str) and model_id else None
 ''',
     'helix_pipeline/runtime.py': r'''"""What a pipeline instance builds from its valves, rebuilt when an admin changes them.
 
@@ -7070,14 +7141,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__bfacfe90ff', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__3a09c171c6', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 import asyncio
 from typing import Any
 
-from helix_pipeline__0_1_0__bfacfe90ff.session_filter import SessionFilter
-from helix_pipeline__0_1_0__bfacfe90ff.valves import FilterValves
+from helix_pipeline__0_1_0__3a09c171c6.session_filter import SessionFilter
+from helix_pipeline__0_1_0__3a09c171c6.valves import FilterValves
 
 __all__ = ["Pipeline"]
 

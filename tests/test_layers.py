@@ -25,7 +25,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stores",),
     ("payload", "sse", "wire_errors", "helix_answer", "client"),  # the HTTP client to Helix
     ("service", "valves", "runtime", "store_location"),  # history + store + client, configured
-    ("pipe", "session_filter", "functions", "functions_worker", "hosts"),  # what hosts load
+    (  # what hosts load: the pipe (its turn, what it yields), the filter, the Functions
+        "pipe", "pipe_turn", "pipe_items", "session_filter", "functions", "functions_worker",
+        "hosts",
+    ),
     (  # tools around the pipeline: the command line, its helpers, FakeHelix
         "cli", "cli_sessions", "demo", "doctor", "install", "install_openwebui", "export",
         "bundle", "bundle_loader", "testing", "pytest_plugin",
