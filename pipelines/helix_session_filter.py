@@ -6456,65 +6456,40 @@ def hide_secret(text: str, secret: str | None) -> str:
         text = re.sub(rf"(?<!\w){re.escape(form)}(?!\w)", "***", text)
     return text
 ''',
-    'helix_pipeline/valves.py': r'''"""Valves: the settings an admin sees in Open WebUI (Admin > Settings > Pipelines).
+    'helix_pipeline/valve_env.py': r'''"""Valve defaults from environment variables, and the secrets read from them when needed.
 
-Every valve has a description, a default from the environment variable of the same name, and one
-rule (:data:`_RULES`) whose message names the valve and says what the value must be; the rule of
-``HELIX_BASE_URL`` is the client's own (:func:`helix_pipeline.urls.helix_base_url`). A bad
-environment variable never stops the pipeline from loading: it is logged and the built-in default is
-used. A bad saved value never stops the Pipelines server from starting (see
-:attr:`HistoryValves.tolerant`), and :meth:`HistoryValves.problems` tells the runtime which valves
-are unusable, however they were set. There is no ``extra="forbid"``: the Pipelines server overlays a
-saved ``valves.json``, and a stale key from an older version must not break loading.
+A valve's default is the environment variable of the same name, held to the valve's own rule
+(:data:`~helix_pipeline.valve_rules.RULES`): a bad variable never stops the pipeline from loading,
+it is logged and the built-in default is used. Secrets (``HELIX_API_KEY``, a ``SESSION_STORE_URL``
+with a password) are read from the environment when needed, never copied into a valve: the
+Pipelines server returns valves unauthenticated (``GET /<id>/valves``) and saves them in
+``valves.json``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic.functional_validators import ModelWrapValidatorHandler  # pydantic<2.9: not top-level
-from typing_extensions import Self
-
-from .history import Budget
-from .payload import DEFAULT_MODEL
-from .urls import (
-    EXAMPLE_BASE_URL,
-    authority_problem,
-    helix_base_url,
-    redact_url,
-    url_scheme,
-)
+from .valve_rules import HELIX_HEARTBEAT_S, RULES, check_read_timeout
 
 __all__ = [
-    "DEFAULT_HEADERS",
-    "FilterValves",
-    "HelixValves",
-    "HistoryValves",
+    "DATA_FOLDER",
+    "api_key_from_env",
     "default_store_url",
-    "parse_csv",
+    "from_env",
+    "read_timeout_from_env",
+    "store_url_from_env",
 ]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HEADERS = "X-OpenWebUI-Chat-Id,X-Conversation-ID"
 DATA_FOLDER = "helix_data"
-_STRICT = "helix_strict"
-"""Validation context key: refuse bad values even while the valves class is tolerant."""
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def default_store_url(pipelines_dir: Path | None = None) -> str:
@@ -6528,15 +6503,10 @@ def default_store_url(pipelines_dir: Path | None = None) -> str:
     return f"sqlite:///{folder.absolute() / 'sessions.db'}"
 
 
-def parse_csv(value: str) -> list[str]:
-    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _env(name: str, default: Any) -> Callable[[], Any]:
+def from_env(name: str, default: Any) -> Callable[[], Any]:
     """A default factory: the environment variable ``name`` converted like ``default``, if valid.
 
-    The variable must pass the valve's own rule (:data:`_RULES`); else it is logged and ignored.
+    The variable must pass the valve's own rule (:data:`RULES`); else it is logged and ignored.
     """
 
     def factory() -> Any:
@@ -6544,18 +6514,8 @@ def _env(name: str, default: Any) -> Callable[[], Any]:
         if raw is None or raw == "":
             return default
         try:
-            value: Any
-            if isinstance(default, bool):
-                if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(f"{name} must be true or false")
-                value = raw.strip().lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, int):
-                value = int(raw)
-            elif isinstance(default, float):
-                value = float(raw)
-            else:
-                value = raw
-            rule = _RULES.get(name)
+            value = _converted(name, raw, default)
+            rule = RULES.get(name)
             if rule is not None:
                 value = rule(value)
         except ValueError as exc:  # ConfigError is a ValueError too
@@ -6564,6 +6524,102 @@ def _env(name: str, default: Any) -> Callable[[], Any]:
         return value
 
     return factory
+
+
+def _converted(name: str, raw: str, default: Any) -> Any:
+    """``raw`` as the type of ``default``; a :class:`ValueError` if it is not one."""
+    if isinstance(default, bool):
+        if raw.strip().lower() not in (*_TRUE, *_FALSE):
+            raise ValueError(f"{name} must be true or false")
+        return raw.strip().lower() in _TRUE
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def read_timeout_from_env() -> float:
+    """READ_TIMEOUT_S's default: its environment variable, if it passes the heartbeat rule too."""
+    value: float = from_env("READ_TIMEOUT_S", 120.0)()
+    try:
+        return check_read_timeout(value, from_env("HELIX_HEARTBEAT_S", HELIX_HEARTBEAT_S)())
+    except ValueError as exc:
+        log.warning("ignoring environment variable READ_TIMEOUT_S: %s; using 120.0", exc)
+        return 120.0
+
+
+store_url_from_env: Callable[[], str] = from_env("SESSION_STORE_URL", "")
+"""The ``SESSION_STORE_URL`` environment variable, if it passes the valve's rule; else empty."""
+api_key_from_env: Callable[[], str] = from_env("HELIX_API_KEY", "")
+"""The ``HELIX_API_KEY`` environment variable, if it passes the valve's rule; else empty."""
+''',
+    'helix_pipeline/valve_rules.py': r'''"""What each valve's value must be: one rule per valve, its message naming the valve.
+
+:data:`RULES` is used by the valve's validator and by its environment variable alike, so a value
+that passes one passes the other; the rule of ``HELIX_BASE_URL`` is the client's own
+(:func:`helix_pipeline.urls.helix_base_url`). ``READ_TIMEOUT_S`` has one more rule that reads a
+second valve: :func:`check_read_timeout`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .urls import authority_problem, helix_base_url, redact_url, url_scheme
+
+__all__ = [
+    "DEFAULT_HEADERS",
+    "HEARTBEAT_MARGIN",
+    "HELIX_HEARTBEAT_S",
+    "MAX_LIMIT",
+    "MAX_TIMEOUT_S",
+    "MAX_TTL_DAYS",
+    "RULES",
+    "check_models",
+    "check_read_timeout",
+    "parse_csv",
+]
+
+DEFAULT_HEADERS = "X-OpenWebUI-Chat-Id,X-Conversation-ID"
+HELIX_HEARTBEAT_S = 10.0
+"""How often Helix (b979a99) sends a heartbeat while Claude Code works, in seconds."""
+HEARTBEAT_MARGIN = 1.5
+"""READ_TIMEOUT_S must be this many heartbeat gaps at least: a late heartbeat must not cut."""
+MAX_TIMEOUT_S = 86_400.0
+"""A day: beyond it a socket timeout overflows on some platforms, and no answer takes that long."""
+MAX_LIMIT = 1_000_000_000
+MAX_TTL_DAYS = 36_500
+
+
+def parse_csv(value: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def check_read_timeout(value: float, heartbeat: float) -> float:
+    """``READ_TIMEOUT_S`` as given, unless it would cut Helix's normal pause between heartbeats."""
+    floor = heartbeat * HEARTBEAT_MARGIN
+    if value < floor:
+        raise ValueError(
+            f"READ_TIMEOUT_S must be at least {floor:g} s: Helix sends a heartbeat only every "
+            f"{heartbeat:g} s while it works (HELIX_HEARTBEAT_S), so a shorter wait cuts healthy "
+            "answers"
+        )
+    return value
+
+
+def check_models(value: str) -> str:
+    """``HELIX_MODELS``: comma-separated ids a URL path and a model list can carry."""
+    for model_id in parse_csv(value):
+        if "/" in model_id or not all(c.isprintable() and not c.isspace() for c in model_id):
+            raise ValueError(
+                "HELIX_MODELS must be comma-separated model ids without spaces, slashes or "
+                "control characters, e.g. helix-consultant"
+            )
+    return value
 
 
 def _check_url(value: str) -> str:
@@ -6583,16 +6639,6 @@ def _check_headers(value: str) -> str:
                 f"CONVERSATION_HEADERS must be comma-separated header names; {name!r} is not one"
             )
     return ",".join(names)
-
-
-def _check_models(value: str) -> str:
-    for model_id in parse_csv(value):
-        if "/" in model_id or not all(c.isprintable() and not c.isspace() for c in model_id):
-            raise ValueError(
-                "HELIX_MODELS must be comma-separated model ids without spaces, slashes or "
-                "control characters, e.g. helix-consultant"
-            )
-    return value
 
 
 def _check_api_key(value: str) -> str:
@@ -6618,6 +6664,12 @@ def _check_store_url(value: str) -> str:
     return value
 
 
+def _check_tasks(value: str) -> str:
+    if value not in ("forward", "skip"):
+        raise ValueError("TASKS must be 'forward' or 'skip'")
+    return value
+
+
 def _number(name: str, high: float, must: str, *, zero: bool) -> Callable[[Any], Any]:
     """The rule of a numeric valve: finite, above 0 (or 0 itself if ``zero``), at most ``high``.
 
@@ -6633,49 +6685,10 @@ def _number(name: str, high: float, must: str, *, zero: bool) -> Callable[[Any],
     return check
 
 
-def _check_tasks(value: str) -> str:
-    if value not in ("forward", "skip"):
-        raise ValueError("TASKS must be 'forward' or 'skip'")
-    return value
-
-
-HELIX_HEARTBEAT_S = 10.0
-"""How often Helix (b979a99) sends a heartbeat while Claude Code works, in seconds."""
-HEARTBEAT_MARGIN = 1.5
-"""READ_TIMEOUT_S must be this many heartbeat gaps at least: a late heartbeat must not cut."""
-
-
-def check_read_timeout(value: float, heartbeat: float) -> float:
-    """``READ_TIMEOUT_S`` as given, unless it would cut Helix's normal pause between heartbeats."""
-    floor = heartbeat * HEARTBEAT_MARGIN
-    if value < floor:
-        raise ValueError(
-            f"READ_TIMEOUT_S must be at least {floor:g} s: Helix sends a heartbeat only every "
-            f"{heartbeat:g} s while it works (HELIX_HEARTBEAT_S), so a shorter wait cuts healthy "
-            "answers"
-        )
-    return value
-
-
-def _read_timeout_from_env() -> float:
-    """READ_TIMEOUT_S's default: its environment variable, if it passes the heartbeat rule too."""
-    value: float = _env("READ_TIMEOUT_S", 120.0)()
-    try:
-        return check_read_timeout(value, _env("HELIX_HEARTBEAT_S", HELIX_HEARTBEAT_S)())
-    except ValueError as exc:
-        log.warning("ignoring environment variable READ_TIMEOUT_S: %s; using 120.0", exc)
-        return 120.0
-
-
-MAX_TIMEOUT_S = 86_400.0
-"""A day: beyond it a socket timeout overflows on some platforms, and no answer takes that long."""
-MAX_LIMIT = 1_000_000_000
-MAX_TTL_DAYS = 36_500
-
-_RULES: dict[str, Callable[[Any], Any]] = {
+RULES: dict[str, Callable[[Any], Any]] = {
     "HELIX_BASE_URL": _check_url,
     "HELIX_API_KEY": _check_api_key,
-    "HELIX_MODELS": _check_models,
+    "HELIX_MODELS": check_models,
     "CONVERSATION_HEADERS": _check_headers,
     "SESSION_STORE_URL": _check_store_url,
     "TASKS": _check_tasks,
@@ -6703,11 +6716,70 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     },
 }
 """One rule per valve, used by the valve's validator and by its environment variable."""
+''',
+    'helix_pipeline/valves.py': r'''"""Valves: the settings an admin sees in Open WebUI (Admin > Settings > Pipelines).
 
-_store_url_from_env = _env("SESSION_STORE_URL", "")
-"""Secrets are read from the environment when needed, never copied into a valve: the Pipelines
-server returns valves unauthenticated (``GET /<id>/valves``) and saves them in ``valves.json``."""
-_api_key_from_env = _env("HELIX_API_KEY", "")
+Every valve has a description, a default from the environment variable of the same name
+(:mod:`helix_pipeline.valve_env`), and one rule (:mod:`helix_pipeline.valve_rules`) whose message
+names the valve and says what the value must be. A bad saved value never stops the Pipelines
+server from starting (see :attr:`HistoryValves.tolerant`), and :meth:`HistoryValves.problems`
+tells the runtime which valves are unusable, however they were set. There is no
+``extra="forbid"``: the Pipelines server overlays a saved ``valves.json``, and a stale key from an
+older version must not break loading.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.functional_validators import ModelWrapValidatorHandler  # pydantic<2.9: not top-level
+from typing_extensions import Self
+
+from .history import Budget
+from .payload import DEFAULT_MODEL
+from .urls import EXAMPLE_BASE_URL
+from .valve_env import (
+    api_key_from_env,
+    default_store_url,
+    from_env,
+    read_timeout_from_env,
+    store_url_from_env,
+)
+from .valve_rules import (
+    DEFAULT_HEADERS,
+    HELIX_HEARTBEAT_S,
+    RULES,
+    check_models,
+    check_read_timeout,
+    parse_csv,
+)
+
+__all__ = [
+    "DEFAULT_HEADERS",
+    "FilterValves",
+    "HelixValves",
+    "HistoryValves",
+    "default_store_url",
+    "parse_csv",
+]
+
+log = logging.getLogger(__name__)
+
+_STRICT = "helix_strict"
+"""Validation context key: refuse bad values even while the valves class is tolerant."""
 
 
 class HistoryValves(BaseModel):
@@ -6724,7 +6796,7 @@ class HistoryValves(BaseModel):
     _refused: dict[str, str] = PrivateAttr(default_factory=dict)
 
     HISTORY_ENABLED: bool = Field(
-        default_factory=_env("HISTORY_ENABLED", True),
+        default_factory=from_env("HISTORY_ENABLED", True),
         description="On: attach the stored history and record every turn. Off: forward untouched, record nothing.",
     )
     SESSION_STORE_URL: str = Field(
@@ -6735,30 +6807,30 @@ class HistoryValves(BaseModel):
         "in the environment: the Pipelines server shows valves to anyone who can reach it.",
     )
     MAX_HISTORY_MESSAGES: int = Field(
-        default_factory=_env("MAX_HISTORY_MESSAGES", 100),
+        default_factory=from_env("MAX_HISTORY_MESSAGES", 100),
         description="Most messages sent to Helix in one request (Helix accepts at most 100).",
     )
     MAX_MESSAGE_CHARS: int = Field(
-        default_factory=_env("MAX_MESSAGE_CHARS", 100_000),
+        default_factory=from_env("MAX_MESSAGE_CHARS", 100_000),
         description="Longest message sent to Helix, in characters; longer ones are truncated (Helix accepts 100,000).",
     )
     MAX_HISTORY_CHARS: int = Field(
-        default_factory=_env("MAX_HISTORY_CHARS", 500_000),
+        default_factory=from_env("MAX_HISTORY_CHARS", 500_000),
         description="Total characters of history sent to Helix; the oldest turns are left out beyond it.",
     )
     STORE_TEMPORARY_CHATS: bool = Field(
-        default_factory=_env("STORE_TEMPORARY_CHATS", False),
+        default_factory=from_env("STORE_TEMPORARY_CHATS", False),
         description="Keep temporary chats in the session store too (off: in memory only, gone on restart).",
     )
     SESSION_TTL_DAYS: int = Field(
-        default_factory=_env("SESSION_TTL_DAYS", 0),
+        default_factory=from_env("SESSION_TTL_DAYS", 0),
         description="Delete conversations inactive for this many days (checked at startup); 0 keeps them forever.",
     )
 
     @field_validator("*")
     @classmethod
     def _follows_its_rule(cls, value: Any, info: ValidationInfo) -> Any:
-        rule = _RULES.get(info.field_name or "")
+        rule = RULES.get(info.field_name or "")
         value = value if rule is None else rule(value)
         heartbeat = info.data.get("HELIX_HEARTBEAT_S")
         if info.field_name == "READ_TIMEOUT_S" and heartbeat:  # declared before it
@@ -6805,14 +6877,14 @@ class HistoryValves(BaseModel):
 
     def store_url(self, pipelines_dir: Path | None = None) -> str:
         """The valve, else the ``SESSION_STORE_URL`` environment variable, else the default file."""
-        return self.SESSION_STORE_URL or _store_url_from_env() or default_store_url(pipelines_dir)
+        return self.SESSION_STORE_URL or store_url_from_env() or default_store_url(pipelines_dir)
 
 
 class HelixValves(HistoryValves):
     """The valves of the Helix manifold pipe."""
 
     HELIX_BASE_URL: str = Field(
-        default_factory=_env("HELIX_BASE_URL", EXAMPLE_BASE_URL),
+        default_factory=from_env("HELIX_BASE_URL", EXAMPLE_BASE_URL),
         description="Where Helix listens, with or without /v1, e.g. http://localhost:8001.",
     )
     HELIX_API_KEY: str = Field(
@@ -6823,39 +6895,39 @@ class HelixValves(HistoryValves):
         json_schema_extra={"format": "password"},
     )
     HELIX_MODELS: str = Field(
-        default_factory=_env("HELIX_MODELS", "helix-consultant"),
+        default_factory=from_env("HELIX_MODELS", "helix-consultant"),
         description="Models to offer when Helix cannot be asked for its list (comma separated).",
     )
     CONVERSATION_HEADERS: str = Field(
-        default_factory=_env("CONVERSATION_HEADERS", DEFAULT_HEADERS),
+        default_factory=from_env("CONVERSATION_HEADERS", DEFAULT_HEADERS),
         description="Headers that carry the chat id to Helix (comma separated). Current Helix reads "
         "X-OpenWebUI-Chat-Id, the ADR-029 build X-Conversation-ID.",
     )
     CONNECT_TIMEOUT_S: float = Field(
-        default_factory=_env("CONNECT_TIMEOUT_S", 5.0),
+        default_factory=from_env("CONNECT_TIMEOUT_S", 5.0),
         description="Seconds to wait for a connection to Helix.",
     )
     HELIX_HEARTBEAT_S: float = Field(
-        default_factory=_env("HELIX_HEARTBEAT_S", HELIX_HEARTBEAT_S),
+        default_factory=from_env("HELIX_HEARTBEAT_S", HELIX_HEARTBEAT_S),
         description="Seconds between the heartbeats Helix sends while it works (10 in Helix). "
         "READ_TIMEOUT_S must be at least 1.5 times this.",
     )
     READ_TIMEOUT_S: float = Field(
-        default_factory=_read_timeout_from_env,
+        default_factory=read_timeout_from_env,
         description="Seconds Helix may stay silent before the turn fails (Helix sends a heartbeat every 10 s, "
         "so at least 15; a whole answer may take 600 s).",
     )
     ANSWER_TIMEOUT_S: float = Field(
-        default_factory=_env("ANSWER_TIMEOUT_S", 660.0),
+        default_factory=from_env("ANSWER_TIMEOUT_S", 660.0),
         description="Seconds a non-streaming answer (every background task, and chats with streaming "
         "off) may take in all: Helix sends nothing until it is done, and may work 600 s.",
     )
     MAX_RETRIES: int = Field(
-        default_factory=_env("MAX_RETRIES", 2),
+        default_factory=from_env("MAX_RETRIES", 2),
         description="Retries when Helix cannot be reached or answers 429/502/503/504 before any answer began.",
     )
     TASKS: Literal["forward", "skip"] = Field(
-        default_factory=_env("TASKS", "skip"),
+        default_factory=from_env("TASKS", "skip"),
         description="Background tasks (titles, tags, follow-ups): 'skip' answers them locally with an "
         "empty result (Open WebUI then titles the chat with its first message); 'forward' sends each "
         "to Helix without the conversation header, where it is a full Claude Code run. Or set Open "
@@ -6864,7 +6936,7 @@ class HelixValves(HistoryValves):
 
     def api_key(self) -> str | None:
         """The valve, else the ``HELIX_API_KEY`` environment variable; ``None`` without either."""
-        return self.HELIX_API_KEY or _api_key_from_env() or None
+        return self.HELIX_API_KEY or api_key_from_env() or None
 
     def header_names(self) -> tuple[str, ...]:
         return tuple(parse_csv(self.CONVERSATION_HEADERS))
@@ -6872,7 +6944,7 @@ class HelixValves(HistoryValves):
     def model_ids(self) -> list[str]:
         """The ``HELIX_MODELS`` valve's ids; the default model when it is empty or unusable."""
         try:
-            ids = parse_csv(_check_models(self.HELIX_MODELS))
+            ids = parse_csv(check_models(self.HELIX_MODELS))
         except (ValueError, AttributeError, TypeError):  # set without validation: not a usable list
             ids = []
         return ids or [DEFAULT_MODEL]
@@ -7141,14 +7213,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__3a09c171c6', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__92fef3e2e5', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 import asyncio
 from typing import Any
 
-from helix_pipeline__0_1_0__3a09c171c6.session_filter import SessionFilter
-from helix_pipeline__0_1_0__3a09c171c6.valves import FilterValves
+from helix_pipeline__0_1_0__92fef3e2e5.session_filter import SessionFilter
+from helix_pipeline__0_1_0__92fef3e2e5.valves import FilterValves
 
 __all__ = ["Pipeline"]
 

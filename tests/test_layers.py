@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("history", "notices"),  # the budget, and the notices history keeps apart
     ("stores",),
     ("payload", "sse", "wire_errors", "helix_answer", "client"),  # the HTTP client to Helix
-    ("service", "valves", "runtime", "store_location"),  # history + store + client, configured
+    ("service", "valve_rules", "valve_env", "valves", "runtime", "store_location"),  # configured
     (  # what hosts load: the pipe (its turn, what it yields), the filter, the Functions
         "pipe", "pipe_turn", "pipe_items", "session_filter", "functions", "functions_worker",
         "hosts",

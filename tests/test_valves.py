@@ -196,7 +196,7 @@ class TestABadEnvironmentVariable:
     ) -> None:
         default = getattr(HelixValves(), name)
         monkeypatch.setenv(name, raw)
-        with caplog.at_level(logging.WARNING, logger="helix_pipeline.valves"):
+        with caplog.at_level(logging.WARNING, logger="helix_pipeline.valve_env"):
             valves = HelixValves()
         assert getattr(valves, name) == default
         [record] = caplog.records
@@ -207,7 +207,7 @@ class TestABadEnvironmentVariable:
         self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:
         monkeypatch.setenv("SESSION_STORE_URL", "mysql://helix:hunter2@db/helix")
-        with caplog.at_level(logging.WARNING, logger="helix_pipeline.valves"):
+        with caplog.at_level(logging.WARNING, logger="helix_pipeline.valve_env"):
             assert HistoryValves().store_url(Path("/srv/pipelines")).startswith("sqlite:///")
         assert "SESSION_STORE_URL" in caplog.text
         assert "hunter2" not in caplog.text
