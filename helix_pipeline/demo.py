@@ -1,179 +1,62 @@
-"""``helix-pipeline demo``: an Open WebUI chat played through the Helix pipe, shown step by step.
+"""``helix-pipeline demo``: an Open WebUI chat played through the Helix pipe, as a transcript.
 
 The demo builds :class:`~helix_pipeline.pipe.HelixPipe` as ``pipelines/helix.py`` does and calls
-its hooks in the order the Pipelines server does for Open WebUI 0.12.4: a title task and the first
-turn arrive together, then each turn is ``inlet``, ``pipe`` (the body without ``metadata``) and
-``outlet``. Helix is FakeHelix on loopback unless ``--helix-url`` names a real one; either way the
-pipe talks to it through a recording relay, so the transcript shows what Helix really received.
-Every step is checked, and the first thing that does not hold ends the demo with its reason.
+its hooks in the order the Pipelines server does for Open WebUI 0.12.4 (bodies from
+:class:`~helix_pipeline.testing.openwebui.OpenWebUIChat`): a title task and the first turn arrive
+together, then each turn is ``inlet``, ``pipe`` (the body without ``metadata``) and ``outlet``.
+Helix is FakeHelix on loopback unless ``--helix-url`` names a real one; either way the pipe talks
+to it through a :class:`~helix_pipeline.testing.relay.RecordingRelay`, so the transcript shows
+what Helix really received.
+
+It prints facts and judges nothing (``tests/test_demo.py`` checks them). Only a failure ends it
+early, with one line: Helix unreachable, a turn answered with the pipe's failure notice, a store
+that cannot be read.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import tempfile
-import threading
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
-import requests
-import urllib3.exceptions
-
 from .cli_sessions import plural, preview
-from .client import HelixClient, iter_body
-from .conversation import ConversationKey, header_safe, helix_session_id
+from .client import HelixClient
+from .conversation import ConversationKey, helix_session_id
 from .errors import BackendError, BackendUnavailable, ConfigError
-from .pipe import HelixPipe, shown_text
+from .messages import Message
+from .notices import is_notice
+from .pipe import HelixPipe, PipeItem
 from .stores import SessionStore, open_store
 from .testing import RecordedRequest
 from .testing.openwebui import TITLE_TASK, ChatTurn, OpenWebUIChat, pipe_arguments
+from .testing.relay import RecordingRelay
 from .urls import redact_url
 from .valves import DEFAULT_HEADERS, HelixValves
 
-__all__ = ["DEMO_TURNS", "RecordingRelay", "run_demo"]
-
-log = logging.getLogger(__name__)
+__all__ = ["DEMO_TURNS", "run_demo"]
 
 DEMO_TURNS = (
     "Hello, my name is Ana. What is 2+2?",
     "And what is that number times 10?",
     "Thanks! What was my name again?",
 )
-_NOTICE_PREFIX = "⚠️"
-
-
-# ---------------------------------------------------------------------------- the relay
-
-
-class RecordingRelay:
-    """A loopback HTTP relay to Helix that records every request (a context manager).
-
-    Answers, streams included, are passed back as they arrive; an unreachable Helix is a 502.
-    """
-
-    def __init__(self, upstream: str, *, timeout: float = 600.0) -> None:
-        base = upstream.rstrip("/")
-        self.upstream = base[: -len("/v1")] if base.endswith("/v1") else base
-        self.timeout = timeout
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        self.session = requests.Session()
-        self._server = _RelayServer(("127.0.0.1", 0), _RelayHandler)
-        self._server.relay = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def chat_requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return [r for r in self.requests if r.path.endswith("/chat/completions")]
-
-    def __enter__(self) -> RecordingRelay:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self.session.close()
-
-    def record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
-
-
-class _RelayServer(ThreadingHTTPServer):
-    daemon_threads = True
-    relay: RecordingRelay
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("relay: a connection from %s failed", client_address, exc_info=True)
-
-
-_HOP_BY_HOP = {"host", "content-length", "connection", "accept-encoding", "transfer-encoding"}
-
-
-class _RelayHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _RelayServer
-
-    def do_GET(self) -> None:
-        self._relay("GET")
-
-    def do_POST(self) -> None:
-        self._relay("POST")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("relay %s", format % args)
-
-    def _relay(self, method: str) -> None:
-        relay = self.server.relay
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-        relay.record(RecordedRequest(method, self.path, dict(self.headers.items()), body))
-        self.close_connection = True
-        try:
-            answer = relay.session.request(
-                method,
-                relay.upstream + self.path,
-                data=raw or None,
-                headers=headers,
-                stream=True,
-                timeout=(5.0, relay.timeout),
-            )
-        except requests.RequestException as exc:
-            detail = json.dumps({"detail": f"relay: Helix unreachable ({type(exc).__name__})"})
-            self.send_response(502)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(detail)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(detail.encode())
-            return
-        with answer:
-            self.send_response(answer.status_code)
-            for name in ("Content-Type", "Retry-After"):
-                if name in answer.headers:
-                    self.send_header(name, answer.headers[name])
-            self.send_header("Transfer-Encoding", "chunked")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            try:
-                for chunk in iter_body(answer):
-                    if chunk:
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                        self.wfile.flush()
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-                log.debug("relay: Helix's answer was cut off", exc_info=True)
-                return  # no final chunk: the client sees the cut, as it would from Helix
-            self.wfile.write(b"0\r\n\r\n")
-
-
-# ------------------------------------------------------------------------------ the demo
+HEADER_NAMES = tuple(DEFAULT_HEADERS.split(","))
 
 
 @dataclass(frozen=True, slots=True)
-class _Seen:
-    """What Helix received for one ``pipe()`` call, and the reply the pipe gave back."""
+class _Answer:
+    """One ``pipe()`` call: the request Helix got for it (if any) and what the person saw."""
 
-    messages: int
-    header: str | None
-    reply: str
+    received: RecordedRequest | None
+    text: str
+    statuses: tuple[str, ...]
+    notice: str | None
 
 
-class _Demo:
-    """Plays the chat through the pipe, prints each step and stops at the first that fails."""
+class _Transcript:
+    """Plays the chat through the pipe and writes down what happened, step by step."""
 
     def __init__(
         self,
@@ -188,91 +71,130 @@ class _Demo:
         self.relay = relay
         self.reader = reader
         self.chat = chat
-        self.header_name = DEFAULT_HEADERS.split(",")[0]
 
     def line(self, text: str = "") -> None:
         self.out.write(text + "\n")
 
     def row(self, label: str, text: str) -> None:
-        self.out.write(f"    {label:<19} {text}\n")
+        self.out.write(f"    {label:<19} {text}".rstrip() + "\n")
 
-    def call_pipe(self, body: dict[str, Any]) -> _Seen:
-        """``pipe()`` as the Pipelines server calls it, and the one request Helix got for it."""
+    def stored(self) -> list[Message]:
+        return self.reader.load(ConversationKey(self.chat.user["id"], self.chat.chat_id))
+
+    def call_pipe(self, inlet: dict[str, Any]) -> _Answer:
+        """``pipe()`` as the Pipelines server calls it, and the request Helix got for it."""
         before = len(self.relay.chat_requests())
-        result = self.pipe.pipe(**pipe_arguments(body))
-        reply = shown_text(result)
+        result = self.pipe.pipe(**pipe_arguments(self.chat.pipe_body(inlet)))
+        items: list[PipeItem] = [result] if isinstance(result, str) else list(result)
+        texts = [item for item in items if isinstance(item, str)]
         sent = self.relay.chat_requests()[before:]
-        if reply.lstrip().startswith(_NOTICE_PREFIX):
-            raise BackendError(f"the pipe answered with an error: {' '.join(reply.split())}")
-        if not sent:
-            raise BackendError("the pipe answered without asking Helix")
-        request = sent[-1]
-        messages = request.body.get("messages") if isinstance(request.body, dict) else None
-        count = len(messages) if isinstance(messages, list) else 0
-        return _Seen(count, request.header(self.header_name), reply)
+        return _Answer(
+            received=sent[-1] if sent else None,
+            text="".join(texts),
+            statuses=tuple(_statuses(items)),
+            notice=_notice(texts),
+        )
 
-    def stored_roles(self) -> list[str]:
-        key = ConversationKey(self.chat.user["id"], self.chat.chat_id)
-        return [m.role for m in self.reader.load(key)]
-
-    def title_task(self, turn: ChatTurn, inlet: dict[str, Any]) -> None:
-        """The title task Open WebUI starts with the first turn: no header, nothing stored."""
-        before = self.stored_roles()
-        seen = self.call_pipe(self.chat.pipe_body(inlet))
-        self.row("Open WebUI -> pipe", f"1 message: the {TITLE_TASK} task, same chat")
-        self.row("pipe -> Helix", f"{_count(seen.messages)}, no conversation header")
-        self.row("", "(Helix gives it a throwaway session of its own)")
-        self.row("Helix's answer", preview(seen.reply) or "(empty)")
-        if seen.header is not None:
-            raise BackendError(
-                f"the title task reached Helix with {self.header_name}: {seen.header}"
-            )
-        if self.stored_roles() != before:
-            raise BackendError("the title task was recorded in the conversation's history")
-        self.row("stored", "nothing: background tasks never touch the history")
-
-    def chat_turn(self, number: int, turn: ChatTurn, inlet: dict[str, Any]) -> str:
-        """One chat turn's ``pipe()`` and ``outlet``; the Helix session it went to."""
-        seen = self.call_pipe(self.chat.pipe_body(inlet))
-        self.chat.finish_turn(turn, seen.reply)
-        self.pipe.outlet(self.chat.outlet_body(turn), self.chat.user)
-        stored = self.stored_roles()
-        sent = len(inlet["messages"])
-        self.row("Open WebUI -> pipe", f"{_count(sent)}, chat {self.chat.chat_id}")
-        self.row("pipe -> Helix", f"{_count(seen.messages)}, {self.header_name}: {seen.header}")
-        session = helix_session_id(seen.header or "")
-        self.row("", f"(Helix session {session})")
-        self.row("Helix's answer", preview(seen.reply) or "(empty)")
-        self.row("stored", f"{_count(len(stored))} in the active branch")
-        if seen.header != header_safe(self.chat.chat_id):
-            raise BackendError(
-                f"turn {number} reached Helix with {self.header_name}: {seen.header!r}, "
-                "not the chat id"
-            )
-        if seen.messages != 2 * number - 1:
-            raise BackendError(
-                f"turn {number} sent Helix {_count(seen.messages)}, not the {2 * number - 1} "
-                "of the whole chat"
-            )
-        if stored != ["user", "assistant"] * number:
-            raise BackendError(f"turn {number} left {_count(len(stored))} stored, not {2 * number}")
-        return session
-
-    def play(self, number: int, text: str) -> str:
+    def play(self, number: int, text: str) -> None:
         """One turn in the Pipelines server's order (the first with its title task)."""
         turn = self.chat.start_turn(text)
         user = self.chat.user
         self.line()
-        self.line(f"Turn {number}: the user writes {text!r}")
-        title_inlet = None
+        self.line(f"Turn {number}")
+        self.row(f"{user['name']} types", text)
+        task_inlet = None
         if number == 1:
-            title_inlet = self.pipe.inlet(self.chat.task_inlet_body(turn), user)
+            task_inlet = self.pipe.inlet(self.chat.task_inlet_body(turn), user)
         inlet = self.pipe.inlet(self.chat.inlet_body(turn), user)
-        if title_inlet is not None:
-            self.line("  The title task, which Open WebUI starts together with turn 1:")
-            self.title_task(turn, title_inlet)
-            self.line("  The turn itself:")
-        return self.chat_turn(number, turn, inlet)
+        if task_inlet is not None:
+            self.title_task(number, task_inlet)
+        self.chat_turn(number, turn, inlet)
+
+    def title_task(self, number: int, inlet: dict[str, Any]) -> None:
+        """The title task Open WebUI starts together with the first turn."""
+        self.line(f"  Open WebUI's {TITLE_TASK} task, started together with turn {number}:")
+        self.row(
+            "Open WebUI sends", f"{_count(len(inlet['messages']))}, metadata.task {TITLE_TASK}"
+        )
+        answer = self.call_pipe(inlet)
+        self.helix_rows(answer.received, task=True)
+        self.answer_rows(number, answer)
+        self.store_row()
+        self.line(f"  Turn {number} itself:")
+
+    def chat_turn(self, number: int, turn: ChatTurn, inlet: dict[str, Any]) -> None:
+        """One chat turn's ``pipe()`` and ``outlet``."""
+        self.row("Open WebUI sends", f"{_count(len(inlet['messages']))}, the whole chat")
+        answer = self.call_pipe(inlet)
+        self.helix_rows(answer.received)
+        self.answer_rows(number, answer)
+        self.chat.finish_turn(turn, answer.text)
+        self.pipe.outlet(self.chat.outlet_body(turn), self.chat.user)
+        self.store_row()
+
+    def helix_rows(self, received: RecordedRequest | None, *, task: bool = False) -> None:
+        """What Helix received: each message, and the conversation headers."""
+        if received is None:
+            self.row("Helix receives", "nothing: the pipe did not ask Helix")
+            return
+        body = received.body if isinstance(received.body, dict) else {}
+        messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+        earlier = len(messages) - 1 if messages and messages[-1].get("role") == "user" else 0
+        what = "the task's prompt" if task else _earlier(earlier)
+        self.row("Helix receives", f"{_count(len(messages))}: {what}")
+        for message in messages:
+            role, content = str(message.get("role")), str(message.get("content"))
+            self.row("", f"  {role:<10} {preview(content)}")
+        for index, name in enumerate(HEADER_NAMES):
+            value = received.header(name)
+            shown = "(not sent)" if value is None else value
+            self.row("" if index else "headers", f"{name}: {shown}")
+        value = received.header(HEADER_NAMES[0])
+        session = (
+            "(no header: a new one of Helix's own)" if value is None else helix_session_id(value)
+        )
+        self.row("Helix session", session)
+
+    def answer_rows(self, number: int, answer: _Answer) -> None:
+        """What the person saw; a failure notice ends the demo (the chat showed it)."""
+        if answer.statuses:
+            self.row("status lines", " > ".join(answer.statuses))
+        self.row("shown", preview(answer.text) or "(nothing)")
+        if answer.notice is not None:
+            raise BackendError(f"turn {number}: the pipe answered with an error: {answer.notice}")
+
+    def store_row(self) -> None:
+        stored = self.stored()
+        if not stored:
+            self.row("store holds", "nothing for this chat")
+            return
+        roles = ", ".join(m.role + (" (partial)" if m.partial else "") for m in stored)
+        ids = sum(1 for m in stored if m.message_id)
+        self.row("store holds", f"{_count(len(stored))}: {roles}")
+        self.row("", f"{ids} of them with Open WebUI's message id")
+
+    def summary(self, store_url: str | None) -> None:
+        """What Helix got over the whole chat, and where to look at what was stored."""
+        received = self.relay.chat_requests()
+        values = [r.header(HEADER_NAMES[0]) for r in received]
+        with_header = [v for v in values if v is not None]
+        self.line()
+        self.line("Afterwards")
+        self.row(
+            "Helix received",
+            f"{plural(len(received), 'request')}: {len(with_header)} with the conversation "
+            f"headers, {len(values) - len(with_header)} without",
+        )
+        sessions = {helix_session_id(v): with_header.count(v) for v in with_header}
+        for session, count in sessions.items():
+            self.row("Helix session", f"{session}: {plural(count, 'request')}")
+        self.row("store holds", f"{_count(len(self.stored()))} for chat {self.chat.chat_id}")
+        if store_url is not None:
+            self.row(
+                "see them",
+                f"helix-pipeline sessions --store '{redact_url(store_url)}' show "
+                f"--user {self.chat.user['id']} {self.chat.chat_id}",
+            )
 
 
 def run_demo(
@@ -284,8 +206,8 @@ def run_demo(
 ) -> int:
     """Play three turns and a title task through the Helix pipe, printing what happened.
 
-    Returns 0 when everything held; raises a :class:`~helix_pipeline.errors.HelixPipelineError`
-    that says what did not (Helix unreachable, a header missing, history not stored, ...).
+    Returns 0 once the chat is played; raises a :class:`~helix_pipeline.errors.HelixPipelineError`
+    when it cannot be (Helix unreachable, a turn that failed, a store that cannot be read).
     """
     if store_url is not None and store_url.startswith("memory:"):
         raise ConfigError(
@@ -303,54 +225,78 @@ def run_demo(
             helix_shown = f"Helix at {redact_url(helix_url)}"
         _check_reachable(helix_url)
         relay = stack.enter_context(RecordingRelay(helix_url))
-        temporary = store_url is None
+        kept_url = store_url
         if store_url is None:
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="helix-demo-"))
             store_url = f"sqlite:///{folder}/sessions.db"
-        valves = HelixValves(
-            HELIX_BASE_URL=relay.url,
-            SESSION_STORE_URL=store_url,
-            CONVERSATION_HEADERS=DEFAULT_HEADERS,
-            HISTORY_ENABLED=True,
-            MAX_HISTORY_MESSAGES=100,
-            MAX_MESSAGE_CHARS=100_000,
-            MAX_HISTORY_CHARS=500_000,
-            STORE_TEMPORARY_CHATS=False,
-            SESSION_TTL_DAYS=0,
-            TASKS="forward",
-            MAX_RETRIES=0,
-        )
-        pipe = HelixPipe(lambda: valves)
-        pipe.startup()
-        stack.callback(pipe.shutdown)
+        pipe = _start_pipe(stack, relay.url, store_url)
         reader = open_store(store_url)
         stack.callback(reader.close)
-        model_id = pipe.models()[0]["id"]
-        chat = OpenWebUIChat(model=f"helix.{model_id}", stream=stream)
-        demo = _Demo(out, pipe, relay, reader, chat)
-        demo.line("helix-pipeline demo: an Open WebUI 0.12.4 chat through the Helix pipe")
-        demo.row("Helix", helix_shown)
-        demo.row("store", f"{redact_url(store_url)}{' (temporary)' if temporary else ''}")
-        demo.row("chat", chat.chat_id)
-        demo.row("user", f"{chat.user['id']} ({chat.user['name']})")
-        demo.row("model", f"{chat.model}, {'streaming' if stream else 'not streaming'}")
-        sessions = [demo.play(number, text) for number, text in enumerate(DEMO_TURNS, 1)]
-        if len(set(sessions)) != 1:
-            raise BackendError(f"Helix saw the chat as several sessions: {', '.join(sessions)}")
-        demo.line()
-        demo.line(f"All held: one Helix session for all {len(DEMO_TURNS)} turns ({sessions[0]}),")
-        demo.line("the whole chat sent to Helix every turn and stored once, and the title task")
-        demo.line("sent without the conversation header and not stored.")
-        if not temporary:
-            demo.line(
-                f"See it: helix-pipeline sessions --store '{redact_url(store_url)}' show "
-                f"--user {chat.user['id']} {chat.chat_id}"
-            )
+        chat = OpenWebUIChat(model=f"helix.{pipe.models()[0]['id']}", stream=stream)
+        transcript = _Transcript(out, pipe, relay, reader, chat)
+        transcript.line("helix-pipeline demo: an Open WebUI 0.12.4 chat through the Helix pipe")
+        transcript.row("Helix", helix_shown)
+        transcript.row(
+            "store", redact_url(store_url) + (" (temporary)" if kept_url is None else "")
+        )
+        transcript.row("chat", chat.chat_id)
+        transcript.row("user", f"{chat.user['id']} ({chat.user['name']})")
+        transcript.row("model", f"{chat.model}, {'streaming' if stream else 'not streaming'}")
+        for number, text in enumerate(DEMO_TURNS, 1):
+            transcript.play(number, text)
+        transcript.summary(kept_url)
     return 0
+
+
+def _start_pipe(stack: ExitStack, helix_url: str, store_url: str) -> HelixPipe:
+    """The pipe as an admin would set it up, whatever valves the environment holds."""
+    valves = HelixValves(
+        HELIX_BASE_URL=helix_url,
+        SESSION_STORE_URL=store_url,
+        CONVERSATION_HEADERS=DEFAULT_HEADERS,
+        HISTORY_ENABLED=True,
+        MAX_HISTORY_MESSAGES=100,
+        MAX_MESSAGE_CHARS=100_000,
+        MAX_HISTORY_CHARS=500_000,
+        STORE_TEMPORARY_CHATS=False,
+        SESSION_TTL_DAYS=0,
+        TASKS="forward",
+        MAX_RETRIES=0,
+    )
+    pipe = HelixPipe(lambda: valves)
+    pipe.startup()
+    stack.callback(pipe.shutdown)
+    return pipe
+
+
+def _statuses(items: Iterable[PipeItem]) -> Iterator[str]:
+    """The status lines Open WebUI shows above the answer, in order, each once."""
+    seen: set[str] = set()
+    for item in items:
+        if isinstance(item, dict):
+            description = item.get("event", {}).get("data", {}).get("description")
+            if isinstance(description, str) and description not in seen:
+                seen.add(description)
+                yield description
+
+
+def _notice(texts: list[str]) -> str | None:
+    """The pipe's failure notice among the answer's texts (a plain answer ends with it)."""
+    for text in texts:
+        for candidate in (text, text.rpartition("\n\n")[2]):
+            if is_notice(candidate):
+                return " ".join(candidate.split())
+    return None
 
 
 def _count(number: int) -> str:
     return plural(number, "message")
+
+
+def _earlier(number: int) -> str:
+    if number == 0:
+        return "the new one, nothing earlier"
+    return f"{number} earlier + the new one"
 
 
 def _check_reachable(url: str) -> None:
