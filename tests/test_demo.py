@@ -58,7 +58,6 @@ def helix_rows(request: RecordedRequest) -> list[str]:
 
 @dataclass
 class Played:
-    code: int
     out: str
     err: str
     helix: FakeHelix
@@ -84,20 +83,21 @@ class Played:
 def played(fake_helix: FakeHelix, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Played:
     url = f"sqlite:///{tmp_path / 'kept.db'}"
     code, out, err = run(["demo", "--helix-url", fake_helix.url, "--store", url], capsys)
+    assert code == 0, err
+    start = sections(out)["start"]
+    user = start["user"][0].split()[0]
     store = open_store(url)
     try:
-        (user,) = store.users()
-        key = ConversationKey(user, sections(out)["start"]["chat"][0])
+        key = ConversationKey(user, start["chat"][0])
         stored, branches = store.load(key), store.branches(key)
         chats = len(store.conversations(user))
     finally:
         store.close()
-    return Played(code, out, err, fake_helix, stored, branches, chats)
+    return Played(out, err, fake_helix, stored, branches, chats)
 
 
 class TestWhatHelixReceived:
     def test_every_turn_carried_both_headers_with_the_chat_id(self, played: Played) -> None:
-        assert played.code == 0, played.err
         assert len(played.turns) == len(DEMO_TURNS)
         for request in played.turns:
             assert [request.header(name) for name in HEADERS] == [played.chat_id] * 2
@@ -193,6 +193,7 @@ class TestTheTranscript:
         assert after["store holds"] == [f"6 messages for chat {played.chat_id}"]
         user = played.rows["start"]["user"][0].split()[0]
         assert after["see them"][0].endswith(f"show --user {user} {played.chat_id}")
+        assert played.stored, "the command it names shows the chat"
         assert played.err == ""
 
 
