@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from helix_pipeline.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,3 +31,34 @@ class TestQuickStart:
         ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
         for command in quick_start_commands():
             assert command in ci
+
+
+def demo_sample() -> list[list[str]]:
+    """The quick start's sample of the demo's output, in the pieces between its ``...`` lines."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Quick start", 1)[1]
+    block = re.search(r"```text\n(.*?)```", section.split("\n## ", 1)[0], re.DOTALL)
+    assert block is not None, "the quick start shows the demo's output"
+    pieces: list[list[str]] = [[]]
+    for line in block.group(1).splitlines():
+        if line == "...":
+            pieces.append([])
+        else:
+            pieces[-1].append(normalised(line))
+    return pieces
+
+
+def normalised(line: str) -> str:
+    """``line`` with what differs from run to run (ids, the port, the temporary folder) masked."""
+    line = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<uuid>", line)
+    line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", line)
+    return re.sub(r"helix-demo-[^/]+", "helix-demo-<folder>", line)
+
+
+class TestTheDemoSample:
+    def test_each_piece_is_what_the_demo_prints(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["demo"]) == 0
+        printed = [normalised(line) for line in capsys.readouterr().out.splitlines()]
+
+        for piece in demo_sample():
+            starts = [i for i, line in enumerate(printed) if line == piece[0]]
+            assert any(printed[i : i + len(piece)] == piece for i in starts), "\n".join(piece)
