@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
-        "demo", help="play an Open WebUI chat through the Helix pipe against a local Helix"
+        "demo",
+        help="play an Open WebUI chat through the Helix pipe and print what Helix received",
     )
     demo.add_argument("--helix-url", help="a running Helix instead of the built-in FakeHelix")
     demo.add_argument(

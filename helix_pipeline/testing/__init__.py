@@ -14,7 +14,8 @@ fails, by name, and the way the network or a proxy in front of it fails (:class:
 The package, one idea a module: :mod:`.server` (FakeHelix, the object a test holds),
 :mod:`.handler` (the HTTP side), :mod:`.helix_rules` (Helix's validation, limits and session
 ids), :mod:`.events` (completions and stream events), :mod:`.faults`, :mod:`.records` and
-:mod:`.cli` (``main``).
+:mod:`.cli` (``main``); :mod:`.relay` is the recording relay ``helix-pipeline demo`` puts
+in front of Helix to show what it received.
 """
 
 from __future__ import annotations
