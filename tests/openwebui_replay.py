@@ -4,7 +4,9 @@
 ``tests/openwebui_releases.py``) against a :class:`~tests.pipelines_server.PipelinesServer`: inlet,
 answer and outlet, turn by turn, as that release did; :class:`OpenWebUIWithHelixConnection` gets
 the answer from Helix itself, as Open WebUI's own OpenAI connection does. When Open WebUI changes,
-this file and the captures change, nothing else.
+this file and the captures change, nothing else. The HTTP calls and the pipe body are the
+driver's (:mod:`helix_pipeline.testing.openwebui_transport`, :func:`~helix_pipeline.testing.
+openwebui.pipe_body`), as for every other test that talks to the server.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import requests
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.stores import SessionStore
 from helix_pipeline.testing import FakeHelix
+from helix_pipeline.testing.openwebui import pipe_body
+from helix_pipeline.testing.openwebui_transport import HostError, OverHTTP, Reply, read_answer
 
 from .openwebui_releases import (
     OPENWEBUI_0_12,
@@ -30,13 +34,7 @@ from .openwebui_releases import (
     reply_text,
     rewrite,
 )
-from .pipelines_server import (
-    REQUEST_TIMEOUT_S,
-    ChatReply,
-    PipelinesServer,
-    PipelinesServerError,
-    parse_sse,
-)
+from .pipelines_server import REQUEST_TIMEOUT_S, PipelinesServer, PipelinesServerError
 
 __all__ = [
     "Exchange",
@@ -52,10 +50,6 @@ __all__ = [
 FIXTURES = OPENWEBUI_0_12.folder
 RECORDED_USER_ID = OPENWEBUI_0_12.user_id
 """The user of every recorded 0.12.4 run (``Capture Admin``)."""
-PIPE_BODY_DROPPED = ("metadata", "features", "tool_ids")
-"""Keys of the inlet's answer that Open WebUI does not send on to ``/chat/completions``."""
-TITLE_MAX_TOKENS = 1000
-"""What Open WebUI adds to a title task's body after the inlet (every captured release)."""
 
 
 def recorded(path: str, chat_id: str) -> list[dict[str, Any]]:
@@ -78,7 +72,7 @@ class Exchange:
     sent: dict[str, Any]
     returned: Any
     task: str | None = None
-    reply: ChatReply | None = None
+    reply: Reply | None = None
 
 
 class OpenWebUI:
@@ -110,6 +104,7 @@ class OpenWebUI:
         self.server = server
         self.target = target
         self.chain = [*filters, target]
+        self.http = OverHTTP(server.url, server.api_key, hooks=self.chain)
         self.user = dict(user)
         self.model = model
         self.release = release
@@ -125,16 +120,9 @@ class OpenWebUI:
         body: dict[str, Any] = rewrite(record["body"], self.replacements)
         return body
 
-    def pipe_body(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> dict[str, Any]:
+    def pipe_body(self, inlet_answer: Mapping[str, Any]) -> dict[str, Any]:
         """What Open WebUI posts to ``/chat/completions`` after the inlet answered."""
-        body = {k: v for k, v in inlet_answer.items() if k not in PIPE_BODY_DROPPED}
-        if not task:
-            if self.release.tools is not None:
-                body["tools"] = self.release.tools
-        elif task == "title_generation":
-            body["max_tokens"] = TITLE_MAX_TOKENS
-        body["user"] = {key: self.user[key] for key in ("name", "id", "email", "role")}
-        return body
+        return pipe_body(dict(inlet_answer), self.user, tools=self.release.tools)
 
     def forwarded_headers(self, chat_id: str) -> dict[str, str]:
         """The ``X-OpenWebUI-*`` headers of ``ENABLE_FORWARD_USER_INFO_HEADERS=true``."""
@@ -147,39 +135,41 @@ class OpenWebUI:
             "X-OpenWebUI-Chat-Id": chat_id,
         }
 
-    def answer(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> ChatReply:
+    def answer(self, inlet_answer: Mapping[str, Any]) -> Reply:
         """Get the model's answer for the body the inlet returned (the Pipelines pipe here)."""
         chat_id = str((inlet_answer.get("metadata") or {}).get("chat_id") or "")
-        return self.server.chat(
-            self.pipe_body(inlet_answer, task=task), headers=self.forwarded_headers(chat_id)
+        return self.http.answer(
+            self.pipe_body(inlet_answer), headers=self.forwarded_headers(chat_id)
         )
 
     def replay(
         self, records: Sequence[Mapping[str, Any]], *, stream: bool | None = None
     ) -> list[Exchange]:
         """Replay ``records`` in order; ``stream`` overrides the turns' own (tasks never stream)."""
+        try:
+            done = self._replay(records, stream)
+        except HostError as exc:
+            raise PipelinesServerError(f"{exc}\n{self.server.log_tail()}") from exc
+        self.exchanges.extend(done)
+        return done
+
+    def _replay(self, records: Sequence[Mapping[str, Any]], stream: bool | None) -> list[Exchange]:
         done: list[Exchange] = []
         for index, record in enumerate(records):
             body = self.prepare(record)
             if record["hook"] == "outlet":
-                returned = body
-                for hook_owner in self.chain:
-                    returned = self.server.outlet(hook_owner, returned, self.user)
-                done.append(Exchange("outlet", body, returned))
+                done.append(Exchange("outlet", body, self.http.outlet(body, self.user)))
                 continue
             task = (body.get("metadata") or {}).get("task")
             if stream is not None and not task:
                 body["stream"] = stream
-            returned = body
-            for hook_owner in self.chain:
-                returned = self.server.inlet(hook_owner, returned, self.user)
-            reply = self.answer(returned, task=task)
+            returned = self.http.inlet(body, self.user)
+            reply = self.answer(returned)
             if reply.status_code != 200:
                 raise PipelinesServerError(f"the answer failed: {reply.raw[:500]}")
             if not task:
                 self._learn_reply(records[index + 1 :], reply.content)
             done.append(Exchange("inlet", body, returned, task, reply))
-        self.exchanges.extend(done)
         return done
 
     def edit(self, turn: Sequence[Mapping[str, Any]], text: str) -> list[Exchange]:
@@ -211,8 +201,8 @@ class OpenWebUIWithHelixConnection(OpenWebUI):
         super().__init__(*args, **kwargs)
         self.helix = helix
 
-    def answer(self, inlet_answer: Mapping[str, Any], *, task: str | None) -> ChatReply:
-        body = self.pipe_body(inlet_answer, task=task)
+    def answer(self, inlet_answer: Mapping[str, Any]) -> Reply:
+        body = self.pipe_body(inlet_answer)
         del body["user"]  # sent to a pipe, not to an OpenAI connection (recorded backend.jsonl)
         chat_id = str((inlet_answer.get("metadata") or {}).get("chat_id") or "")
         response = requests.post(
@@ -221,14 +211,9 @@ class OpenWebUIWithHelixConnection(OpenWebUI):
             headers=self.forwarded_headers(chat_id),
             timeout=REQUEST_TIMEOUT_S,
         )
-        if not body.get("stream", True):
-            content = response.json()["choices"][0]["message"]["content"]
-            return ChatReply(response.status_code, content, done=True, raw=response.text)
-        chunks, done = parse_sse(response.text)
-        content = "".join(
-            c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
-        )
-        return ChatReply(response.status_code, content, chunks, done, raw=response.text)
+        if response.status_code != 200:
+            return Reply("", response.status_code, done=False, raw=response.text)
+        return read_answer(response.text, stream=body.get("stream", True) is not False)
 
 
 def stored(sessions: SessionStore, user: dict[str, Any], chat_id: str) -> list[tuple[str, str]]:

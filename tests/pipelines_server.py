@@ -16,12 +16,14 @@ Typical use, one server per test module::
         body = server.inlet("helix.helix-consultant", inlet_body, user)
         reply = server.chat(body)
 
-``tests/openwebui_replay.py`` drives such a server as a captured Open WebUI release does.
+How Open WebUI calls it (hooks, ``/chat/completions``, the key) is the driver's
+:class:`~helix_pipeline.testing.openwebui_transport.OverHTTP`: ``server.http``, or
+``Chat(server.http)`` to play a chat; ``tests/openwebui_replay.py`` drives such a server as a
+captured Open WebUI release does.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -31,7 +33,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import Any
 import requests
 
 from helix_pipeline.bundle import bundles, write_bundles
+from helix_pipeline.testing.openwebui_transport import HostError, OverHTTP, Reply
 
 from .server_venv import server_venv
 
@@ -48,12 +50,10 @@ __all__ = [
     "API_KEY",
     "PIPELINES",
     "TRACEBACK",
-    "ChatReply",
     "FileServer",
     "PipelinesServer",
     "PipelinesServerError",
     "free_port",
-    "parse_sse",
     "pipe_bundle_for",
     "start_script_requirements",
 ]
@@ -78,40 +78,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@dataclass
-class ChatReply:
-    """What a client got from ``POST /chat/completions``."""
-
-    status_code: int
-    content: str
-    """The answer text: the streamed deltas joined, or the completion's message content."""
-    chunks: list[dict[str, Any]] = field(default_factory=list)
-    """Every streamed ``chat.completion.chunk`` (empty for a non-streaming answer)."""
-    done: bool = False
-    """Whether a stream ended with ``data: [DONE]`` (always true for a complete non-stream)."""
-    finish_reason: str | None = None
-    raw: str = ""
-
-
-def parse_sse(text: str) -> tuple[list[dict[str, Any]], bool]:
-    """The JSON events of an SSE body and whether it ended with ``[DONE]``; raises on junk."""
-    events: list[dict[str, Any]] = []
-    done = False
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if not line.startswith("data:"):
-            raise ValueError(f"not an SSE data line: {line!r}")
-        data = line[len("data:") :].strip()
-        if done:
-            raise ValueError(f"an event after [DONE]: {data!r}")
-        if data == "[DONE]":
-            done = True
-            continue
-        events.append(json.loads(data))
-    return events, done
 
 
 def pipe_bundle_for(store_url: str, folder: Path) -> Path:
@@ -194,13 +160,20 @@ class PipelinesServer:
         self.start_script = start_script
         self.venv = server_venv()
         self.process: subprocess.Popen[bytes] | None = None
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
+        self._http: OverHTTP | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> OverHTTP:
+        """Open WebUI's way to this server (the driver's HTTP transport), for its current port."""
+        if self._http is None or self._http.url != self.url:
+            if self._http is not None:
+                self._http.close()
+            self._http = OverHTTP(self.url, self.api_key)
+        return self._http
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -338,11 +311,8 @@ class PipelinesServer:
 
     def stop(self) -> None:
         """Stop the server gracefully (its ``on_shutdown`` hooks run); kill it if it hangs."""
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-        self._local = threading.local()
+        if self._http is not None:
+            self._http.close()
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -379,15 +349,6 @@ class PipelinesServer:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def _session(self) -> requests.Session:
-        """One keep-alive session per thread: tests may play several chats at once."""
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
-
     def request(
         self,
         method: str,
@@ -401,7 +362,7 @@ class PipelinesServer:
         sent = dict(headers or {})
         if auth:
             sent["Authorization"] = f"Bearer {self.api_key}"
-        return self._session().request(
+        return self.http.session().request(
             method,
             f"{self.url}{path}",
             json=json_body,
@@ -427,15 +388,21 @@ class PipelinesServer:
 
     def inlet(self, model: str, body: Mapping[str, Any], user: Mapping[str, Any] | None) -> Any:
         """``POST /{model}/filter/inlet`` with ``{"body", "user"}``; the body the inlet returned."""
-        return self.ok_json("POST", f"/{model}/filter/inlet", {"body": body, "user": user})
+        return self.hook("inlet", model, body, user)
 
     def outlet(self, model: str, body: Mapping[str, Any], user: Mapping[str, Any] | None) -> Any:
         """``POST /{model}/filter/outlet`` with ``{"body", "user"}``; the body it returned."""
-        return self.ok_json("POST", f"/{model}/filter/outlet", {"body": body, "user": user})
+        return self.hook("outlet", model, body, user)
+
+    def hook(self, hook: str, model: str, body: Any, user: Any) -> Any:
+        try:
+            return self.http.hook(hook, model, body, user)
+        except HostError as exc:
+            raise PipelinesServerError(f"{exc}\n{self.log_tail()}") from exc
 
     def upload(self, file: Path) -> dict[str, Any]:
         """``POST /pipelines/upload`` (multipart ``file``), as an admin installs a pipeline."""
-        response = self._session().post(
+        response = self.http.session().post(
             f"{self.url}/pipelines/upload",
             files={"file": (file.name, file.read_bytes(), "text/x-python")},
             headers={"Authorization": f"Bearer {self.api_key}"},
@@ -472,40 +439,6 @@ class PipelinesServer:
         saved: dict[str, Any] = self.ok_json("POST", f"/{pipeline_id}/valves/update", dict(values))
         return saved
 
-    def chat(
-        self, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
-    ) -> ChatReply:
+    def chat(self, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None) -> Reply:
         """``POST /chat/completions``; a stream (``body["stream"]``, default true) is read whole."""
-        response = self.request(
-            "POST", "/chat/completions", json_body=body, headers=headers, stream=True
-        )
-        with response:
-            raw = response.content.decode("utf-8")
-        if response.status_code != 200:
-            return ChatReply(response.status_code, "", raw=raw)
-        if body.get("stream", True):
-            chunks, done = parse_sse(raw)
-            content = "".join(
-                choice.get("delta", {}).get("content") or ""
-                for chunk in chunks
-                for choice in chunk.get("choices", [])
-            )
-            finish = next(
-                (
-                    choice["finish_reason"]
-                    for chunk in chunks
-                    for choice in chunk.get("choices", [])
-                    if choice.get("finish_reason")
-                ),
-                None,
-            )
-            return ChatReply(200, content, chunks, done, finish, raw)
-        completion = json.loads(raw)
-        choice = completion["choices"][0]
-        return ChatReply(
-            200,
-            choice["message"]["content"] or "",
-            done=True,
-            finish_reason=choice.get("finish_reason"),
-            raw=raw,
-        )
+        return self.http.answer(dict(body), headers=headers)

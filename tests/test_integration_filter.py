@@ -129,7 +129,7 @@ def plain_api_turn(
 ) -> tuple[dict[str, Any], dict[str, Any], str]:
     sent, returned = plain_api_inlet(server, user, chat_id, text)
     ui = open_webui(server, helix, user, chat_id)
-    reply = ui.answer(returned, task=None).content
+    reply = ui.answer(returned).content
     plain_api_outlet(server, user, chat_id, text, reply)
     return sent, returned, reply
 

@@ -139,7 +139,7 @@ def plain_api_turn(server: PipelinesServer, user: dict[str, Any], chat_id: str, 
     body["messages"] = [{"role": "user", "content": text}]
     ui = open_webui(server, user, chat_id)
     answered = server.inlet(MODEL, body, user)
-    reply = ui.answer(answered, task=None)
+    reply = ui.answer(answered)
     outlet = load_fixture("openwebui-0.12.4/examples/22_plain_api_outlet_no_chat.json")
     out = rewrite(outlet["body"], {"helix-test": MODEL})
     out["chat_id"] = chat_id
@@ -262,7 +262,7 @@ class TestWhatOpenWebUISends:
             },
         ]
 
-        reply = ui.answer(server.inlet(MODEL, body, user), task=None)
+        reply = ui.answer(server.inlet(MODEL, body, user))
 
         assert reply.done
         assert helix.chat_requests[-1].body["messages"] == [
@@ -293,7 +293,7 @@ class TestWhatOpenWebUISends:
             response = server.request(
                 "POST",
                 "/chat/completions",
-                json_body=ui.pipe_body(answered, task=None),
+                json_body=ui.pipe_body(answered),
                 stream=True,
             )
             with response:
@@ -346,7 +346,7 @@ class TestHelixLimits:
         history.append({"role": "user", "content": "x" * 150_000})
         body["messages"] = history
 
-        reply = ui.answer(server.inlet(MODEL, body, ui.user), task=None)
+        reply = ui.answer(server.inlet(MODEL, body, ui.user))
 
         assert "Helix reply #1" in reply.content
         sent = helix.chat_requests[-1].body["messages"]
@@ -440,7 +440,7 @@ class TestEditsAndRegenerations:
         edit["metadata"].update(user_message_id=edited_id, message_id=reply_id)
         edit["metadata"]["user_message"].update(id=edited_id, content="[A-t1] EDITED")
 
-        reply = ui.answer(server.inlet(MODEL, edit, user), task=None)
+        reply = ui.answer(server.inlet(MODEL, edit, user))
         server.outlet(
             MODEL,
             {

@@ -14,6 +14,8 @@ from helix_pipeline.conversation import PRIVATE_KEY, ConversationKey
 from helix_pipeline.notices import UNEXPECTED
 from helix_pipeline.pipe import HelixPipe, shown_text
 from helix_pipeline.testing import FakeHelix, Fault
+from helix_pipeline.testing.openwebui import OpenWebUIChat, pipe_arguments
+from helix_pipeline.testing.openwebui_transport import Chat, InProcess, ask
 from helix_pipeline.valves import HelixValves
 
 from .conftest import load_fixture
@@ -24,58 +26,22 @@ MODEL = "helix.helix-consultant"
 NOTHING_TO_SEND = "There is nothing to send to Helix"
 
 
-class Chat:
-    """Plays Open WebUI 0.12.4: inlet, pipe (body without metadata), outlet, per turn."""
+def new_chat(pipe: HelixPipe, chat_id: str, user: dict[str, str]) -> Chat:
+    """An Open WebUI 0.12.4 chat with ``pipe``, called as the Pipelines server calls it."""
+    return Chat(InProcess(pipe), chat_id=chat_id, user=user)
 
-    def __init__(self, pipe: HelixPipe, chat_id: str, user: dict[str, str]) -> None:
-        self.pipe, self.chat_id, self.user = pipe, chat_id, user
-        self.messages: list[dict[str, Any]] = []
-        self.turns = 0
 
-    def send(self, text: str, *, stream: bool = True) -> str:
-        turn = self.turns
-        self.turns += 1
-        self.messages.append({"role": "user", "content": text, "id": f"{self.chat_id}-u{turn}"})
-        body = {
-            "model": MODEL,
-            "stream": stream,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in self.messages],
-            "metadata": {
-                "chat_id": self.chat_id,
-                "user_id": self.user["id"],
-                "user_message_id": f"{self.chat_id}-u{turn}",
-                "message_id": f"{self.chat_id}-a{turn}",
-                "session_id": "socket-1",
-            },
-        }
-        reply = run_pipe(self.pipe, body, self.user)
-        self.messages.append(
-            {"role": "assistant", "content": reply, "id": f"{self.chat_id}-a{turn}"}
-        )
-        outlet = {
-            "model": MODEL,
-            "messages": copy.deepcopy(self.messages),
-            "chat_id": self.chat_id,
-            "session_id": "socket-1",
-            "id": f"{self.chat_id}-a{turn}",
-        }
-        assert self.pipe.outlet(outlet, self.user) == outlet
-        return reply
+def send(chat: Chat, text: str, *, stream: bool = True) -> str:
+    """One turn's shown text; the outlet hands the whole chat back unchanged."""
+    reply = chat.turn(text, stream=stream)
+    assert chat.last_turn is not None
+    assert reply.outlet == chat.chat.outlet_body(chat.last_turn)
+    return reply.content
 
 
 def run_pipe(pipe: HelixPipe, body: dict[str, Any], user: dict[str, str]) -> str:
-    """inlet, then pipe() with what reaches it (no metadata, the user dict), the answer as text."""
-    body = pipe.inlet(copy.deepcopy(body), user)
-    body.pop("metadata", None)
-    body["user"] = user
-    result = pipe.pipe("", MODEL.split(".", 1)[1], body.get("messages"), body)
-    if isinstance(result, str):
-        return result
-    chunks = list(result)
-    assert all(chunks), "pipe() must never yield blank strings"
-    for chunk in chunks:
-        assert isinstance(chunk, str) or chunk["event"]["type"] == "status", chunk
-    return shown_text(chunks)
+    """``body``'s inlet, then ``pipe()`` with what reaches it; the answer as text."""
+    return ask(InProcess(pipe), copy.deepcopy(body), user).content
 
 
 @pytest.fixture
@@ -115,9 +81,9 @@ class TestAChat:
     def test_every_turn_reaches_helix_with_the_chat_id_and_the_whole_history(
         self, pipe: HelixPipe, fake_helix: FakeHelix, stream: bool
     ) -> None:
-        chat = Chat(pipe, "chat-1", USER_A)
+        chat = new_chat(pipe, "chat-1", USER_A)
         for turn in range(3):
-            reply = chat.send(f"question {turn}", stream=stream)
+            reply = send(chat, f"question {turn}", stream=stream)
             assert f"Helix reply #{turn + 1} to: question {turn}" in reply
         requests = fake_helix.chat_requests
         assert [len(r.body["messages"]) for r in requests] == [1, 3, 5]
@@ -140,6 +106,7 @@ class TestAChat:
     ) -> None:
         example = load_fixture("openwebui-0.12.4/examples/06_filter_inlet_B-t2_pipe_model.json")
         body = copy.deepcopy(example["body"])
+        body["model"] = MODEL
         body["tools"] = [{"type": "function", "function": {"name": "get_time"}}]
         body["max_tokens"] = 123
         run_pipe(pipe, body, example["user"])
@@ -150,15 +117,8 @@ class TestAChat:
     def test_a_second_user_with_the_same_chat_id_never_sees_the_first_users_history(
         self, pipe: HelixPipe, fake_helix: FakeHelix
     ) -> None:
-        Chat(pipe, "shared-id", USER_A).send("secret of A")
-        intruder = {"chat_id": "shared-id", "messages": [{"role": "user", "content": "hi"}]}
-        body = {
-            "model": MODEL,
-            "stream": False,
-            "messages": intruder["messages"],
-            "metadata": {"chat_id": "shared-id"},
-        }
-        run_pipe(pipe, body, USER_B)
+        send(new_chat(pipe, "shared-id", USER_A), "secret of A")
+        send(new_chat(pipe, "shared-id", USER_B), "hi")
         contents = [m["content"] for m in fake_helix.last_request.body["messages"]]
         assert contents == ["hi"]
         assert stored(pipe, USER_A, "shared-id")[0] == "secret of A"
@@ -195,11 +155,11 @@ class TestTheToggle:
         self, pipe: HelixPipe, fake_helix: FakeHelix
     ) -> None:
         set_valves(pipe, HISTORY_ENABLED=False)
-        Chat(pipe, "chat-off", USER_A).send("hello")
+        send(new_chat(pipe, "chat-off", USER_A), "hello")
         assert fake_helix.last_request.headers["X-OpenWebUI-Chat-Id"] == "chat-off"
         assert stored(pipe, USER_A, "chat-off") == []
         set_valves(pipe, HISTORY_ENABLED=True)
-        Chat(pipe, "chat-on", USER_A).send("hello")
+        send(new_chat(pipe, "chat-on", USER_A), "hello")
         assert len(stored(pipe, USER_A, "chat-on")) == 2
 
     def test_a_new_base_url_takes_effect_without_a_restart(
@@ -207,7 +167,7 @@ class TestTheToggle:
     ) -> None:
         with FakeHelix() as other:
             set_valves(pipe, HELIX_BASE_URL=other.url)
-            Chat(pipe, "chat-1", USER_A).send("hello")
+            send(new_chat(pipe, "chat-1", USER_A), "hello")
             assert len(other.chat_requests) == 1
         assert fake_helix.chat_requests == []
 
@@ -239,7 +199,7 @@ class TestFailures:
             MAX_RETRIES=0,
         )
         helix = HelixPipe(lambda: valves)
-        reply = Chat(helix, "chat-1", USER_A).send("are you there?")
+        reply = send(new_chat(helix, "chat-1", USER_A), "are you there?")
         assert reply.startswith("⚠️")
         assert "http://127.0.0.1:9" in reply and "HELIX_BASE_URL" in reply
         assert stored(helix, USER_A, "chat-1") == ["are you there?"]
@@ -247,10 +207,10 @@ class TestFailures:
     def test_a_failure_notice_is_neither_stored_nor_sent_to_helix_next_turn(
         self, pipe: HelixPipe, fake_helix: FakeHelix
     ) -> None:
-        chat = Chat(pipe, "chat-1", USER_A)
+        chat = new_chat(pipe, "chat-1", USER_A)
         fake_helix.fail_next(Fault.SERVER_ERROR)
-        assert chat.send("q0").startswith("⚠️")
-        reply = chat.send("q1")
+        assert send(chat, "q0").startswith("⚠️")
+        reply = send(chat, "q1")
         assert [m["content"] for m in fake_helix.last_request.body["messages"]] == ["q0", "q1"]
         assert stored(pipe, USER_A, "chat-1") == ["q0", "q1", reply]
 
@@ -258,7 +218,7 @@ class TestFailures:
         self, pipe: HelixPipe, fake_helix: FakeHelix
     ) -> None:
         fake_helix.fail_next(Fault.DROP_MID_STREAM)
-        reply = Chat(pipe, "chat-1", USER_A).send("tell me")
+        reply = send(new_chat(pipe, "chat-1", USER_A), "tell me")
         assert "cut off" in reply
         branch = pipe._current().history.store.load(ConversationKey("user-a", "chat-1"))
         assert branch[-1].role == "assistant" and branch[-1].partial
@@ -267,15 +227,9 @@ class TestFailures:
     def test_a_client_that_goes_away_keeps_what_was_streamed(
         self, pipe: HelixPipe, fake_helix: FakeHelix
     ) -> None:
-        body = {
-            "model": MODEL,
-            "stream": True,
-            "messages": [{"role": "user", "content": "long answer please"}],
-            "metadata": {"chat_id": "chat-1", "user_message_id": "u0", "message_id": "a0"},
-        }
-        body = pipe.inlet(body, USER_A)
-        body.pop("metadata")
-        result = pipe.pipe("", "helix-consultant", body["messages"], body)
+        chat = OpenWebUIChat(chat_id="chat-1", user=USER_A)
+        body = pipe.inlet(chat.inlet_body(chat.start_turn("long answer please")), USER_A)
+        result = pipe.pipe(**pipe_arguments(chat.pipe_body(body)))
         assert not isinstance(result, str)
         first = next(item for item in result if isinstance(item, str))
         result.close()  # the Pipelines server stops iterating when the client disconnects
@@ -343,7 +297,7 @@ class TestUnusableValves:
             helix.startup()
             assert helix.models() == [{"id": "helix-consultant", "name": "helix-consultant"}]
             helix.refresh_models()
-            reply = Chat(helix, "chat-1", USER_A).send("hello")
+            reply = send(new_chat(helix, "chat-1", USER_A), "hello")
         assert reply.startswith("⚠️ helix-pipeline is misconfigured")
         for name in BROKEN:
             assert name in reply
@@ -354,19 +308,19 @@ class TestUnusableValves:
         current["valves"] = HelixValves(
             HELIX_BASE_URL=fake_helix.url, SESSION_STORE_URL="memory://"
         )
-        assert "Helix reply #1" in Chat(helix, "chat-2", USER_A).send("hello")
+        assert "Helix reply #1" in send(new_chat(helix, "chat-2", USER_A), "hello")
         helix.shutdown()
 
     def test_a_valve_broken_after_good_ones_is_named_and_the_good_ones_work_again(
         self, pipe: HelixPipe, fake_helix: FakeHelix
     ) -> None:
-        Chat(pipe, "chat-1", USER_A).send("hello")
+        send(new_chat(pipe, "chat-1", USER_A), "hello")
         holder = pipe.valves_holder  # type: ignore[attr-defined]
         good = holder["valves"]
         holder["valves"] = HelixValves.model_construct(**{**dict(good), "READ_TIMEOUT_S": 0})
-        assert "READ_TIMEOUT_S" in Chat(pipe, "chat-1", USER_A).send("again")
+        assert "READ_TIMEOUT_S" in send(new_chat(pipe, "chat-1", USER_A), "again")
         holder["valves"] = good.model_copy()
-        assert "Helix reply" in Chat(pipe, "chat-3", USER_A).send("hello")
+        assert "Helix reply" in send(new_chat(pipe, "chat-3", USER_A), "hello")
 
 
 class TestNothingToSend:

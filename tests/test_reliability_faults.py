@@ -6,8 +6,8 @@ error before or after the stream began, a crash, a timeout, its 500), the networ
 a proxy or another OpenAI-compatible server in front. Helix's failure text is never shown as its
 answer, never recorded, and never sent back to Helix; its progress decorations become statuses.
 
-Each fault runs twice: in-process through :class:`HelixPipe` (streaming and not), and through the
-real Open WebUI Pipelines server, where the stream must also end properly (the server's closing
+Each fault runs twice, in an Open WebUI 0.12.4 chat (the driver's :class:`Chat`): in-process
+through :class:`HelixPipe` (streaming and not), and through the real Open WebUI Pipelines server, where the stream must also end properly (the server's closing
 chunk and ``[DONE]``) and no traceback may reach its log. The real server's answers also produce
 the "fault: what the person sees" table in ``docs/reliability.md``; run with
 ``HELIX_WRITE_FAULT_TABLE=1`` to rewrite it after a notice changed.
@@ -16,13 +16,11 @@ the "fault: what the person sees" table in ``docs/reliability.md``; run with
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +39,11 @@ from helix_pipeline.testing import (
     FakeHelix,
     Fault,
 )
+from helix_pipeline.testing.openwebui_transport import Chat, InProcess, Reply
 from helix_pipeline.valves import HelixValves
 
 from .pipelines_server import PIPELINES, PipelinesServer, free_port
 
-MODEL = "helix.helix-consultant"
 USER = {"id": "user-ana", "name": "Ana", "email": "ana@example.com", "role": "user"}
 READ_TIMEOUT_S = 0.3
 FAULT_DELAY_S = 5.0  # far past READ_TIMEOUT_S, so that a loaded machine cannot blur them
@@ -215,125 +213,6 @@ def _case_id(case: FaultCase) -> str:
 CASE_PARAMS = [pytest.param(case, id=_case_id(case)) for case in CASES]
 
 
-# --------------------------------------------------------------------------------- the chat
-
-
-@dataclass
-class Shown:
-    """What one turn showed the person, and how it arrived."""
-
-    text: str
-    items: list[str | dict[str, Any]] = field(default_factory=list)
-    done: bool = True
-    finish_reason: str | None = "stop"
-    statuses: list[dict[str, Any]] = field(default_factory=list)
-    """The status events the person saw above the answer, in order."""
-
-
-class Chat:
-    """One Open WebUI chat: keeps the message list as Open WebUI does and runs each turn's
-    inlet, pipe and outlet, in-process or through the real Pipelines server."""
-
-    def __init__(
-        self,
-        transport: Transport,
-        *,
-        user: dict[str, Any] | None = None,
-        chat_id: str | None = None,
-    ):
-        self.user = dict(user or USER)
-        self.chat_id = chat_id or str(uuid.uuid4())
-        self.messages: list[dict[str, Any]] = []
-        self.transport = transport
-        """How turns travel; replace it to continue the chat on another pipe or server."""
-
-    def turn(self, text: str, *, stream: bool = True, body: dict[str, Any] | None = None) -> Shown:
-        user_id, assistant_id = str(uuid.uuid4()), str(uuid.uuid4())
-        self.messages.append({"id": user_id, "role": "user", "content": text})
-        request = {
-            "model": MODEL,
-            "stream": stream,
-            "messages": [dict(m) for m in self.messages],
-            "metadata": {
-                "chat_id": self.chat_id,
-                "message_id": assistant_id,
-                "user_message_id": user_id,
-                "user_id": self.user["id"],
-            },
-            **(body or {}),
-        }
-        outlet = {
-            "model": MODEL,
-            "chat_id": self.chat_id,
-            "id": assistant_id,
-            "session_id": "socket-1",
-        }
-        shown = self.transport(self, request, outlet, stream)
-        self.messages.append({"id": assistant_id, "role": "assistant", "content": shown.text})
-        return shown
-
-    def outlet_body(self, outlet: dict[str, Any], shown_text: str) -> dict[str, Any]:
-        return {
-            **outlet,
-            "messages": [
-                *[dict(m) for m in self.messages],
-                {"id": outlet["id"], "role": "assistant", "content": shown_text},
-            ],
-        }
-
-
-Transport = Callable[["Chat", dict[str, Any], dict[str, Any], bool], Shown]
-
-
-def in_process(pipe: HelixPipe) -> Transport:
-    """Turns through ``pipe``'s inlet, pipe and outlet, as the Pipelines server calls them."""
-
-    def transport(
-        chat: Chat, request: dict[str, Any], outlet: dict[str, Any], stream: bool
-    ) -> Shown:
-        body = pipe.inlet(json.loads(json.dumps(request)), dict(chat.user))
-        pipe_body = {k: v for k, v in body.items() if k not in ("metadata",)}
-        pipe_body["user"] = dict(chat.user)
-        result = pipe.pipe(
-            request["messages"][-1]["content"],
-            "helix-consultant",
-            pipe_body["messages"],
-            pipe_body,
-        )
-        if stream:
-            assert not isinstance(result, str) or result, "a stream answer must not be empty"
-            items = [result] if isinstance(result, str) else list(result)
-        else:
-            assert isinstance(result, str), "a non-streaming answer must be one string"
-            items = [result]
-        text = "".join(item for item in items if isinstance(item, str))
-        statuses = [item["event"] for item in items if isinstance(item, dict)]
-        shown = Shown(text, items, statuses=statuses)
-        pipe.outlet(chat.outlet_body(outlet, shown.text), dict(chat.user))
-        return shown
-
-    return transport
-
-
-def through_server(server: PipelinesServer) -> Transport:
-    """Turns over HTTP through the real Pipelines server, as Open WebUI sends them."""
-
-    def transport(
-        chat: Chat, request: dict[str, Any], outlet: dict[str, Any], stream: bool
-    ) -> Shown:
-        body = server.inlet(MODEL, request, chat.user)
-        pipe_body = {k: v for k, v in body.items() if k not in ("metadata", "features")}
-        pipe_body["user"] = dict(chat.user)
-        reply = server.chat(pipe_body)
-        assert reply.status_code == 200, reply.raw[:500]
-        statuses = [chunk["event"] for chunk in reply.chunks if "event" in chunk]
-        shown = Shown(reply.content, [], reply.done, reply.finish_reason, statuses)
-        server.outlet(MODEL, chat.outlet_body(outlet, shown.text), chat.user)
-        return shown
-
-    return transport
-
-
 # ------------------------------------------------------------------------------ checks
 
 
@@ -345,29 +224,30 @@ def stored(url: str, chat: Chat) -> list[Message]:
         store.close()
 
 
-def check_fault_turn(case: FaultCase, shown: Shown, stream: bool, history: list[Message]) -> None:
+def check_fault_turn(case: FaultCase, shown: Reply, stream: bool, history: list[Message]) -> None:
     """The person sees a clear message; the turn is recorded as far as it got."""
-    assert shown.text.strip(), "the person saw an empty answer"
-    assert TRACEBACK not in shown.text
+    assert shown.content.strip(), "the person saw an empty answer"
+    assert stream or not shown.items or shown.whole, "a complete answer must be one string"
+    assert TRACEBACK not in shown.content
     assert all(item for item in shown.items), "a blank chunk was yielded to the Pipelines server"
     assert not any(isinstance(item, str) and item.startswith("data:") for item in shown.items)
     check_statuses(shown)
-    assert not any(text in shown.text for text in HELIX_FAILURE_TEXTS), shown.text
-    assert not any(text in shown.text for text in DECORATIONS), shown.text
-    if " What arrived above" in shown.text:  # the cut-off notice reads as sentences
-        assert shown.text.split(" What arrived above")[0][-1] in ".!?…"
+    assert not any(text in shown.content for text in HELIX_FAILURE_TEXTS), shown.content
+    assert not any(text in shown.content for text in DECORATIONS), shown.content
+    if " What arrived above" in shown.content:  # the cut-off notice reads as sentences
+        assert shown.content.split(" What arrived above")[0][-1] in ".!?…"
     expect, answered = outcome(case, stream)
-    assert expect in shown.text, shown.text
+    assert expect in shown.content, shown.content
     if answered:
-        assert WARNING_SIGN not in shown.text
+        assert WARNING_SIGN not in shown.content
     else:
-        assert WARNING_SIGN in shown.text
+        assert WARNING_SIGN in shown.content
     assert history, "nothing was recorded"
     assert history[0].role == "user" and history[0].content == case.message
     if case.partial and stream:
         assert len(history) >= 2 and history[1].role == "assistant"
         assert history[1].partial, "a cut-off answer must be recorded as partial"
-        assert history[1].content and history[1].content in shown.text
+        assert history[1].content and history[1].content in shown.content
     if answered:
         assert history[1].role == "assistant" and not history[1].partial
     for message in history:
@@ -377,7 +257,7 @@ def check_fault_turn(case: FaultCase, shown: Shown, stream: bool, history: list[
         assert [m.role for m in history] == ["user"], "Helix's failure became an answer"
 
 
-def check_statuses(shown: Shown) -> None:
+def check_statuses(shown: Reply) -> None:
     """Statuses are Open WebUI's status events, and the last one says the work is done."""
     for status in shown.statuses:
         assert status["type"] == "status"
@@ -388,9 +268,9 @@ def check_statuses(shown: Shown) -> None:
         assert not any(s["data"]["done"] for s in shown.statuses[:-1])
 
 
-def check_next_turn(helix: FakeHelix, chat: Chat, shown: Shown, history: list[Message]) -> None:
+def check_next_turn(helix: FakeHelix, chat: Chat, shown: Reply, history: list[Message]) -> None:
     """The turn after the fault reaches Helix with the whole conversation and is recorded."""
-    assert "Helix reply" in shown.text and WARNING_SIGN not in shown.text
+    assert "Helix reply" in shown.content and WARNING_SIGN not in shown.content
     sent = helix.chat_requests[-1].body["messages"]
     for message in sent:  # what goes back to Helix: no failure text, notice or decoration
         if message["role"] == "assistant":
@@ -448,9 +328,9 @@ class TestInProcess:
             current = HelixValves(**{**healthy, "HELIX_BASE_URL": dead_url()})
         pipe = HelixPipe(lambda: current)
         try:
-            chat = Chat(in_process(pipe))
+            chat = Chat(InProcess(pipe), user=USER)
             arm(helix, case)
-            shown = chat.turn(case.message, stream=stream, body=case.body)
+            shown = chat.turn(case.message, stream=stream, extra=case.body)
             disarm(helix)
             check_fault_turn(case, shown, stream, stored(url, chat))
             current = HelixValves(**healthy)  # the admin fixed the valves, Helix is back
@@ -485,12 +365,12 @@ class TestRetries:
         try:
             helix.fail_next(fault)
             started = time.monotonic()
-            shown = Chat(in_process(pipe)).turn("hello there")
+            shown = Chat(InProcess(pipe), user=USER).turn("hello there")
             elapsed = time.monotonic() - started
         finally:
             helix.retry_after = 0.05
             pipe.shutdown()
-        assert "Helix reply" in shown.text and WARNING_SIGN not in shown.text
+        assert "Helix reply" in shown.content and WARNING_SIGN not in shown.content
         assert elapsed >= 0.2, "Retry-After was not respected"
         assert len(helix.chat_requests) == 2
 
@@ -502,7 +382,7 @@ class TestRetries:
 class ServerRun:
     server: PipelinesServer
     url: str
-    rows: dict[str, tuple[Shown, list[Message]]] = field(default_factory=dict)
+    rows: dict[str, tuple[Reply, list[Message]]] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -555,9 +435,9 @@ class TestThroughThePipelinesServer:
     ) -> None:
         server = pipelines.server
         mark = server.log_mark()
-        chat = Chat(through_server(server))
+        chat = Chat(server.http, user=USER)
         with fault_armed(helix, server, case):
-            shown = chat.turn(case.message, body=case.body)
+            shown = chat.turn(case.message, extra=case.body)
         history = stored(pipelines.url, chat)
         pipelines.rows[case.label] = (shown, history)
         assert shown.done, "the stream did not end with [DONE]"
@@ -573,9 +453,9 @@ class TestThroughThePipelinesServer:
     ) -> None:
         server = pipelines.server
         mark = server.log_mark()
-        chat = Chat(through_server(server))
+        chat = Chat(server.http, user=USER)
         with fault_armed(helix, server, case):
-            shown = chat.turn(case.message, stream=False, body=case.body)
+            shown = chat.turn(case.message, stream=False, extra=case.body)
         check_fault_turn(case, shown, False, stored(pipelines.url, chat))
         assert server.tracebacks(mark) == 0, server.log(mark)[-3000:]
 
@@ -598,7 +478,7 @@ class TestThroughThePipelinesServer:
         )
 
 
-def fault_table(rows: dict[str, tuple[Shown, list[Message]]]) -> str:
+def fault_table(rows: dict[str, tuple[Reply, list[Message]]]) -> str:
     lines = [
         "| Fault | What the person sees (streamed, through the real Pipelines server) "
         "| Last status line | Recorded |",
@@ -606,7 +486,7 @@ def fault_table(rows: dict[str, tuple[Shown, list[Message]]]) -> str:
     ]
     for case in CASES:
         shown, history = rows[case.label]
-        text = re.sub(r"http://127\.0\.0\.1:\d+", "<HELIX_BASE_URL>", shown.text)
+        text = re.sub(r"http://127\.0\.0\.1:\d+", "<HELIX_BASE_URL>", shown.content)
         if case.partial and WARNING_SIGN in text:
             text = "*(the answer so far)* " + text[text.index(WARNING_SIGN) :]
         elif case.answered:

@@ -21,10 +21,11 @@ import pytest
 import requests
 
 from helix_pipeline.testing import FakeHelix
+from helix_pipeline.testing.openwebui_transport import Reply
 from helix_pipeline.valves import FilterValves, HelixValves
 
 from .openwebui_replay import OpenWebUI, recorded
-from .pipelines_server import PIPELINES, TRACEBACK, ChatReply, PipelinesServer
+from .pipelines_server import PIPELINES, TRACEBACK, PipelinesServer
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,7 @@ def server(helix: FakeHelix, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield running
 
 
-def chat_turn(server: PipelinesServer) -> ChatReply:
+def chat_turn(server: PipelinesServer) -> Reply:
     """One recorded Open WebUI turn (the pipe's inlet, then ``/chat/completions``), new ids."""
     user = {"id": str(uuid.uuid4()), "email": "a@example.com", "name": "Ana", "role": "user"}
     ui = OpenWebUI(
