@@ -26,15 +26,15 @@ import pytest
 from helix_pipeline import cli
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.errors import HelixPipelineError
-from helix_pipeline.pipe import HelixPipe, shown_text
+from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.session_filter import SessionFilter
 from helix_pipeline.stores import open_store
 from helix_pipeline.testing import FakeHelix, Fault
+from helix_pipeline.testing.openwebui_transport import Chat, InProcess, ask
 from helix_pipeline.valves import FilterValves, HelixValves
 
 from .pipelines_server import API_KEY, PIPELINES, PipelinesServer, pipe_bundle_for
 from .store_servers import free_port, running_postgres
-from .test_reliability_faults import Chat, in_process, through_server
 
 HELIX_KEY = "sk-helix-SECRETKEY-7f3e9a"
 STORE_PASSWORD = "pw-SECRETPASS-4c2b1d"
@@ -92,12 +92,9 @@ class TestIsolation:
         valves = HelixValves(HELIX_BASE_URL=helix.url, SESSION_STORE_URL=url)
         pipe = HelixPipe(lambda: valves)
         try:
-            chat = ana_chat(in_process(pipe))
+            chat = ana_chat(InProcess(pipe))
             for request in ben_requests(chat.chat_id):
-                body = pipe.inlet(request, dict(BEN))
-                pipe_body = {k: v for k, v in body.items() if k != "metadata"}
-                result = pipe.pipe("", "helix-consultant", pipe_body["messages"], pipe_body)
-                shown = shown_text(result)
+                shown = ask(InProcess(pipe), request, dict(BEN)).content
                 assert "ZEBRA" not in shown
                 assert not any("ZEBRA" in text for text in texts_sent(helix))
                 pipe.outlet(
@@ -153,10 +150,10 @@ class TestIsolation:
     ) -> None:
         env = {"HELIX_BASE_URL": helix.url, "HELIX_DATA_DIR": str(tmp_path / "data")}
         with PipelinesServer(tmp_path, [PIPELINES / "helix.py"], env=env) as server:
-            chat = ana_chat(through_server(server))
-            ben = Chat(through_server(server), user=BEN, chat_id=chat.chat_id)
+            chat = ana_chat(server.http)
+            ben = Chat(server.http, user=BEN, chat_id=chat.chat_id)
             shown = ben.turn("what did Ana say?")
-            assert "ZEBRA" not in shown.text
+            assert "ZEBRA" not in shown.content
             assert not any("ZEBRA" in text for text in texts_sent(helix))
             assert server.tracebacks() == 0
 
@@ -238,16 +235,16 @@ def all_logs() -> Iterator[Everything]:
 
 
 def run_turns_and_faults(pipe: HelixPipe, helix: FakeHelix, shown: list[str]) -> None:
-    chat = Chat(in_process(pipe), user=ANA)
-    shown.append(chat.turn("hello").text)
+    chat = Chat(InProcess(pipe), user=ANA)
+    shown.append(chat.turn("hello").content)
     for fault in Fault:
         helix.fault = fault
         try:
-            shown.append(chat.turn(f"during {fault.value}").text)
-            shown.append(chat.turn(f"during {fault.value}", stream=False).text)
+            shown.append(chat.turn(f"during {fault.value}").content)
+            shown.append(chat.turn(f"during {fault.value}", stream=False).content)
         finally:
             helix.fault = Fault.NONE
-    shown.append(chat.turn("after the faults").text)
+    shown.append(chat.turn("after the faults").content)
 
 
 class TestSecrets:
@@ -275,7 +272,7 @@ class TestSecrets:
                 run_turns_and_faults(pipe, helix, shown)
                 process.terminate()
                 process.wait(timeout=10)
-                shown.append(Chat(in_process(pipe), user=ANA).turn("store down").text)
+                shown.append(Chat(InProcess(pipe), user=ANA).turn("store down").content)
                 wrong = HelixValves(
                     **{**valves.model_dump(), "HELIX_API_KEY": "wrong-" + HELIX_KEY}
                 )
@@ -325,7 +322,7 @@ class TestSecrets:
             )
             pipe = HelixPipe(lambda: valves)
             try:
-                chat = Chat(in_process(pipe), user=ANA)
+                chat = Chat(InProcess(pipe), user=ANA)
                 chat.turn("hello")
             finally:
                 pipe.shutdown()
@@ -365,10 +362,10 @@ class TestSecrets:
             pipe = HelixPipe(lambda: valves)
             shown: list[str] = []
             try:
-                chat = Chat(in_process(pipe), user=ANA)
-                shown.append(chat.turn("hello").text)
+                chat = Chat(InProcess(pipe), user=ANA)
+                shown.append(chat.turn("hello").content)
                 server.stop()
-                shown.append(chat.turn("while the database is down").text)
+                shown.append(chat.turn("while the database is down").content)
             finally:
                 pipe.shutdown()
         assert "Helix reply" in shown[-1]
@@ -388,19 +385,19 @@ class TestSecrets:
             }
             pipe = pipe_bundle_for(url, tmp_path / "bundle")
             with PipelinesServer(tmp_path, [pipe], env=env) as server:
-                chat = Chat(through_server(server), user=ANA)
-                shown = [chat.turn("hello").text]
+                chat = Chat(server.http, user=ANA)
+                shown = [chat.turn("hello").content]
                 # GET /<id>/valves needs no key: secrets from the environment must not be there.
                 exposed = json.dumps(server.valves("helix"))
                 for fault in (Fault.SERVER_ERROR, Fault.DROP_MID_STREAM, Fault.UNAVAILABLE):
                     helix.fault = fault
-                    shown.append(chat.turn(f"during {fault.value}").text)
+                    shown.append(chat.turn(f"during {fault.value}").content)
                     helix.fault = Fault.NONE
                 process.terminate()
                 process.wait(timeout=10)
-                shown.append(chat.turn("store down").text)
+                shown.append(chat.turn("store down").content)
                 helix.proxy_api_key = "another-key"
-                shown.append(chat.turn("refused").text)
+                shown.append(chat.turn("refused").content)
                 log = server.log()
         assert "Helix reply" in shown[0] and "HELIX_API_KEY" in shown[-1]
         assert "unavailable" in log

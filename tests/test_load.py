@@ -23,11 +23,11 @@ from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.stores import open_store
 from helix_pipeline.testing import FakeHelix
+from helix_pipeline.testing.openwebui_transport import Chat, InProcess, Transport
 from helix_pipeline.valves import HelixValves
 
 from .pipelines_server import PipelinesServer, pipe_bundle_for
 from .store_servers import ENGINES, store_url
-from .test_reliability_faults import Chat, Transport, in_process, through_server
 
 CHATS = 16
 TURNS = 50
@@ -93,8 +93,8 @@ def run_load(helix: FakeHelix, transport: Transport) -> LoadResult:
                     result.turns += 1
                     result.turn_s.append(took)
                     result.added_s.append(took - baseline)
-                    if "Helix reply" not in shown.text:
-                        result.errors.append(shown.text[:200])
+                    if "Helix reply" not in shown.content:
+                        result.errors.append(shown.content[:200])
         except Exception as exc:  # a thread that dies must fail the test, not vanish
             with lock:
                 result.errors.append(f"{type(exc).__name__}: {exc}")
@@ -167,7 +167,7 @@ class TestConcurrentChats:
         valves = HelixValves(HELIX_BASE_URL=helix.url, SESSION_STORE_URL=url)
         pipe = HelixPipe(lambda: valves)
         try:
-            result = run_load(helix, in_process(pipe))
+            result = run_load(helix, InProcess(pipe))
         finally:
             pipe.shutdown()
         check(result, url, "in-process", engine)
@@ -192,6 +192,6 @@ class TestConcurrentChats:
         pipe = pipe_bundle_for(url, tmp_path / "bundle")
         with PipelinesServer(tmp_path / "server", [pipe], env=env) as server:
             mark = server.log_mark()
-            result = run_load(helix, through_server(server))
+            result = run_load(helix, server.http)
             assert server.tracebacks(mark) == 0
         check(result, url, "Pipelines server", engine)

@@ -27,10 +27,11 @@ from helix_pipeline.session_filter import SessionFilter
 from helix_pipeline.stores import lazy, open_store
 from helix_pipeline.stores.sqlite import SQLiteStore
 from helix_pipeline.testing import FakeHelix
+from helix_pipeline.testing.openwebui_transport import Chat, InProcess, Reply
 from helix_pipeline.valves import FilterValves, HelixValves
 
 from .store_servers import running_postgres, running_redis
-from .test_reliability_faults import USER, Chat, Shown, in_process
+from .test_reliability_faults import USER
 
 RETRY_S = 0.05
 SERVER_REST_S = 2.5
@@ -55,13 +56,13 @@ def pipe_on(helix: FakeHelix, url: str) -> Iterator[tuple[HelixPipe, Callable[[]
     valves = HelixValves(HELIX_BASE_URL=helix.url, SESSION_STORE_URL=url, MAX_RETRIES=0)
     pipe = HelixPipe(lambda: valves)
     try:
-        yield pipe, lambda: Chat(in_process(pipe))
+        yield pipe, lambda: Chat(InProcess(pipe), user=USER)
     finally:
         pipe.shutdown()
 
 
-def answered(shown: Shown) -> bool:
-    return "Helix reply" in shown.text and "⚠️" not in shown.text
+def answered(shown: Reply) -> bool:
+    return "Helix reply" in shown.content and "⚠️" not in shown.content
 
 
 def stored_texts(url: str, chat: Chat) -> list[str]:
@@ -155,7 +156,7 @@ class TestDataFolder:
             remount(mount, "ro")  # the pipe is down: as after a restart on a read-only volume
             try:
                 with pipe_on(helix, url) as (pipe, _):
-                    chat.transport = in_process(pipe)  # the same chat, new server
+                    chat.transport = InProcess(pipe)  # the same chat, new server
                     with caplog.at_level(logging.WARNING):
                         assert answered(chat.turn("turn 2"))
                         assert helix_saw(helix, "turn 1", "turn 2")
@@ -208,7 +209,7 @@ class TestFullDisk:
 
         monkeypatch.setattr(SQLiteStore, "_connect", cannot_grow)
         with pipe_on(helix, url) as (pipe, _):
-            chat.transport = in_process(pipe)
+            chat.transport = InProcess(pipe)
             with caplog.at_level(logging.WARNING):
                 assert answered(chat.turn("big " + "y" * 90_000))
                 assert helix_saw(helix, "turn 1")

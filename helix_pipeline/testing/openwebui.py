@@ -217,7 +217,7 @@ def pipe_body(
         body["tools"] = tools
     elif task == TITLE_TASK:
         body["max_tokens"] = TITLE_MAX_TOKENS
-    body["user"] = {k: user[k] for k in ("name", "id", "email", "role")}
+    body["user"] = {k: user[k] for k in ("name", "id", "email", "role") if k in user}
     return body
 
 
