@@ -45,8 +45,10 @@ def repair_chat_body(body: dict[str, Any]) -> list[str]:
         changed = False
         for message in messages:
             repaired = _repair_message(message, repairs)
-            changed = changed or repaired is not message
-            if repaired is not None:
+            if repaired is None:  # dropped (a ``None`` entry too, which ``is`` itself)
+                changed = True
+            else:
+                changed = changed or repaired is not message
                 kept.append(repaired)
         if changed:
             body["messages"] = kept
@@ -62,6 +64,12 @@ def repair_chat_body(body: dict[str, Any]) -> list[str]:
 
 def _repair_message(message: object, repairs: list[str]) -> object | None:
     """``message`` itself when acceptable, a repaired copy, or ``None`` to drop it."""
+    if (  # what Open WebUI sends, checked first: the general path below keeps it as it is too
+        message.__class__ is dict
+        and message.get("role").__class__ is str
+        and message.get("content").__class__ is str
+    ):
+        return message
     if not isinstance(message, Mapping):
         repairs.append("a message that is not an object was dropped")
         return None

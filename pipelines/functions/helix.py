@@ -204,8 +204,10 @@ def repair_chat_body(body: dict[str, Any]) -> list[str]:
         changed = False
         for message in messages:
             repaired = _repair_message(message, repairs)
-            changed = changed or repaired is not message
-            if repaired is not None:
+            if repaired is None:  # dropped (a ``None`` entry too, which ``is`` itself)
+                changed = True
+            else:
+                changed = changed or repaired is not message
                 kept.append(repaired)
         if changed:
             body["messages"] = kept
@@ -221,6 +223,12 @@ def repair_chat_body(body: dict[str, Any]) -> list[str]:
 
 def _repair_message(message: object, repairs: list[str]) -> object | None:
     """``message`` itself when acceptable, a repaired copy, or ``None`` to drop it."""
+    if (  # what Open WebUI sends, checked first: the general path below keeps it as it is too
+        message.__class__ is dict
+        and message.get("role").__class__ is str
+        and message.get("content").__class__ is str
+    ):
+        return message
     if not isinstance(message, Mapping):
         repairs.append("a message that is not an object was dropped")
         return None
@@ -7213,14 +7221,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__92fef3e2e5', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__1da75a63bb', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from helix_pipeline__0_1_0__92fef3e2e5.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
-from helix_pipeline__0_1_0__92fef3e2e5.valves import HelixValves
+from helix_pipeline__0_1_0__1da75a63bb.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
+from helix_pipeline__0_1_0__1da75a63bb.valves import HelixValves
 
 
 class Pipe:
