@@ -27,6 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from .conversation import header_safe
 from .errors import BackendError, BackendProtocolError, ConfigError
+from .messages import Message
 from .payload import (
     DEFAULT_MODEL,
     FORWARDED_FIELDS,
@@ -154,7 +155,7 @@ class HelixClient:
 
     def build_payload(
         self,
-        messages: Sequence[Mapping[str, Any]],
+        messages: Sequence[Message | Mapping[str, Any]],
         body: Mapping[str, Any],
         *,
         stream: bool,

@@ -102,10 +102,14 @@ def fit_budget(
     What is kept after the first user message starts with a user message.
     """
     limit = budget.max_message_chars
-    truncated = sum(1 for m in (*system, *conversation) if len(m.content) > limit)
-    system = [_truncate(m, limit) for m in system]
-    conversation = [_truncate(m, limit) for m in conversation]
-    total = sum(len(m.content) for m in (*system, *conversation))
+    sizes = [len(m.content) for m in (*system, *conversation)]
+    truncated = sum(size > limit for size in sizes)
+    if truncated:
+        system = [_truncate(m, limit) for m in system]
+        conversation = [_truncate(m, limit) for m in conversation]
+        total = sum(len(m.content) for m in (*system, *conversation))
+    else:  # the common case: nothing to cut, nothing to copy
+        total = sum(sizes)
     if len(system) + len(conversation) <= budget.max_messages and total <= budget.max_total_chars:
         kept, trim = [*system, *conversation], Trim(truncated_messages=truncated)
         _log_trim(trim)

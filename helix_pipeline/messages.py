@@ -8,7 +8,7 @@ string content, so every incoming message is normalised here, once, into a :clas
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 __all__ = ["Message", "Role", "content_to_text", "message_from_dict", "messages_from_dicts"]
@@ -24,7 +24,7 @@ _ROLE_ALIASES: dict[str, Role] = {
 _IMAGE_PLACEHOLDER = "[image]"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
     """One chat message: what Helix sees (role, content) plus what the store keeps beside it."""
 
@@ -33,6 +33,22 @@ class Message:
     message_id: str | None = None
     partial: bool = False
     created_at: float | None = None
+
+    def __init__(
+        self,
+        role: Role,
+        content: str,
+        message_id: str | None = None,
+        partial: bool = False,
+        created_at: float | None = None,
+    ) -> None:
+        # A turn builds a hundred messages: setting the slots directly costs half the frozen
+        # dataclass's own __init__ (which goes through object.__setattr__ for each field).
+        _set_role(self, role)
+        _set_content(self, content)
+        _set_message_id(self, message_id)
+        _set_partial(self, partial)
+        _set_created_at(self, created_at)
 
     def to_wire(self) -> dict[str, str]:
         """The message as Helix takes it: role and string content only."""
@@ -56,6 +72,12 @@ class Message:
         if mine == theirs:
             return True
         return self.partial and bool(mine) and theirs.startswith(mine)
+
+
+# The slots' own setters, in field order (an added field breaks this line, not the messages).
+_set_role, _set_content, _set_message_id, _set_partial, _set_created_at = (
+    vars(Message)[field.name].__set__ for field in fields(Message)
+)
 
 
 def content_to_text(content: object) -> str:
@@ -108,6 +130,23 @@ def message_from_dict(raw: object) -> Message | None:
     Roles Helix does not know are never forwarded as such: ``developer`` becomes ``system``, and a
     ``tool``/``function`` result becomes an assistant message that says what it is.
     """
+    # Run for every message of every turn: a plain dict with a known role, text and a string id
+    # (what Open WebUI sends) is read inline; anything else takes the general path below, which
+    # gives the same message for it.
+    if raw.__class__ is dict:
+        role_raw, content, message_id = raw.get("role"), raw.get("content"), raw.get("id")
+        if (
+            role_raw.__class__ is str
+            and content.__class__ is str
+            and content
+            and (message_id is None or message_id.__class__ is str)
+            and (role := _ROLE_ALIASES.get(role_raw)) is not None
+        ):
+            return Message(role, content, message_id or None)
+    return _any_message(raw)
+
+
+def _any_message(raw: object) -> Message | None:
     if not isinstance(raw, Mapping):
         return None
     role_raw = raw.get("role")
@@ -120,9 +159,7 @@ def message_from_dict(raw: object) -> Message | None:
             return None
     message_id = raw.get("id")
     return Message(
-        role=role,
-        content=content,
-        message_id=message_id if isinstance(message_id, str) and message_id else None,
+        role, content, message_id if isinstance(message_id, str) and message_id else None
     )
 
 

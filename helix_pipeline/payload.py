@@ -12,6 +12,7 @@ from typing import Any
 
 from .conversation import PRIVATE_KEY
 from .errors import ConfigError
+from .messages import Message
 from .sse import completion_content
 
 __all__ = [
@@ -31,7 +32,7 @@ NEVER_FORWARDED = frozenset({"tools", "tool_choice", "metadata", "features", "us
 
 
 def build_payload(
-    messages: Sequence[Mapping[str, Any]],
+    messages: Sequence[Message | Mapping[str, Any]],
     body: Mapping[str, Any],
     *,
     stream: bool,
@@ -40,16 +41,21 @@ def build_payload(
 ) -> dict[str, Any]:
     """The request body for Helix: only what an OpenAI-compatible server may receive.
 
-    ``messages`` are reduced to ``role`` and ``content``. From ``body`` only ``model`` (unless
-    ``model`` is given), ``temperature``, ``max_tokens``, ``top_p``, ``stop`` and the named
-    ``extra_fields`` are copied, and only when set; ``tools``, ``metadata``, ``features``, ``user``
-    and private keys (``_...``) never are.
+    ``messages`` (:class:`Message` objects or dicts) are reduced to ``role`` and ``content``.
+    From ``body`` only ``model`` (unless ``model`` is given), ``temperature``, ``max_tokens``,
+    ``top_p``, ``stop`` and the named ``extra_fields`` are copied, and only when set; ``tools``,
+    ``metadata``, ``features``, ``user`` and private keys (``_...``) never are.
     """
     names = check_extra_fields(extra_fields)
     chosen_model = model or body.get("model")
     payload: dict[str, Any] = {
         "model": chosen_model if isinstance(chosen_model, str) and chosen_model else DEFAULT_MODEL,
-        "messages": [{"role": m.get("role"), "content": m.get("content")} for m in messages],
+        "messages": [
+            m.to_wire()
+            if isinstance(m, Message)
+            else {"role": m.get("role"), "content": m.get("content")}
+            for m in messages
+        ],
         "stream": stream,
     }
     for name in (*FORWARDED_FIELDS, *names):

@@ -83,9 +83,7 @@ def prepare_turn(
         turn = parts.history.prepare(conversation, incoming)
     else:
         turn = parts.history.passthrough(conversation, incoming)
-    payload = parts.client.build_payload(
-        turn.wire_messages(), body, model=_model(model_id), stream=stream
-    )
+    payload = parts.client.build_payload(turn.outgoing, body, model=_model(model_id), stream=stream)
     log.info(
         "conversation %s (%s): %d messages to Helix, %d attached from the store",
         conversation.conversation_id,

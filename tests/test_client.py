@@ -21,6 +21,7 @@ from helix_pipeline.errors import (
     BackendUnavailable,
     ConfigError,
 )
+from helix_pipeline.messages import Message
 
 BASE = "http://helix.test:8001"
 CHAT = f"{BASE}/v1/chat/completions"
@@ -284,6 +285,19 @@ class TestForwardedFields:
             "messages": USER_TURN,
             "stream": True,
         }
+
+    def test_message_objects_go_out_as_their_dicts_would(self) -> None:
+        messages = [Message("system", "be brief"), Message("user", "hi", "m1", True, 1.0)]
+        payload = build_payload(messages, {"temperature": 0.1}, stream=False)
+        assert payload == build_payload(
+            [{**m.to_wire(), "id": m.message_id} for m in messages],
+            {"temperature": 0.1},
+            stream=False,
+        )
+        assert payload["messages"] == [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+        ]
 
     def test_an_explicit_model_wins_over_the_body_model(self) -> None:
         payload = build_payload(USER_TURN, {"model": "helix.x"}, stream=False, model="x")

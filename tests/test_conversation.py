@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,11 @@ class TestThePrivateKeyRoundTrip:
         }
         assert read_conversation(pipe_body, pipe_body["user"]) == at_inlet
         assert read_conversation(pipe_body) == at_inlet
+
+    def test_the_private_form_holds_every_field(self) -> None:
+        record = example("02_filter_inlet_A-t2_chat_backend_model")
+        conversation = read_conversation(record["body"], record["user"])
+        assert conversation.to_private() == {**asdict(conversation), "kind": "saved"}
 
     def test_the_private_form_is_plain_json(self) -> None:
         record = example("01_filter_inlet_A-t1_chat_backend_model")

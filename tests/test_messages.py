@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError, fields, replace
+from inspect import Parameter, signature
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -144,6 +147,83 @@ class TestMessageFromDict:
             assert isinstance(message.content, str)
             wire = message.to_wire()
             assert set(wire) == {"role", "content"}
+
+
+# Values a message's keys take in Open WebUI's bodies and in malformed ones.
+_VALUES = (
+    st.none()
+    | st.text(max_size=5)
+    | st.sampled_from(["", " ", "user", "assistant", "system", "developer", "tool", "USER"])
+    | st.integers()
+    | st.booleans()
+    | st.lists(
+        st.dictionaries(
+            st.sampled_from(["type", "text", "content"]),
+            st.sampled_from(["text", "output_text", "image_url", "message", "hi", ""]) | st.none(),
+        ),
+        max_size=2,
+    )
+)
+_RAW_MESSAGES = st.dictionaries(
+    st.sampled_from(["role", "content", "id", "output", "name"]), _VALUES
+)
+
+
+class StrRole(str):
+    """A string of another class: read like any string, though not by the plain-dict shortcut."""
+
+
+class TestPlainDictsReadLikeAnyMapping:
+    """A plain dict (what Open WebUI sends) is read by a shortcut; any other mapping by the
+    general rules. Both must give the same message for the same keys and values."""
+
+    @settings(max_examples=400, deadline=None)
+    @given(_RAW_MESSAGES)
+    def test_well_formed_and_malformed_dicts_give_the_general_result(
+        self, raw: dict[str, Any]
+    ) -> None:
+        assert message_from_dict(raw) == message_from_dict(MappingProxyType(raw))
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            pytest.param({"role": "user", "content": "hi", "id": "m1"}, id="open-webui"),
+            pytest.param({"role": "developer", "content": "be brief"}, id="alias-role"),
+            pytest.param({"role": "user", "content": "hi", "id": ""}, id="empty-id"),
+            pytest.param({"role": "user", "content": "hi", "id": 7}, id="int-id"),
+            pytest.param({"role": "assistant", "content": "", "output": []}, id="empty-content"),
+            pytest.param({"role": "tool", "content": "21"}, id="tool-role"),
+            pytest.param({"role": "critic", "content": "x"}, id="unknown-role"),
+            pytest.param({"role": StrRole("user"), "content": StrRole("x")}, id="str-subclasses"),
+            pytest.param({"role": "user", "content": ["a"]}, id="list-content"),
+        ],
+    )
+    def test_each_kind_of_dict_gives_the_general_result(self, raw: dict[str, Any]) -> None:
+        assert message_from_dict(raw) == message_from_dict(MappingProxyType(raw))
+
+    def test_a_list_of_dicts_reads_as_the_same_list_of_mappings(self) -> None:
+        raw = [*outlet_messages(), {"role": "assistant", "content": None}, "junk", {"role": 3}]
+        assert messages_from_dicts(raw) == messages_from_dicts(
+            [MappingProxyType(item) if isinstance(item, dict) else item for item in raw]
+        )
+
+
+class TestMessageObjects:
+    def test_the_constructor_takes_the_fields_in_order_with_their_defaults(self) -> None:
+        parameters = list(signature(Message).parameters.values())
+        assert [(p.name, p.default) for p in parameters] == [
+            (f.name, Parameter.empty if f.default is f.default_factory else f.default)
+            for f in fields(Message)
+        ]
+
+    def test_every_field_is_set_and_none_can_be_changed(self) -> None:
+        message = Message("user", "x", "m1", True, 1.5)
+        assert (message.role, message.content, message.message_id) == ("user", "x", "m1")
+        assert (message.partial, message.created_at) == (True, 1.5)
+        assert replace(message, content="y") == Message("user", "y", "m1", True, 1.5)
+        with pytest.raises(FrozenInstanceError):
+            message.content = "changed"  # type: ignore[misc]
+        assert hash(message) == hash(Message("user", "x", "m1", True, 1.5))
 
 
 class TestAReplyInOutput:

@@ -192,22 +192,25 @@ def plan_record(
     active: Sequence[Message], messages: Sequence[Message], after: int | None
 ) -> RecordPlan:
     """Decide, engine-independently, what recording ``messages`` after ``after`` means."""
-    start = len(active) if after is None else max(0, min(after, len(active)))
-    known_ids = {m.message_id for m in active if m.message_id}
+    stored_count, count = len(active), len(messages)
+    start = stored_count if after is None else max(0, min(after, stored_count))
     attach: list[tuple[int, str]] = []
     attached_at: list[float | None] = []
     position = start
     index = 0
-    # Walk the stored messages at the same places while they match.
-    while index < len(messages) and position < len(active):
+    # Walk the stored messages at the same places while they match (the very objects, when the
+    # caller hands back the branch it read: nothing to compare then, and no id to attach).
+    while index < count and position < stored_count:
         incoming, stored = messages[index], active[position]
-        if stored is not incoming and not stored.same_as(incoming):
-            break
-        if incoming.message_id and not stored.message_id:
-            attach.append((position, incoming.message_id))
-            attached_at.append(incoming.created_at)
+        if stored is not incoming:
+            if not stored.same_as(incoming):
+                break
+            if incoming.message_id and not stored.message_id:
+                attach.append((position, incoming.message_id))
+                attached_at.append(incoming.created_at)
         position += 1
         index += 1
+    known_ids = {m.message_id for m in active if m.message_id} if index < count else set()
     rest = [m for m in messages[index:] if not (m.message_id and m.message_id in known_ids)]
     if not rest:
         return RecordPlan(

@@ -294,10 +294,11 @@ class SQLStore:
         as_text = self.dialect.text_param
         conversation, branch, start = row.id, row.branch, length
         with closing(db.cursor()) as cursor:
-            cursor.executemany(
-                self.queries.attach_id,
-                [(as_text(mid), conversation, branch, pos) for pos, mid in plan.attach],
-            )
+            if plan.attach:
+                cursor.executemany(
+                    self.queries.attach_id,
+                    [(as_text(mid), conversation, branch, pos) for pos, mid in plan.attach],
+                )
             if plan.fork_at is not None:
                 cursor.execute(
                     self.queries.copy_prefix, (branch + 1, conversation, branch, plan.fork_at)

@@ -301,6 +301,7 @@ from requests.adapters import HTTPAdapter
 
 from .conversation import header_safe
 from .errors import BackendError, BackendProtocolError, ConfigError
+from .messages import Message
 from .payload import (
     DEFAULT_MODEL,
     FORWARDED_FIELDS,
@@ -428,7 +429,7 @@ class HelixClient:
 
     def build_payload(
         self,
-        messages: Sequence[Mapping[str, Any]],
+        messages: Sequence[Message | Mapping[str, Any]],
         body: Mapping[str, Any],
         *,
         stream: bool,
@@ -716,7 +717,7 @@ from __future__ import annotations
 import hashlib
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
@@ -801,9 +802,12 @@ class Conversation:
 
     def to_private(self) -> dict[str, Any]:
         """The JSON-safe form the pipe's inlet stores under :data:`PRIVATE_KEY`."""
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _FIELDS}  # asdict() deep-copies: slow
         data["kind"] = self.kind.value
         return data
+
+
+_FIELDS = tuple(field.name for field in fields(Conversation))
 
 
 def read_conversation(body: object, user: object = None) -> Conversation:
@@ -2053,10 +2057,14 @@ def fit_budget(
     What is kept after the first user message starts with a user message.
     """
     limit = budget.max_message_chars
-    truncated = sum(1 for m in (*system, *conversation) if len(m.content) > limit)
-    system = [_truncate(m, limit) for m in system]
-    conversation = [_truncate(m, limit) for m in conversation]
-    total = sum(len(m.content) for m in (*system, *conversation))
+    sizes = [len(m.content) for m in (*system, *conversation)]
+    truncated = sum(size > limit for size in sizes)
+    if truncated:
+        system = [_truncate(m, limit) for m in system]
+        conversation = [_truncate(m, limit) for m in conversation]
+        total = sum(len(m.content) for m in (*system, *conversation))
+    else:  # the common case: nothing to cut, nothing to copy
+        total = sum(sizes)
     if len(system) + len(conversation) <= budget.max_messages and total <= budget.max_total_chars:
         kept, trim = [*system, *conversation], Trim(truncated_messages=truncated)
         _log_trim(trim)
@@ -2191,7 +2199,7 @@ string content, so every incoming message is normalised here, once, into a :clas
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 __all__ = ["Message", "Role", "content_to_text", "message_from_dict", "messages_from_dicts"]
@@ -2207,7 +2215,7 @@ _ROLE_ALIASES: dict[str, Role] = {
 _IMAGE_PLACEHOLDER = "[image]"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
     """One chat message: what Helix sees (role, content) plus what the store keeps beside it."""
 
@@ -2216,6 +2224,22 @@ class Message:
     message_id: str | None = None
     partial: bool = False
     created_at: float | None = None
+
+    def __init__(
+        self,
+        role: Role,
+        content: str,
+        message_id: str | None = None,
+        partial: bool = False,
+        created_at: float | None = None,
+    ) -> None:
+        # A turn builds a hundred messages: setting the slots directly costs half the frozen
+        # dataclass's own __init__ (which goes through object.__setattr__ for each field).
+        _set_role(self, role)
+        _set_content(self, content)
+        _set_message_id(self, message_id)
+        _set_partial(self, partial)
+        _set_created_at(self, created_at)
 
     def to_wire(self) -> dict[str, str]:
         """The message as Helix takes it: role and string content only."""
@@ -2239,6 +2263,12 @@ class Message:
         if mine == theirs:
             return True
         return self.partial and bool(mine) and theirs.startswith(mine)
+
+
+# The slots' own setters, in field order (an added field breaks this line, not the messages).
+_set_role, _set_content, _set_message_id, _set_partial, _set_created_at = (
+    vars(Message)[field.name].__set__ for field in fields(Message)
+)
 
 
 def content_to_text(content: object) -> str:
@@ -2291,6 +2321,23 @@ def message_from_dict(raw: object) -> Message | None:
     Roles Helix does not know are never forwarded as such: ``developer`` becomes ``system``, and a
     ``tool``/``function`` result becomes an assistant message that says what it is.
     """
+    # Run for every message of every turn: a plain dict with a known role, text and a string id
+    # (what Open WebUI sends) is read inline; anything else takes the general path below, which
+    # gives the same message for it.
+    if raw.__class__ is dict:
+        role_raw, content, message_id = raw.get("role"), raw.get("content"), raw.get("id")
+        if (
+            role_raw.__class__ is str
+            and content.__class__ is str
+            and content
+            and (message_id is None or message_id.__class__ is str)
+            and (role := _ROLE_ALIASES.get(role_raw)) is not None
+        ):
+            return Message(role, content, message_id or None)
+    return _any_message(raw)
+
+
+def _any_message(raw: object) -> Message | None:
     if not isinstance(raw, Mapping):
         return None
     role_raw = raw.get("role")
@@ -2303,9 +2350,7 @@ def message_from_dict(raw: object) -> Message | None:
             return None
     message_id = raw.get("id")
     return Message(
-        role=role,
-        content=content,
-        message_id=message_id if isinstance(message_id, str) and message_id else None,
+        role, content, message_id if isinstance(message_id, str) and message_id else None
     )
 
 
@@ -2470,6 +2515,7 @@ from typing import Any
 
 from .conversation import PRIVATE_KEY
 from .errors import ConfigError
+from .messages import Message
 from .sse import completion_content
 
 __all__ = [
@@ -2489,7 +2535,7 @@ NEVER_FORWARDED = frozenset({"tools", "tool_choice", "metadata", "features", "us
 
 
 def build_payload(
-    messages: Sequence[Mapping[str, Any]],
+    messages: Sequence[Message | Mapping[str, Any]],
     body: Mapping[str, Any],
     *,
     stream: bool,
@@ -2498,16 +2544,21 @@ def build_payload(
 ) -> dict[str, Any]:
     """The request body for Helix: only what an OpenAI-compatible server may receive.
 
-    ``messages`` are reduced to ``role`` and ``content``. From ``body`` only ``model`` (unless
-    ``model`` is given), ``temperature``, ``max_tokens``, ``top_p``, ``stop`` and the named
-    ``extra_fields`` are copied, and only when set; ``tools``, ``metadata``, ``features``, ``user``
-    and private keys (``_...``) never are.
+    ``messages`` (:class:`Message` objects or dicts) are reduced to ``role`` and ``content``.
+    From ``body`` only ``model`` (unless ``model`` is given), ``temperature``, ``max_tokens``,
+    ``top_p``, ``stop`` and the named ``extra_fields`` are copied, and only when set; ``tools``,
+    ``metadata``, ``features``, ``user`` and private keys (``_...``) never are.
     """
     names = check_extra_fields(extra_fields)
     chosen_model = model or body.get("model")
     payload: dict[str, Any] = {
         "model": chosen_model if isinstance(chosen_model, str) and chosen_model else DEFAULT_MODEL,
-        "messages": [{"role": m.get("role"), "content": m.get("content")} for m in messages],
+        "messages": [
+            m.to_wire()
+            if isinstance(m, Message)
+            else {"role": m.get("role"), "content": m.get("content")}
+            for m in messages
+        ],
         "stream": stream,
     }
     for name in (*FORWARDED_FIELDS, *names):
@@ -2930,9 +2981,7 @@ def prepare_turn(
         turn = parts.history.prepare(conversation, incoming)
     else:
         turn = parts.history.passthrough(conversation, incoming)
-    payload = parts.client.build_payload(
-        turn.wire_messages(), body, model=_model(model_id), stream=stream
-    )
+    payload = parts.client.build_payload(turn.outgoing, body, model=_model(model_id), stream=stream)
     log.info(
         "conversation %s (%s): %d messages to Helix, %d attached from the store",
         conversation.conversation_id,
@@ -4151,22 +4200,25 @@ def plan_record(
     active: Sequence[Message], messages: Sequence[Message], after: int | None
 ) -> RecordPlan:
     """Decide, engine-independently, what recording ``messages`` after ``after`` means."""
-    start = len(active) if after is None else max(0, min(after, len(active)))
-    known_ids = {m.message_id for m in active if m.message_id}
+    stored_count, count = len(active), len(messages)
+    start = stored_count if after is None else max(0, min(after, stored_count))
     attach: list[tuple[int, str]] = []
     attached_at: list[float | None] = []
     position = start
     index = 0
-    # Walk the stored messages at the same places while they match.
-    while index < len(messages) and position < len(active):
+    # Walk the stored messages at the same places while they match (the very objects, when the
+    # caller hands back the branch it read: nothing to compare then, and no id to attach).
+    while index < count and position < stored_count:
         incoming, stored = messages[index], active[position]
-        if stored is not incoming and not stored.same_as(incoming):
-            break
-        if incoming.message_id and not stored.message_id:
-            attach.append((position, incoming.message_id))
-            attached_at.append(incoming.created_at)
+        if stored is not incoming:
+            if not stored.same_as(incoming):
+                break
+            if incoming.message_id and not stored.message_id:
+                attach.append((position, incoming.message_id))
+                attached_at.append(incoming.created_at)
         position += 1
         index += 1
+    known_ids = {m.message_id for m in active if m.message_id} if index < count else set()
     rest = [m for m in messages[index:] if not (m.message_id and m.message_id in known_ids)]
     if not rest:
         return RecordPlan(
@@ -5934,10 +5986,11 @@ class SQLStore:
         as_text = self.dialect.text_param
         conversation, branch, start = row.id, row.branch, length
         with closing(db.cursor()) as cursor:
-            cursor.executemany(
-                self.queries.attach_id,
-                [(as_text(mid), conversation, branch, pos) for pos, mid in plan.attach],
-            )
+            if plan.attach:
+                cursor.executemany(
+                    self.queries.attach_id,
+                    [(as_text(mid), conversation, branch, pos) for pos, mid in plan.attach],
+                )
             if plan.fork_at is not None:
                 cursor.execute(
                     self.queries.copy_prefix, (branch + 1, conversation, branch, plan.fork_at)
@@ -7221,14 +7274,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__1da75a63bb', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__5bf2a54e3e', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from helix_pipeline__0_1_0__1da75a63bb.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
-from helix_pipeline__0_1_0__1da75a63bb.valves import HelixValves
+from helix_pipeline__0_1_0__5bf2a54e3e.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
+from helix_pipeline__0_1_0__5bf2a54e3e.valves import HelixValves
 
 
 class Pipe:
