@@ -274,6 +274,18 @@ class TestTheDemoFails:
         assert err.count("\n") == 1
         assert sections(out)["title task"]["shown"][0].startswith("⚠️")
 
+    @pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+    def test_when_helix_fails_after_part_of_an_answer(
+        self, stream: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with FakeHelix(reply=lambda _: "Four.\n\n**Fehler:** the disk is full") as helix:
+            code, out, err = run(["demo", "--helix-url", helix.url, stream], capsys)
+
+        assert code == 1
+        assert "the pipe answered with an error: ⚠️ The answer was cut off: " in err
+        assert "the disk is full" in err
+        assert sections(out)["title task"]["shown"] == ["Four."]
+
     def test_when_helix_wants_a_key_it_was_not_given(
         self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
