@@ -1,4 +1,4 @@
-"""What the benchmarks share: realistic Open WebUI bodies, bulk seeding, statistics and tables.
+"""What the benchmarks share: Open WebUI turns (the test driver's bodies, the recorded tools), bulk seeding, statistics and tables.
 
 Run a benchmark from the repository root (``python benchmarks/overhead.py``); this module puts the
 root on ``sys.path`` so that ``tests.store_servers`` and the fixtures are found.
@@ -6,7 +6,6 @@ root on ``sys.path`` so that ``tests.store_servers`` and the fixtures are found.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import json
 import logging
@@ -18,15 +17,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from helix_pipeline.conversation import PRIVATE_KEY, ConversationKey  # noqa: E402
+from helix_pipeline.conversation import ConversationKey  # noqa: E402
 from helix_pipeline.messages import Message  # noqa: E402
 from helix_pipeline.stores.base import SessionStore  # noqa: E402
+from helix_pipeline.testing.openwebui import ChatTurn, OpenWebUIChat  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "openwebui-0.12.4"
 USER = {
@@ -171,13 +171,6 @@ def seed(store: SessionStore, conversations: int, messages: int, *, start: int =
 
 
 @cache
-def _inlet_template() -> dict[str, Any]:
-    path = FIXTURES / "examples" / "06_filter_inlet_B-t2_pipe_model.json"
-    body: dict[str, Any] = json.loads(path.read_text())["body"]
-    return body
-
-
-@cache
 def openwebui_tools() -> list[dict[str, Any]]:
     """The ~25 KB list of tool specs Open WebUI 0.12.4 puts in a pipe body (36 built-in tools)."""
     with (FIXTURES / "run1_forward_headers" / "pipe.jsonl").open() as lines:
@@ -188,83 +181,27 @@ def openwebui_tools() -> list[dict[str, Any]]:
     raise RuntimeError("no pipe body with tools in the fixtures")
 
 
-class OpenWebUITurn:
-    """One chat turn as Open WebUI 0.12.4 sends it to a manifold pipe: inlet, pipe, outlet."""
+class Turn(NamedTuple):
+    """A chat in Open WebUI 0.12.4 (the test driver's bodies) and the turn it is about to send."""
 
-    def __init__(
-        self,
-        conversation: int,
-        stored: Sequence[Message],
-        *,
-        stream: bool,
-        chat_id: str | None = None,
-    ) -> None:
-        self.key = key(conversation)
-        if chat_id is not None:
-            self.key = ConversationKey(self.key.user_id, chat_id)
-        self.chat_id = self.key.conversation_id
-        self.stream = stream
-        self.user = {**USER, "id": self.key.user_id}
-        self.history: list[dict[str, str]] = [
-            {"id": m.message_id or "", "role": m.role, "content": m.content} for m in stored
-        ]
-        self.user_message_id = f"u-{conversation}-{len(stored)}"
-        self.assistant_message_id = f"a-{conversation}-{len(stored)}"
-        self.question = text(conversation * 1000 + len(stored), 20)
+    chat: OpenWebUIChat
+    turn: ChatTurn
 
-    def wire_messages(self) -> list[dict[str, str]]:
-        """What Helix receives: the whole conversation, role and content only."""
-        return [
-            *({"role": m["role"], "content": m["content"]} for m in self.history),
-            {"role": "user", "content": self.question},
-        ]
 
-    def inlet_body(self) -> dict[str, Any]:
-        body = copy.deepcopy(_inlet_template())
-        metadata = body["metadata"]
-        metadata.update(
-            user_id=self.key.user_id,
-            chat_id=self.chat_id,
-            user_message_id=self.user_message_id,
-            message_id=self.assistant_message_id,
-            parent_message_id=self.history[-1]["id"] if self.history else None,
-        )
-        metadata["user_message"].update(
-            id=self.user_message_id,
-            content=self.question,
-            parentId=self.history[-1]["id"] if self.history else None,
-            childrenIds=[self.assistant_message_id],
-        )
-        body["stream"] = self.stream
-        body["model"] = MODEL
-        body["messages"] = self.wire_messages()
-        return body
-
-    def pipe_body(self, inlet_result: dict[str, Any]) -> dict[str, Any]:
-        """What ``pipe()`` gets: no metadata, the tools, the user, and the inlet's private key."""
-        return {
-            "stream": self.stream,
-            "model": MODEL,
-            "messages": self.wire_messages(),
-            "tools": openwebui_tools(),
-            "user": dict(self.user),
-            PRIVATE_KEY: inlet_result[PRIVATE_KEY],
-        }
-
-    def outlet_body(self, reply: str) -> dict[str, Any]:
-        messages = [
-            *({**m, "info": None, "timestamp": 1795647991} for m in self.history),
-            {"id": self.user_message_id, "role": "user", "content": self.question},
-            {"id": self.assistant_message_id, "role": "assistant", "content": reply},
-        ]
-        return {
-            "model": MODEL,
-            "messages": messages,
-            "filter_ids": [],
-            "chat_id": self.chat_id,
-            "session_id": "bench-socket",
-            "id": self.assistant_message_id,
-        }
+def openwebui_turn(
+    conversation: int, stored: Sequence[Message], *, stream: bool, chat_id: str | None = None
+) -> Turn:
+    """Conversation ``conversation``'s next turn, ``stored`` shown before it, with the ~25 KB of
+    recorded tool specs in its pipe body; the question is about 20 words."""
+    owner = key(conversation)
+    chat = OpenWebUIChat(
+        chat_id=chat_id or owner.conversation_id,
+        user={**USER, "id": owner.user_id},
+        stream=stream,
+        tools=openwebui_tools(),
+    )
+    chat.resume((m.role, m.content, m.message_id) for m in stored)
+    return Turn(chat, chat.start_turn(text(conversation * 1000 + len(stored), 20)))
 
 
 # ----------------------------------------------------------------------------- logging

@@ -30,12 +30,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from _shared import SUB_MODEL, OpenWebUITurn, machine, package_logging, table, text
+from _shared import Turn, machine, openwebui_turn, package_logging, table, text
 from piping import fake_helix_process
 
 from helix_pipeline.messages import Message
 from helix_pipeline.pipe import HelixPipe, shown_text
 from helix_pipeline.stores.base import SessionStore
+from helix_pipeline.testing.openwebui import pipe_arguments
 from helix_pipeline.valves import HelixValves
 
 MB = 1024 * 1024
@@ -73,7 +74,7 @@ class Chats:
         self.replies: dict[bool, str] = {}
         """The answer as streamed and as not streamed (FakeHelix's answers are all the same)."""
 
-    def next_turn(self, number: int) -> OpenWebUITurn:
+    def next_turn(self, number: int) -> Turn:
         slot = number % self.slots
         stream = slot % 2 == 1
         if self.count[slot] >= self.messages:
@@ -89,18 +90,19 @@ class Chats:
         ]
         chat_id = f"{self.prefix}chat-{slot}-{self.chat[slot]}"
         self.count[slot] += 2
-        return OpenWebUITurn(slot, past, stream=stream, chat_id=chat_id)
+        return openwebui_turn(slot, past, stream=stream, chat_id=chat_id)
 
-    def answered(self, turn: OpenWebUITurn, reply: str) -> None:
-        known = self.replies.setdefault(turn.stream, reply)
+    def answered(self, played: Turn, reply: str) -> None:
+        known = self.replies.setdefault(played.turn.stream, reply)
         assert reply == known, f"FakeHelix answered {reply!r}, expected {known!r}"
 
 
-def play(pipe: HelixPipe, turn: OpenWebUITurn) -> str:
-    body = turn.pipe_body(pipe.inlet(turn.inlet_body(), turn.user))
-    result = pipe.pipe(turn.question, SUB_MODEL, body["messages"], body)
-    reply = shown_text(result)
-    pipe.outlet(turn.outlet_body(reply), turn.user)
+def play(pipe: HelixPipe, played: Turn) -> str:
+    chat, turn = played
+    body = chat.pipe_body(pipe.inlet(chat.inlet_body(turn), chat.user))
+    reply = shown_text(pipe.pipe(**pipe_arguments(body)))
+    chat.finish_turn(turn, reply)
+    pipe.outlet(chat.outlet_body(turn), chat.user)
     return reply
 
 

@@ -30,9 +30,10 @@ from pathlib import Path
 
 from _shared import (
     SUB_MODEL,
-    OpenWebUITurn,
+    Turn,
     history,
     machine,
+    openwebui_turn,
     package_logging,
     percentile,
     seed,
@@ -72,9 +73,9 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"need at least {total} conversations for distinct turns")
     chosen = iter(rng.sample(range(args.conversations), total))
 
-    def next_turn(stream: bool) -> OpenWebUITurn:
+    def next_turn(stream: bool) -> Turn:
         index = next(chosen)
-        return OpenWebUITurn(index, history(index, args.messages), stream=stream)
+        return openwebui_turn(index, history(index, args.messages), stream=stream)
 
     timings = Timings()
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
@@ -122,7 +123,7 @@ def seed_sqlite(folder: Path, args: argparse.Namespace) -> Path:
 
 def time_complete(
     bench: Bench,
-    next_turn: Callable[[bool], OpenWebUITurn],
+    next_turn: Callable[[bool], Turn],
     args: argparse.Namespace,
     timings: Timings,
 ) -> None:
@@ -146,7 +147,7 @@ def time_complete(
 
 def time_streams(
     bench: Bench,
-    next_turn: Callable[[bool], OpenWebUITurn],
+    next_turn: Callable[[bool], Turn],
     args: argparse.Namespace,
     timings: Timings,
 ) -> None:
@@ -166,7 +167,7 @@ def time_streams(
 
 
 def count_round_trips(
-    db: Path, url: str, answer: str, turns: Sequence[OpenWebUITurn], timings: Timings
+    db: Path, url: str, answer: str, turns: Sequence[Turn], timings: Timings
 ) -> None:
     """Non-streaming turns through a pipe of their own, every store call and SQLite statement
     counted (after the timed turns: counting costs time)."""

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from _shared import SUB_MODEL, OpenWebUITurn, median, percentile, text
+from _shared import SUB_MODEL, Turn, median, percentile, text
 
 from helix_pipeline.pipe import HelixPipe, shown_text
 from helix_pipeline.testing import FakeHelix
+from helix_pipeline.testing.openwebui import pipe_arguments
 
 HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
 HOLD_PAUSE_S = 0.002
@@ -94,11 +95,14 @@ class Bench:
     # -- (a): straight to Helix ------------------------------------------------------------------
 
     @staticmethod
-    def _request(turn: OpenWebUITurn, stream: bool) -> tuple[dict[str, Any], dict[str, str]]:
-        payload = {"model": SUB_MODEL, "messages": turn.wire_messages(), "stream": stream}
-        return payload, dict.fromkeys(HEADERS, turn.chat_id)
+    def _request(played: Turn, stream: bool) -> tuple[dict[str, Any], dict[str, str]]:
+        """The same turn as an OpenAI client sends it to Helix: the whole chat, role/content."""
+        chat, turn = played
+        messages = chat.inlet_body(turn)["messages"]
+        payload = {"model": SUB_MODEL, "messages": messages, "stream": stream}
+        return payload, dict.fromkeys(HEADERS, chat.chat_id)
 
-    def direct_complete(self, turn: OpenWebUITurn) -> float:
+    def direct_complete(self, turn: Turn) -> float:
         payload, headers = self._request(turn, stream=False)
         start = time.perf_counter()
         with self.session.post(self.url, json=payload, headers=headers) as response:
@@ -108,11 +112,11 @@ class Bench:
         assert reply
         return elapsed
 
-    def direct_stream(self, turn: OpenWebUITurn) -> Iterator[str]:
+    def direct_stream(self, turn: Turn) -> Iterator[str]:
         payload, headers = self._request(turn, stream=True)
         return self._direct_chunks(payload, headers)
 
-    def time_direct_stream(self, turn: OpenWebUITurn) -> tuple[float, float, float, str]:
+    def time_direct_stream(self, turn: Turn) -> tuple[float, float, float, str]:
         payload, headers = self._request(turn, stream=True)
         return self.time_stream(lambda: self._direct_chunks(payload, headers))
 
@@ -131,33 +135,36 @@ class Bench:
 
     # -- (b): through the pipe, as the Pipelines server calls it ---------------------------------
 
-    def _inlet(self, turn: OpenWebUITurn) -> dict[str, Any]:
-        inlet_body = turn.inlet_body()
+    def _inlet(self, played: Turn) -> dict[str, Any]:
+        """The inlet, timed; then ``pipe()``'s arguments for what it returned (not timed)."""
+        chat, turn = played
+        inlet_body = chat.inlet_body(turn)
         start = time.perf_counter()
-        result: dict[str, Any] = self.pipe.inlet(inlet_body, turn.user)
+        result: dict[str, Any] = self.pipe.inlet(inlet_body, chat.user)
         self.phases.inlet.append(time.perf_counter() - start)
-        return turn.pipe_body(result)
+        return pipe_arguments(chat.pipe_body(result))
 
-    def _outlet(self, turn: OpenWebUITurn, reply: str) -> float:
-        outlet_body = turn.outlet_body(reply)
+    def _outlet(self, played: Turn, reply: str) -> float:
+        chat, turn = played
+        chat.finish_turn(turn, reply)
+        outlet_body = chat.outlet_body(turn)
         start = time.perf_counter()
-        self.pipe.outlet(outlet_body, turn.user)
+        self.pipe.outlet(outlet_body, chat.user)
         elapsed = time.perf_counter() - start
         self.phases.outlet.append(elapsed)
         return elapsed
 
-    def piped_complete(self, turn: OpenWebUITurn) -> float:
-        body = self._inlet(turn)
+    def piped_complete(self, turn: Turn) -> float:
+        arguments = self._inlet(turn)
         start = time.perf_counter()
-        reply = self.pipe.pipe(turn.question, SUB_MODEL, body["messages"], body)
+        reply = self.pipe.pipe(**arguments)
         elapsed = time.perf_counter() - start
         self.phases.pipe.append(elapsed)
         assert reply == self.answer, reply
         return self.phases.inlet[-1] + elapsed + self._outlet(turn, reply)
 
-    def piped_stream(self, turn: OpenWebUITurn) -> Iterator[str]:
-        body = self._inlet(turn)
-        result = self.pipe.pipe(turn.question, SUB_MODEL, body["messages"], body)
+    def piped_stream(self, turn: Turn) -> Iterator[str]:
+        result = self.pipe.pipe(**self._inlet(turn))
         assert not isinstance(result, str), result
         yield from result
 
@@ -224,15 +231,15 @@ def serve_fake(words: int) -> None:
         sys.stdin.read()
 
 
-def time_piped_stream(bench: Bench, turn: OpenWebUITurn) -> tuple[float, float, float, str]:
+def time_piped_stream(bench: Bench, turn: Turn) -> tuple[float, float, float, str]:
     """The stream through the pipe: inlet time plus pipe() to each point; ``end`` adds the outlet.
 
     Building the bodies (the Pipelines server's work, not ours) stays outside the clock.
     """
-    body = bench._inlet(turn)
+    arguments = bench._inlet(turn)
     inlet = bench.phases.inlet[-1]
     start = time.perf_counter()
-    result = bench.pipe.pipe(turn.question, SUB_MODEL, body["messages"], body)
+    result = bench.pipe.pipe(**arguments)
     assert not isinstance(result, str), result
     first = last = 0.0
     parts: list[str] = []

@@ -30,7 +30,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _shared import OpenWebUITurn, history, machine, package_logging, percentile, table, text
+from _shared import Turn, history, machine, openwebui_turn, package_logging, percentile, table, text
 from counting import COLUMNS, engine_counters, per_turn, pipes_use
 from piping import Bench, Phases, fake_helix_process, time_piped_stream
 from store_scaling import ENGINES, NETWORKED, engine_urls, seed_in_threads
@@ -58,9 +58,9 @@ class Turns:
         self._order = iter(random.Random(seed).sample(range(conversations), conversations))
         self.messages = messages
 
-    def next(self, *, stream: bool) -> OpenWebUITurn:
+    def next(self, *, stream: bool) -> Turn:
         index = next(self._order)
-        return OpenWebUITurn(index, history(index, self.messages), stream=stream)
+        return openwebui_turn(index, history(index, self.messages), stream=stream)
 
 
 def measure(engine: str, url: str, args: argparse.Namespace, helix_url: str) -> Result:
@@ -114,9 +114,10 @@ def play(kind: str, url: str, helix_url: str, answer: str, turns: Turns, count: 
         session_filter = SessionFilter(lambda: valves)
         try:
             for _ in range(count):
-                turn = turns.next(stream=False)
-                session_filter.inlet(turn.inlet_body(), turn.user)
-                session_filter.outlet(turn.outlet_body(answer), turn.user)
+                chat, turn = turns.next(stream=False)
+                session_filter.inlet(chat.inlet_body(turn), chat.user)
+                chat.finish_turn(turn, answer)
+                session_filter.outlet(chat.outlet_body(turn), chat.user)
         finally:
             session_filter.shutdown()
         return

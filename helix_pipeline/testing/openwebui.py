@@ -15,6 +15,7 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,12 @@ class OpenWebUIChat:
         self.messages.append(
             self._message(turn.assistant_message_id, "assistant", reply, turn.user_message_id)
         )
+
+    def resume(self, saved: Iterable[tuple[str, str, str | None]]) -> None:
+        """Show earlier messages, (role, content, message id) oldest first, as a reopened chat."""
+        for role, content, message_id in saved:
+            parent = self.messages[-1]["id"] if self.messages else None
+            self.messages.append(self._message(message_id, role, content, parent))
 
     def branch(self, keep: int) -> OpenWebUIChat:
         """The same chat in a second tab showing its first ``keep`` messages: the next
