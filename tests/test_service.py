@@ -14,26 +14,21 @@ from helix_pipeline.history import Budget
 from helix_pipeline.messages import Message
 from helix_pipeline.service import HistoryService
 from helix_pipeline.stores import Branch, MemoryStore, RecordResult
+from helix_pipeline.testing.openwebui import OpenWebUIChat
 
 USER = {"id": "user-a", "name": "A", "email": "a@example.com", "role": "user"}
 
 
-def open_webui_body(chat_id: str, texts: Sequence[str], *, turn: int) -> dict[str, object]:
-    """An Open WebUI 0.12.4 inlet body: alternating user/assistant texts, ids in metadata."""
-    messages = [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": text}
-        for i, text in enumerate(texts)
-    ]
-    return {
-        "model": "helix.helix-consultant",
-        "messages": messages,
-        "metadata": {
-            "chat_id": chat_id,
-            "user_id": USER["id"],
-            "user_message_id": f"{chat_id}-u{turn}",
-            "message_id": f"{chat_id}-a{turn}",
-        },
-    }
+def chat_1() -> OpenWebUIChat:
+    """An Open WebUI 0.12.4 chat of ``USER``'s (the driver's bodies)."""
+    return OpenWebUIChat(chat_id="chat-1", user=USER)
+
+
+def history_of(chat: OpenWebUIChat, texts: Sequence[str]) -> OpenWebUIChat:
+    """``chat`` with alternating user/assistant ``texts`` shown, none of them through a service."""
+    for question, answer in zip(texts[::2], texts[1::2], strict=False):
+        chat.finish_turn(chat.start_turn(question), answer)
+    return chat
 
 
 def incoming(body: dict[str, object]) -> list[Message]:
@@ -77,34 +72,41 @@ def play_turn(service: HistoryService, body: dict[str, object], reply: str) -> l
     return [m.content for m in turn.outgoing]
 
 
+def play(service: HistoryService, chat: OpenWebUIChat, text: str, reply: str) -> list[str]:
+    """One turn of ``chat`` through ``service``; what went to Helix."""
+    turn = chat.start_turn(text)
+    sent = play_turn(service, chat.inlet_body(turn), reply)
+    chat.finish_turn(turn, reply)
+    return sent
+
+
+def ids(chat: OpenWebUIChat) -> list[str]:
+    return [m["id"] for m in chat.messages]
+
+
 class TestOpenWebUIChats:
     def test_three_turns_are_stored_once_each_with_their_ids(self, service: HistoryService) -> None:
-        texts: list[str] = []
+        chat = chat_1()
         for turn in range(3):
-            texts.append(f"question {turn}")
-            play_turn(service, open_webui_body("chat-1", texts, turn=turn), f"answer {turn}")
-            texts.append(f"answer {turn}")
+            play(service, chat, f"question {turn}", f"answer {turn}")
         stored = service.store.load(ConversationKey("user-a", "chat-1"))
-        assert [m.content for m in stored] == texts
-        assert [m.message_id for m in stored] == [
-            f"chat-1-{kind}{turn}" for turn in range(3) for kind in ("u", "a")
-        ]
+        assert [m.content for m in stored] == [m["content"] for m in chat.messages]
+        assert [m.message_id for m in stored] == ids(chat)
 
     def test_resent_history_is_not_duplicated_in_what_goes_to_helix(
         self, service: HistoryService
     ) -> None:
-        play_turn(service, open_webui_body("chat-1", ["q0"], turn=0), "a0")
-        sent = play_turn(service, open_webui_body("chat-1", ["q0", "a0", "q1"], turn=1), "a1")
-        assert sent == ["q0", "a0", "q1"]
+        chat = chat_1()
+        play(service, chat, "q0", "a0")
+        assert play(service, chat, "q1", "a1") == ["q0", "a0", "q1"]
 
     def test_an_edit_starts_a_new_branch_and_keeps_the_old_one(
         self, service: HistoryService
     ) -> None:
-        play_turn(service, open_webui_body("chat-1", ["q0"], turn=0), "a0")
-        play_turn(service, open_webui_body("chat-1", ["q0", "a0", "q1"], turn=1), "a1")
-        sent = play_turn(
-            service, open_webui_body("chat-1", ["q0", "a0", "q1 edited"], turn=2), "a2"
-        )
+        chat = chat_1()
+        play(service, chat, "q0", "a0")
+        play(service, chat, "q1", "a1")
+        sent = play(service, chat.branch(2), "q1 edited", "a2")
         assert sent == ["q0", "a0", "q1 edited"]
         branches = service.store.branches(ConversationKey("user-a", "chat-1"))
         assert [[m.content for m in b] for b in branches] == [
@@ -115,13 +117,16 @@ class TestOpenWebUIChats:
     def test_a_turn_prepared_before_another_workers_edit_forks_instead_of_joining_the_edit(
         self, service: HistoryService
     ) -> None:
-        play_turn(service, open_webui_body("chat-1", ["q0"], turn=0), "a0")
-        play_turn(service, open_webui_body("chat-1", ["q0", "a0", "q1"], turn=1), "a1")
-        body = open_webui_body("chat-1", ["q0", "a0", "q1", "a1", "q2"], turn=2)
+        chat = chat_1()
+        play(service, chat, "q0", "a0")
+        play(service, chat, "q1", "a1")
+        turn = chat.start_turn("q2")
+        body = chat.inlet_body(turn)
         prepared = service.prepare(read_conversation(body, USER), incoming(body))
 
-        play_turn(service, open_webui_body("chat-1", ["q0", "a0", "q1 edited"], turn=3), "a3")
+        play(service, chat.branch(2), "q1 edited", "a3")
         assert service.record(prepared, "a2")
+        chat.finish_turn(turn, "a2")
 
         branches = service.store.branches(ConversationKey("user-a", "chat-1"))
         assert [[m.content for m in b] for b in branches] == [
@@ -129,14 +134,13 @@ class TestOpenWebUIChats:
             ["q0", "a0", "q1 edited", "a3"],
             ["q0", "a0", "q1", "a1", "q2", "a2"],
         ]
-        assert [m.message_id for m in branches[-1]] == [
-            f"chat-1-{kind}{turn}" for turn in range(3) for kind in ("u", "a")
-        ]
+        assert [m.message_id for m in branches[-1]] == ids(chat)
 
     def test_the_outlet_attaches_ids_without_storing_anything_twice(
         self, service: HistoryService
     ) -> None:
-        body = open_webui_body("chat-1", ["q0"], turn=0)
+        chat = chat_1()
+        body = chat.inlet_body(chat.start_turn("q0"))
         body["metadata"] = {"chat_id": "chat-1"}  # an older client: no message ids in the inlet
         play_turn(service, body, "a0")
         outlet = {
@@ -185,8 +189,8 @@ class TestPlainApiCallers:
 
 class TestWhatIsNeverStored:
     def test_background_tasks_are_never_recorded(self, service: HistoryService) -> None:
-        body = open_webui_body("chat-1", ["### Task:\nGenerate a title"], turn=0)
-        body["metadata"] = {"chat_id": "chat-1", "task": "title_generation"}
+        chat = chat_1()
+        body = chat.task_inlet_body(chat.start_turn("q0"))
         conversation = read_conversation(body, USER)
         assert service.store_for(conversation) is None
         assert not service.record(service.passthrough(conversation, incoming(body)), "Title")
@@ -195,18 +199,18 @@ class TestWhatIsNeverStored:
     def test_temporary_chats_stay_in_memory_unless_a_valve_says_so(self) -> None:
         durable = MemoryStore("memory://durable")
         service = HistoryService(durable)
-        play_turn(service, open_webui_body("local:abc", ["q0"], turn=0), "a0")
+        play(service, OpenWebUIChat(chat_id="local:abc", user=USER), "q0", "a0")
         assert durable.users() == []
         assert service.temporary_store.users() == ["user-a"]
 
         keeping = HistoryService(durable, store_temporary=True)
-        play_turn(keeping, open_webui_body("local:abc", ["q0"], turn=0), "a0")
+        play(keeping, OpenWebUIChat(chat_id="local:abc", user=USER), "q0", "a0")
         assert durable.users() == ["user-a"]
 
     def test_history_off_records_nothing(self) -> None:
         service = HistoryService(MemoryStore(), enabled=False)
-        body = open_webui_body("chat-1", ["q0"], turn=0)
-        conversation = read_conversation(body, USER)
+        chat = chat_1()
+        conversation = read_conversation(chat.inlet_body(chat.start_turn("q0")), USER)
         assert service.store_for(conversation) is None
 
 
@@ -234,8 +238,8 @@ class TestAStoreThatIsDown:
 class TestBudget:
     def test_what_goes_to_helix_respects_the_message_budget(self) -> None:
         service = HistoryService(MemoryStore(), budget=Budget(max_messages=5))
-        texts = [f"m{i}" for i in range(11)]
-        body = open_webui_body("chat-1", texts, turn=5)
+        chat = history_of(chat_1(), [f"m{i}" for i in range(10)])
+        body = chat.inlet_body(chat.start_turn("m10"))
         turn = service.prepare(read_conversation(body, USER), incoming(body))
         assert len(turn.outgoing) <= 5
         assert turn.outgoing[0].content == "m0"
