@@ -32,6 +32,7 @@ from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.service import HistoryService
 from helix_pipeline.session_filter import SessionFilter
 from helix_pipeline.testing import FakeHelix
+from helix_pipeline.testing.openwebui_transport import Chat, InProcess
 from helix_pipeline.valves import FilterValves, HelixValves
 
 EXAMPLES = int(os.environ.get("HELIX_FUZZ_EXAMPLES", "200"))
@@ -380,16 +381,11 @@ def tree(root: Path) -> set[str]:
     return {str(path.relative_to(root)) for path in root.rglob("*")}
 
 
-def turn(pipe: HelixPipe, chat_id: str, user_id: str, text: str) -> str:
-    """One API-style turn (no message ids: the stored history is put in front)."""
-    body: dict[str, Any] = {
-        "stream": False,
-        "messages": [{"role": "user", "content": text}],
-        "metadata": {"chat_id": chat_id},
-    }
-    inlet = pipe.inlet(body, {"id": user_id})
-    pipe_body = {k: v for k, v in inlet.items() if k != "metadata"}
-    return "".join(consume(pipe.pipe(text, "helix-consultant", pipe_body["messages"], pipe_body)))
+def api_client(pipe: HelixPipe, chat_id: str, user_id: str) -> Chat:
+    """An API client of Open WebUI with ``chat_id``: it sends no message ids, only its newest
+    message, so its history reaches Helix only from the store."""
+    user = {"id": user_id, "name": "N", "email": "n@example.com", "role": "user"}
+    return Chat(InProcess(pipe), chat_id=chat_id, user=user, api_client=True, stream=False)
 
 
 class TestHostileConversationIds:
@@ -412,11 +408,11 @@ class TestHostileConversationIds:
         try:
             for index, chat_id in enumerate(HOSTILE_IDS):
                 for user_id in users:
-                    turn(pipe, chat_id, user_id, f"first {user_id} {index}")
+                    api_client(pipe, chat_id, user_id).send(f"first {user_id} {index}")
             for index, chat_id in enumerate(HOSTILE_IDS):
                 for user_id in users:
                     helix.reset()
-                    turn(pipe, chat_id, user_id, f"second {user_id} {index}")
+                    api_client(pipe, chat_id, user_id).send(f"second {user_id} {index}")
                     sent = [m["content"] for m in helix.chat_requests[-1].body["messages"]]
                     mine = {f"first {user_id} {index}", f"second {user_id} {index}"}
                     users_texts = {t for t in sent if t.startswith(("first ", "second "))}
@@ -438,9 +434,9 @@ class TestHostileConversationIds:
     ) -> None:
         lookalikes = ["abc/123", "abc_123", "abc 123", "abc-123", "ABC-123"]
         for index, chat_id in enumerate(lookalikes):
-            turn(pipe, f"lookalike-{chat_id}", "user-l", f"first {index}")
+            api_client(pipe, f"lookalike-{chat_id}", "user-l").send(f"first {index}")
         for index, chat_id in enumerate(lookalikes):
-            turn(pipe, f"lookalike-{chat_id}", "user-l", f"second {index}")
+            api_client(pipe, f"lookalike-{chat_id}", "user-l").send(f"second {index}")
             sent = [m["content"] for m in helix.chat_requests[-1].body["messages"]]
             assert [t for t in sent if t.startswith(("first", "second"))] == [
                 f"first {index}",

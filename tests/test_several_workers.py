@@ -11,13 +11,12 @@ afterwards (:func:`helix_pipeline.stores.open_store`).
 
 from __future__ import annotations
 
-import copy
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -26,6 +25,7 @@ from helix_pipeline.messages import Message
 from helix_pipeline.stores import SessionStore, open_store
 from helix_pipeline.testing import FakeHelix, RecordedRequest
 from helix_pipeline.testing.openwebui import OpenWebUIChat
+from helix_pipeline.testing.openwebui_transport import Chat
 
 from .pipelines_server import PipelinesServer, pipe_bundle_for
 from .store_servers import store_url
@@ -70,89 +70,37 @@ def new_user() -> dict[str, str]:
     return {"id": str(uuid.uuid4()), "email": "ana@example.com", "name": "Ana", "role": "user"}
 
 
-def ask(server: PipelinesServer, body: dict[str, Any]) -> str:
-    """``POST /chat/completions``; the whole answer, which must have ended properly."""
-    reply = server.chat(body)
-    assert reply.status_code == 200, reply.raw[:500]
-    assert reply.done, reply.raw[-500:]
-    return reply.content
-
-
-class Client(Protocol):
-    user: dict[str, str]
-    chat_id: str
-    sent: list[list[dict[str, str]]]
-    """The whole history as the client holds it when it asks, once per turn."""
-
-    def turn(self, server: PipelinesServer, text: str) -> None: ...
-
-    def line(self) -> Line: ...
-
-
-class BrowserTab:
-    """An Open WebUI chat: inlet, streamed answer and outlet, the whole chat resent every turn."""
+class Client:
+    """One chat's client: an Open WebUI browser tab (the whole chat resent every turn, ids in
+    ``metadata``) or an API client with a chat id (only its newest message), each turn played
+    through the driver on whichever server it is given."""
 
     def __init__(self, chat: OpenWebUIChat) -> None:
         self.chat = chat
         self.user = chat.user
         self.chat_id = chat.chat_id
         self.sent: list[list[dict[str, str]]] = []
+        """The whole history as the client holds it when it asks, once per turn."""
 
     def turn(self, server: PipelinesServer, text: str) -> None:
-        turn = self.chat.start_turn(text)
-        self.sent.append(wire(self.line()))
-        inlet = server.inlet(MODEL, self.chat.inlet_body(turn), self.user)
-        self.chat.finish_turn(turn, ask(server, self.chat.pipe_body(inlet)))
-        server.outlet(MODEL, self.chat.outlet_body(turn), self.user)
+        self.sent.append([*wire(self.line()), {"role": "user", "content": text}])
+        reply = Chat(server.http, self.chat).turn(text)
+        assert reply.done, reply.raw[-500:]
 
     def line(self) -> Line:
         return [(m["role"], m["content"], m["id"]) for m in self.chat.messages]
 
-    def edited(self, keep: int) -> BrowserTab:
+    def edited(self, keep: int) -> Client:
         """A second tab on the same chat showing its first ``keep`` messages, about to edit."""
-        chat = OpenWebUIChat(model=MODEL, chat_id=self.chat_id, user=self.user)
-        chat.messages = copy.deepcopy(self.chat.messages[:keep])
-        return BrowserTab(chat)
+        return Client(self.chat.branch(keep))
 
 
-@dataclass
-class ApiCaller:
-    """A client of Open WebUI's API with a chat id: only its newest message, no message ids; the
-    outlet (run server-side) holds that message and the reply with the id Open WebUI gave it."""
+def browser_tab() -> Client:
+    return Client(OpenWebUIChat(model=MODEL, user=new_user()))
 
-    user: dict[str, str] = field(default_factory=new_user)
-    chat_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    sent: list[list[dict[str, str]]] = field(default_factory=list)
-    messages: Line = field(default_factory=list)
 
-    def turn(self, server: PipelinesServer, text: str) -> None:
-        self.messages.append(("user", text, None))
-        self.sent.append(wire(self.messages))
-        inlet = {
-            "model": MODEL,
-            "stream": False,
-            "messages": [{"role": "user", "content": text}],
-            "metadata": {"user_id": self.user["id"], "chat_id": self.chat_id, "message_id": None},
-        }
-        body = server.inlet(MODEL, inlet, self.user)
-        pipe_body = {k: v for k, v in body.items() if k != "metadata"}
-        reply = ask(server, {**pipe_body, "user": self.user})
-        reply_id = f"msg_{uuid.uuid4().hex[:24]}"
-        self.messages.append(("assistant", reply, reply_id))
-        outlet = {
-            "model": MODEL,
-            "messages": [
-                {"id": None, "role": "user", "content": text},
-                {"id": reply_id, "role": "assistant", "content": reply},
-            ],
-            "chat_id": self.chat_id,
-            "session_id": None,
-            "id": reply_id,
-        }
-        server.outlet(MODEL, outlet, self.user)
-
-    def line(self) -> Line:
-        return list(self.messages)
+def api_caller() -> Client:
+    return Client(OpenWebUIChat(model=MODEL, user=new_user(), api_client=True, stream=False))
 
 
 @dataclass
@@ -220,10 +168,7 @@ def clean_run(deployment: Deployment) -> Iterator[None]:
 
 def mixed_clients() -> list[Client]:
     """Open WebUI chats and API callers, alternately: each kind starts on both servers."""
-    return [
-        BrowserTab(OpenWebUIChat(model=MODEL, user=new_user())) if number % 4 < 2 else ApiCaller()
-        for number in range(CHATS)
-    ]
+    return [browser_tab() if number % 4 < 2 else api_caller() for number in range(CHATS)]
 
 
 def play(clients: Sequence[Client], servers: Sequence[PipelinesServer]) -> None:
@@ -303,7 +248,7 @@ class Gate:
             raise TimeoutError("the first racing turn never finished")
         return echo_reply(messages)
 
-    def play(self, client: BrowserTab, server: PipelinesServer, text: str) -> None:
+    def play(self, client: Client, server: PipelinesServer, text: str) -> None:
         try:
             client.turn(server, text)
         finally:
@@ -317,7 +262,7 @@ class TestAnEditRacingTheNextTurn:
         self, deployment: Deployment, store: SessionStore, first: str | None
     ) -> None:
         server_a, server_b = deployment.servers
-        tab = BrowserTab(OpenWebUIChat(model=MODEL, user=new_user()))
+        tab = browser_tab()
         tab.turn(server_a, "What is 2+2?")
         tab.turn(server_b, "And 3+3?")
         editing = tab.edited(keep=2)
