@@ -6,6 +6,7 @@ these tests pin what the functions take: the timeouts, the body read by the call
 
 from __future__ import annotations
 
+import socket
 import time
 from email.utils import formatdate
 
@@ -18,6 +19,7 @@ from helix_pipeline.errors import BackendError, BackendProtocolError, BackendUna
 from helix_pipeline.wire_errors import (
     is_retryable,
     retry_after_seconds,
+    server_unreachable,
     status_error,
     summarise_text,
     transport_error,
@@ -126,3 +128,107 @@ class TestSummariseText:
         assert len(summary) == 300
         assert summary.endswith("…")
         assert "\n" not in summary
+
+
+def refused() -> requests.ConnectionError:
+    return requests.ConnectionError(urllib3.exceptions.NewConnectionError(None, "refused"))
+
+
+def unresolvable() -> requests.ConnectionError:
+    reason = socket.gaierror("Name or service not known")
+    return requests.ConnectionError(
+        urllib3.exceptions.NameResolutionError("helix.test", None, reason)
+    )
+
+
+FAILURES = [
+    pytest.param(
+        read_timeout(),
+        BackendUnavailable,
+        "sent nothing for 120 s",
+        "did not answer in time",
+        id="read-timeout",
+    ),
+    pytest.param(
+        unresolvable(),
+        BackendUnavailable,
+        "host name of Helix",
+        "host name cannot be resolved",
+        id="unresolvable",
+    ),
+    pytest.param(
+        refused(),
+        BackendUnavailable,
+        "refused the connection: is it running?",
+        "it refused the connection",
+        id="refused",
+    ),
+    pytest.param(
+        requests.ConnectTimeout("timed out"),
+        BackendUnavailable,
+        "within 5 s",
+        "did not accept a connection in time",
+        id="connect-timeout",
+    ),
+    pytest.param(
+        requests.exceptions.ChunkedEncodingError("cut"),
+        BackendProtocolError,
+        "closed the connection in the middle of its answer",
+        "closed the connection in the middle of its answer",
+        id="cut-off",
+    ),
+    pytest.param(
+        requests.exceptions.SSLError("handshake"),
+        BackendUnavailable,
+        "TLS handshake",
+        "TLS handshake failed",
+        id="tls",
+    ),
+    pytest.param(
+        requests.ConnectionError("reset"),
+        BackendUnavailable,
+        "dropped the connection",
+        "the connection dropped",
+        id="dropped",
+    ),
+    pytest.param(
+        requests.exceptions.InvalidURL("bad"),
+        BackendProtocolError,
+        "failed (InvalidURL)",
+        "the request failed (InvalidURL)",
+        id="other",
+    ),
+]
+
+
+class TestEachFailureKind:
+    """One classification of a failure, told for Helix (the valve to check) or for another server."""
+
+    @pytest.mark.parametrize(("failure", "kind", "for_helix", "for_others"), FAILURES)
+    def test_helix_is_told_what_happened_and_which_valve_to_check(
+        self, failure: requests.RequestException, kind: type, for_helix: str, for_others: str
+    ) -> None:
+        error = transport_error(failure, shown_url=URL, connect_timeout=5.0, read_timeout=120.0)
+        assert type(error) is kind
+        assert for_helix in str(error)
+        assert URL in str(error)
+
+    @pytest.mark.parametrize(("failure", "kind", "for_helix", "for_others"), FAILURES)
+    def test_another_server_is_told_what_happened_and_how_to_fix_it(
+        self, failure: requests.RequestException, kind: type, for_helix: str, for_others: str
+    ) -> None:
+        error = server_unreachable(failure, server="Open WebUI", fix="check --url")
+        assert str(error).startswith("cannot reach Open WebUI: ")
+        assert for_others in str(error)
+        assert str(error).endswith("; check --url")
+
+    def test_a_dropped_connection_after_the_answer_began_is_an_incomplete_answer(self) -> None:
+        error = transport_error(
+            requests.ConnectionError("reset"),
+            shown_url=URL,
+            connect_timeout=5.0,
+            read_timeout=120.0,
+            content_began=True,
+        )
+        assert isinstance(error, BackendProtocolError)
+        assert "closed the connection in the middle of its answer" in str(error)

@@ -7046,19 +7046,30 @@ timed out, cut off, TLS) and :func:`status_error` maps an HTTP error answer (4xx
 check. Both are plain functions that do no I/O: the caller passes what they need (the URL to show,
 the timeouts, the error body it read, the API key to keep out of the message) and raises the
 result ``from`` the original exception. :func:`is_retryable` and :func:`retry_after_seconds` tell
-the caller's retry loop which failures may be sent again, and when.
+the caller's retry loop which failures may be sent again, and when. A failure is classified once
+(:data:`_CLASSIFIED`), then told from a table: for Helix with the valve to check, or for another
+server (:func:`server_unreachable`) with the fix its caller gives.
 """
 
 from __future__ import annotations
 
+import enum
 import html
 import json
 import re
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
 import requests
 import urllib3.exceptions
+from requests.exceptions import ChunkedEncodingError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+)
 
 from .errors import BackendError, BackendProtocolError, BackendUnavailable, HelixPipelineError
 from .sse import describe_error
@@ -7077,6 +7088,131 @@ _HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re
 _HTML_TAG = re.compile(r"<[^>]*>")
 
 
+def _is_read_timeout(exc: BaseException) -> bool:
+    return _has_cause(exc, requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
+
+
+def _has_cause(exc: BaseException, *kinds: type[BaseException]) -> bool:
+    """Whether ``exc`` or anything it wraps (args, ``reason``, ``__cause__``) is one of ``kinds``."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, kinds):
+            return True
+        pending.extend(item.args)
+        pending.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
+    return False
+
+
+class _Failure(enum.Enum):
+    """What went wrong on the wire, whichever server it was: one classification for every message."""
+
+    READ_TIMEOUT = "read timeout"
+    SILENT_MIDWAY = "silent in the middle of the answer"
+    UNRESOLVABLE = "host name not resolved"
+    REFUSED = "connection refused"
+    CONNECT_TIMEOUT = "connect timeout"
+    CUT_OFF = "closed in the middle of the answer"
+    TLS = "TLS handshake failed"
+    DROPPED = "dropped before answering"
+    OTHER = "other"
+
+
+_CLASSIFIED: tuple[tuple[_Failure, Callable[[BaseException], bool]], ...] = (
+    (_Failure.READ_TIMEOUT, _is_read_timeout),
+    # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
+    (_Failure.UNRESOLVABLE, lambda failure: _has_cause(failure, NameResolutionError)),
+    (
+        _Failure.REFUSED,
+        lambda failure: _has_cause(failure, NewConnectionError, ConnectionRefusedError),
+    ),
+    (
+        _Failure.CONNECT_TIMEOUT,
+        lambda failure: _has_cause(failure, requests.ConnectTimeout, ConnectTimeoutError),
+    ),
+    (_Failure.CUT_OFF, lambda failure: isinstance(failure, (ChunkedEncodingError, ProtocolError))),
+    (_Failure.TLS, lambda failure: isinstance(failure, requests.exceptions.SSLError)),
+    (_Failure.DROPPED, lambda failure: isinstance(failure, requests.ConnectionError)),
+)
+"""The first match names the failure; none is :attr:`_Failure.OTHER`."""
+
+_AFTER_THE_ANSWER_BEGAN = {
+    _Failure.READ_TIMEOUT: _Failure.SILENT_MIDWAY,
+    _Failure.TLS: _Failure.CUT_OFF,
+    _Failure.DROPPED: _Failure.CUT_OFF,
+    _Failure.OTHER: _Failure.CUT_OFF,
+}
+"""Failures that mean an incomplete answer once part of it had arrived."""
+
+_FOR_HELIX: dict[_Failure, tuple[type[BackendError], str]] = {
+    _Failure.READ_TIMEOUT: (
+        BackendUnavailable,
+        "Helix at {url} sent nothing for {waited:g} s: it may be busy or stuck. Raise the {valve} "
+        "valve if its answers take longer to start.",
+    ),
+    _Failure.SILENT_MIDWAY: (
+        BackendProtocolError,
+        "Helix at {url} went silent for {waited:g} s in the middle of its answer, so the answer "
+        "is incomplete; raise the READ_TIMEOUT_S valve if Helix needs longer pauses.",
+    ),
+    _Failure.UNRESOLVABLE: (
+        BackendUnavailable,
+        "The host name of Helix at {url} cannot be resolved: check the HELIX_BASE_URL valve.",
+    ),
+    _Failure.REFUSED: (
+        BackendUnavailable,
+        "Helix at {url} refused the connection: is it running? Check the HELIX_BASE_URL valve.",
+    ),
+    _Failure.CONNECT_TIMEOUT: (
+        BackendUnavailable,
+        "Helix at {url} did not accept a connection within {connect_timeout:g} s: is it running "
+        "and reachable? Check the HELIX_BASE_URL valve, or raise CONNECT_TIMEOUT_S.",
+    ),
+    _Failure.CUT_OFF: (
+        BackendProtocolError,
+        "Helix at {url} closed the connection in the middle of its answer, so the answer is "
+        "incomplete; look at Helix's log for the cause.",
+    ),
+    _Failure.TLS: (
+        BackendUnavailable,
+        "The TLS handshake with Helix at {url} failed: check http:// versus https:// in the "
+        "HELIX_BASE_URL valve.",
+    ),
+    _Failure.DROPPED: (
+        BackendUnavailable,
+        "Helix at {url} dropped the connection before answering: is it running? Check the "
+        "HELIX_BASE_URL valve and Helix's log.",
+    ),
+    _Failure.OTHER: (
+        BackendProtocolError,
+        "The request to Helix at {url} failed ({name}); check the HELIX_BASE_URL valve.",
+    ),
+}
+"""Each failure as Helix's: our error and a message naming the valve to check."""
+
+_FOR_OTHERS = {
+    _Failure.READ_TIMEOUT: "it did not answer in time",
+    _Failure.SILENT_MIDWAY: "it went silent in the middle of its answer",
+    _Failure.UNRESOLVABLE: "its host name cannot be resolved",
+    _Failure.REFUSED: "it refused the connection",
+    _Failure.CONNECT_TIMEOUT: "it did not accept a connection in time",
+    _Failure.CUT_OFF: "it closed the connection in the middle of its answer",
+    _Failure.TLS: "the TLS handshake failed (http:// or https://?)",
+    _Failure.DROPPED: "the connection dropped before it answered",
+    _Failure.OTHER: "the request failed ({name})",
+}
+"""Each failure as another server's (the Pipelines server, Open WebUI): what happened."""
+
+
+def _classify(failure: BaseException, *, content_began: bool = False) -> _Failure:
+    found = next((kind for kind, test in _CLASSIFIED if test(failure)), _Failure.OTHER)
+    return _AFTER_THE_ANSWER_BEGAN.get(found, found) if content_began else found
+
+
 def transport_error(
     failure: requests.RequestException | urllib3.exceptions.HTTPError,
     *,
@@ -7093,55 +7229,16 @@ def transport_error(
     the whole answer (ANSWER_TIMEOUT_S), a stream only per pause (READ_TIMEOUT_S).
     ``content_began`` says part of the answer had arrived, so it is incomplete.
     """
-    url = shown_url
     waited = waited or read_timeout
-    valve = "READ_TIMEOUT_S" if waited == read_timeout else "ANSWER_TIMEOUT_S"
-    if _is_read_timeout(failure):
-        if content_began:
-            return BackendProtocolError(
-                f"Helix at {url} went silent for {waited:g} s in the middle of its "
-                "answer, so the answer is incomplete; raise the READ_TIMEOUT_S valve if Helix "
-                "needs longer pauses."
-            )
-        return BackendUnavailable(
-            f"Helix at {url} sent nothing for {waited:g} s: it may be busy or "
-            f"stuck. Raise the {valve} valve if its answers take longer to start."
+    kind, message = _FOR_HELIX[_classify(failure, content_began=content_began)]
+    return kind(
+        message.format(
+            url=shown_url,
+            waited=waited,
+            valve="READ_TIMEOUT_S" if waited == read_timeout else "ANSWER_TIMEOUT_S",
+            connect_timeout=connect_timeout,
+            name=type(failure).__name__,
         )
-    # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
-    if _has_cause(failure, urllib3.exceptions.NameResolutionError):
-        return BackendUnavailable(
-            f"The host name of Helix at {url} cannot be resolved: check the HELIX_BASE_URL valve."
-        )
-    if _has_cause(failure, urllib3.exceptions.NewConnectionError, ConnectionRefusedError):
-        return BackendUnavailable(
-            f"Helix at {url} refused the connection: is it running? Check the HELIX_BASE_URL valve."
-        )
-    if _has_cause(failure, requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
-        return BackendUnavailable(
-            f"Helix at {url} did not accept a connection within {connect_timeout:g} s: "
-            "is it running and reachable? Check the HELIX_BASE_URL valve, or raise "
-            "CONNECT_TIMEOUT_S."
-        )
-    if content_began or isinstance(
-        failure, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
-    ):
-        return BackendProtocolError(
-            f"Helix at {url} closed the connection in the middle of its answer, so the answer "
-            "is incomplete; look at Helix's log for the cause."
-        )
-    if isinstance(failure, requests.exceptions.SSLError):
-        return BackendUnavailable(
-            f"The TLS handshake with Helix at {url} failed: check http:// versus https:// in "
-            "the HELIX_BASE_URL valve."
-        )
-    if isinstance(failure, requests.ConnectionError):
-        return BackendUnavailable(
-            f"Helix at {url} dropped the connection before answering: is it running? Check "
-            "the HELIX_BASE_URL valve and Helix's log."
-        )
-    return BackendProtocolError(
-        f"The request to Helix at {url} failed ({type(failure).__name__}); check the "
-        "HELIX_BASE_URL valve."
     )
 
 
@@ -7150,20 +7247,7 @@ def server_unreachable(
 ) -> HelixPipelineError:
     """Our error for a server other than Helix (the Pipelines server, Open WebUI) that a command
     could not talk to: ``cannot reach <server>``, what happened, then ``fix``."""
-    if _has_cause(failure, urllib3.exceptions.NameResolutionError):
-        happened = "its host name cannot be resolved"
-    elif _has_cause(failure, urllib3.exceptions.NewConnectionError, ConnectionRefusedError):
-        happened = "it refused the connection"
-    elif _has_cause(failure, requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
-        happened = "it did not accept a connection in time"
-    elif _is_read_timeout(failure):
-        happened = "it did not answer in time"
-    elif isinstance(failure, requests.exceptions.SSLError):
-        happened = "the TLS handshake failed (http:// or https://?)"
-    elif isinstance(failure, requests.ConnectionError):
-        happened = "the connection dropped before it answered"
-    else:
-        happened = f"the request failed ({type(failure).__name__})"
+    happened = _FOR_OTHERS[_classify(failure)].format(name=type(failure).__name__)
     return HelixPipelineError(f"cannot reach {server}: {happened}; {fix}")
 
 
@@ -7232,26 +7316,6 @@ def summarise_text(text: str) -> str:
     return text if len(text) <= _MAX_SUMMARY else text[: _MAX_SUMMARY - 1].rstrip() + "…"
 
 
-def _is_read_timeout(exc: BaseException) -> bool:
-    return _has_cause(exc, requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)
-
-
-def _has_cause(exc: BaseException, *kinds: type[BaseException]) -> bool:
-    """Whether ``exc`` or anything it wraps (args, ``reason``, ``__cause__``) is one of ``kinds``."""
-    seen: set[int] = set()
-    pending: list[object] = [exc]
-    while pending:
-        item = pending.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, kinds):
-            return True
-        pending.extend(item.args)
-        pending.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
-    return False
-
-
 def _summarise_body(body: str, content_type: str) -> str:
     """A short readable summary of an error body: JSON error shapes, HTML or plain text."""
     text = body.strip()
@@ -7274,14 +7338,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__5bf2a54e3e', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__a7beafb908', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from helix_pipeline__0_1_0__5bf2a54e3e.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
-from helix_pipeline__0_1_0__5bf2a54e3e.valves import HelixValves
+from helix_pipeline__0_1_0__a7beafb908.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
+from helix_pipeline__0_1_0__a7beafb908.valves import HelixValves
 
 
 class Pipe:
