@@ -8,14 +8,13 @@ its own pooled connection, and the client never mutates the session after constr
 Every ``requests``/``urllib3`` failure and every HTTP error answer is translated in exactly one
 place, :mod:`helix_pipeline.wire_errors`, into the :class:`~helix_pipeline.errors.BackendError`
 tree. Failures before any byte of the answer (connection refused, 429/502/503/504) are retried
-with a small exponential backoff; nothing is retried once the answer began. What is sent (the
-payload rules) lives in :mod:`helix_pipeline.payload`, re-exported here.
+(:mod:`helix_pipeline.retries`); nothing is retried once the answer began. What is sent (the
+payload rules) lives in :mod:`helix_pipeline.payload`, re-exported here; how an answer's body is
+read, in :mod:`helix_pipeline.response_body`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -36,15 +35,11 @@ from .payload import (
     check_extra_fields,
     completion_text,
 )
-from .sse import completion_content, describe_error, iter_deltas
+from .response_body import BodyReader, is_event_stream, is_json, iter_body
+from .retries import RETRY_STATUSES, RetryPolicy
+from .sse import completion_content, describe_error
 from .urls import helix_base_url, redact_url
-from .wire_errors import (
-    is_retryable,
-    retry_after_seconds,
-    status_error,
-    summarise_text,
-    transport_error,
-)
+from .wire_errors import is_retryable, retry_after_seconds, status_error, transport_error
 
 __all__ = [
     "DEFAULT_CONVERSATION_HEADERS",
@@ -57,13 +52,7 @@ __all__ = [
     "iter_body",
 ]
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_CONVERSATION_HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
-
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_MAX_ERROR_BODY = 64 * 1024
-_MAX_COMPLETION_BODY = 64 * 1024 * 1024
 
 
 class HelixClient:
@@ -106,10 +95,8 @@ class HelixClient:
         self.completion_timeout = completion_timeout
         self.max_retries = max_retries
         self.extra_fields = check_extra_fields(extra_fields)
-        self._sleep = sleep
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._retry_after_max = retry_after_max
+        self._retries = RetryPolicy(max_retries, backoff_base, backoff_max, retry_after_max, sleep)
+        self._body = BodyReader(self._transport_error)
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
@@ -178,10 +165,10 @@ class HelixClient:
         waited = max(self.read_timeout, self.completion_timeout or 0.0)
         response = self._send("POST", "/v1/chat/completions", body, conversation_id, waited)
         with response:
-            if _is_event_stream(response):
-                text = "".join(self._deltas(response))
+            if is_event_stream(response):
+                text = "".join(self._body.deltas(response))
                 return _synthetic_completion(body, text)
-            completion = self._read_json(response, "/v1/chat/completions", waited)
+            completion = self._body.json_object(response, "/v1/chat/completions", waited)
         error = describe_error(completion)
         if error is not None:
             raise BackendError(f"Helix reported an error: {error}", status_code=200)
@@ -202,10 +189,10 @@ class HelixClient:
         body = {**payload, "stream": True}
         response = self._send("POST", "/v1/chat/completions", body, conversation_id)
         with response:
-            if _is_event_stream(response) or not _is_json(response):
-                yield from self._deltas(response)
+            if is_event_stream(response) or not is_json(response):
+                yield from self._body.deltas(response)
                 return
-            completion = self._read_json(response, "/v1/chat/completions")
+            completion = self._body.json_object(response, "/v1/chat/completions")
             error = describe_error(completion)
             if error is not None:
                 raise BackendError(f"Helix reported an error: {error}", status_code=200)
@@ -259,98 +246,31 @@ class HelixClient:
                     stream=True,
                 )
             except requests.RequestException as exc:
-                if attempt < self.max_retries and is_retryable(exc):
-                    self._wait_before_retry(attempt, None, type(exc).__name__)
+                if self._retries.allows(attempt) and is_retryable(exc):
+                    reason = type(exc).__name__
+                    self._retries.wait(attempt, None, reason=reason, shown_url=self._shown_url)
                     attempt += 1
                     continue
                 raise self._transport_error(exc, waited=read_timeout) from exc
-            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+            if response.status_code in RETRY_STATUSES and self._retries.allows(attempt):
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 response.close()
-                self._wait_before_retry(attempt, retry_after, f"HTTP {response.status_code}")
+                reason = f"HTTP {response.status_code}"
+                self._retries.wait(attempt, retry_after, reason=reason, shown_url=self._shown_url)
                 attempt += 1
                 continue
             if response.status_code >= 400:
                 with response:
-                    error_body = self._read_error_body(response)
+                    error_body = self._body.error_text(response)
                     raise status_error(
                         response, error_body, shown_url=self._shown_url, api_key=self.api_key
                     )
             return response
 
-    def _wait_before_retry(self, attempt: int, retry_after: float | None, reason: str) -> None:
-        delay = min(self._backoff_base * 2**attempt, self._backoff_max)
-        if retry_after is not None:
-            delay = min(max(retry_after, 0.0), self._retry_after_max)
-        logger.warning(
-            "Helix at %s: %s, retry %d of %d in %.2f s",
-            self._shown_url,
-            reason,
-            attempt + 1,
-            self.max_retries,
-            delay,
-        )
-        self._sleep(delay)
-
     def _get_json(self, path: str) -> dict[str, Any]:
         response = self._send("GET", path, None, None)
         with response:
-            return self._read_json(response, path)
-
-    def _read_json(
-        self, response: requests.Response, path: str, read_timeout: float | None = None
-    ) -> dict[str, Any]:
-        raw = self._read_body(response, _MAX_COMPLETION_BODY, read_timeout)
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise BackendProtocolError(
-                f"Helix's {path} answer is not JSON: {summarise_text(raw)!r}; check that "
-                "HELIX_BASE_URL points at Helix",
-                status_code=response.status_code,
-            ) from None
-        if not isinstance(data, dict):
-            raise BackendProtocolError(
-                f"Helix's {path} answer is not a JSON object", status_code=response.status_code
-            )
-        return data
-
-    def _read_body(
-        self, response: requests.Response, limit: int, read_timeout: float | None = None
-    ) -> str:
-        """The body as text, at most ``limit`` bytes; read failures are translated."""
-        parts: list[bytes] = []
-        size = 0
-        try:
-            for chunk in iter_body(response):
-                parts.append(chunk)
-                size += len(chunk)
-                if size >= limit:
-                    break
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise self._transport_error(exc, content_began=size > 0, waited=read_timeout) from exc
-        encoding = response.encoding or "utf-8"
-        try:
-            return b"".join(parts)[:limit].decode(encoding, errors="replace")
-        except LookupError:
-            return b"".join(parts)[:limit].decode("utf-8", errors="replace")
-
-    def _deltas(self, response: requests.Response) -> Iterator[str]:
-        """Content deltas of a streamed answer, exactly as Helix sent them."""
-        began = False
-        try:
-            for delta in iter_deltas(iter_body(response)):
-                began = True
-                yield delta
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise self._transport_error(exc, content_began=began) from exc
-
-    def _read_error_body(self, response: requests.Response) -> str:
-        """Up to 64 KiB of an error answer's body, for its summary; ``""`` if it cannot be read."""
-        try:
-            return self._read_body(response, _MAX_ERROR_BODY)
-        except BackendError:
-            return ""
+            return self._body.json_object(response, path)
 
     def _transport_error(
         self,
@@ -387,26 +307,6 @@ def _read_environment_once(session: requests.Session, base_url: str) -> None:
     session.trust_env = False
 
 
-def iter_body(response: requests.Response) -> Iterator[bytes]:
-    """The body of a ``stream=True`` response, its bytes yielded as they arrive.
-
-    One HTTP chunk at a time, or whatever one socket read returns for a body without chunked
-    encoding: never waiting to fill a buffer, so a stream's deltas pass on at once. Read failures
-    are raised as ``requests``/``urllib3`` exceptions (translate them with
-    :func:`~helix_pipeline.wire_errors.transport_error`).
-    """
-    raw = response.raw
-    read1 = getattr(raw, "read1", None)
-    if getattr(raw, "chunked", False) or read1 is None:
-        yield from response.iter_content(chunk_size=None)
-        return
-    while True:
-        data = read1(65536, decode_content=True)
-        if not data:
-            return
-        yield data
-
-
 def _synthetic_completion(body: Mapping[str, Any], text: str) -> dict[str, Any]:
     return {
         "object": "chat.completion",
@@ -415,11 +315,3 @@ def _synthetic_completion(body: Mapping[str, Any], text: str) -> dict[str, Any]:
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         ],
     }
-
-
-def _is_event_stream(response: requests.Response) -> bool:
-    return "text/event-stream" in response.headers.get("Content-Type", "").lower()
-
-
-def _is_json(response: requests.Response) -> bool:
-    return "json" in response.headers.get("Content-Type", "").lower()

@@ -23,7 +23,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "urls", "messages", "conversation", "chat_body", "decorations", "helix_failures"),
     ("history", "notices"),  # the budget, and the notices history keeps apart
     ("stores",),
-    ("payload", "sse", "wire_errors", "helix_answer", "client"),  # the HTTP client to Helix
+    (  # the HTTP client to Helix
+        "payload", "sse", "wire_errors", "retries", "response_body", "helix_answer", "client",
+    ),
     ("service", "valve_rules", "valve_env", "valves", "runtime", "store_location"),  # configured
     (  # what hosts load: the pipe (its turn, what it yields), the filter, the Functions
         "pipe", "pipe_turn", "pipe_items", "session_filter", "functions", "functions_worker",

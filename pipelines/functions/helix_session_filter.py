@@ -282,14 +282,13 @@ its own pooled connection, and the client never mutates the session after constr
 Every ``requests``/``urllib3`` failure and every HTTP error answer is translated in exactly one
 place, :mod:`helix_pipeline.wire_errors`, into the :class:`~helix_pipeline.errors.BackendError`
 tree. Failures before any byte of the answer (connection refused, 429/502/503/504) are retried
-with a small exponential backoff; nothing is retried once the answer began. What is sent (the
-payload rules) lives in :mod:`helix_pipeline.payload`, re-exported here.
+(:mod:`helix_pipeline.retries`); nothing is retried once the answer began. What is sent (the
+payload rules) lives in :mod:`helix_pipeline.payload`, re-exported here; how an answer's body is
+read, in :mod:`helix_pipeline.response_body`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -310,15 +309,11 @@ from .payload import (
     check_extra_fields,
     completion_text,
 )
-from .sse import completion_content, describe_error, iter_deltas
+from .response_body import BodyReader, is_event_stream, is_json, iter_body
+from .retries import RETRY_STATUSES, RetryPolicy
+from .sse import completion_content, describe_error
 from .urls import helix_base_url, redact_url
-from .wire_errors import (
-    is_retryable,
-    retry_after_seconds,
-    status_error,
-    summarise_text,
-    transport_error,
-)
+from .wire_errors import is_retryable, retry_after_seconds, status_error, transport_error
 
 __all__ = [
     "DEFAULT_CONVERSATION_HEADERS",
@@ -331,13 +326,7 @@ __all__ = [
     "iter_body",
 ]
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_CONVERSATION_HEADERS = ("X-OpenWebUI-Chat-Id", "X-Conversation-ID")
-
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_MAX_ERROR_BODY = 64 * 1024
-_MAX_COMPLETION_BODY = 64 * 1024 * 1024
 
 
 class HelixClient:
@@ -380,10 +369,8 @@ class HelixClient:
         self.completion_timeout = completion_timeout
         self.max_retries = max_retries
         self.extra_fields = check_extra_fields(extra_fields)
-        self._sleep = sleep
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._retry_after_max = retry_after_max
+        self._retries = RetryPolicy(max_retries, backoff_base, backoff_max, retry_after_max, sleep)
+        self._body = BodyReader(self._transport_error)
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
@@ -452,10 +439,10 @@ class HelixClient:
         waited = max(self.read_timeout, self.completion_timeout or 0.0)
         response = self._send("POST", "/v1/chat/completions", body, conversation_id, waited)
         with response:
-            if _is_event_stream(response):
-                text = "".join(self._deltas(response))
+            if is_event_stream(response):
+                text = "".join(self._body.deltas(response))
                 return _synthetic_completion(body, text)
-            completion = self._read_json(response, "/v1/chat/completions", waited)
+            completion = self._body.json_object(response, "/v1/chat/completions", waited)
         error = describe_error(completion)
         if error is not None:
             raise BackendError(f"Helix reported an error: {error}", status_code=200)
@@ -476,10 +463,10 @@ class HelixClient:
         body = {**payload, "stream": True}
         response = self._send("POST", "/v1/chat/completions", body, conversation_id)
         with response:
-            if _is_event_stream(response) or not _is_json(response):
-                yield from self._deltas(response)
+            if is_event_stream(response) or not is_json(response):
+                yield from self._body.deltas(response)
                 return
-            completion = self._read_json(response, "/v1/chat/completions")
+            completion = self._body.json_object(response, "/v1/chat/completions")
             error = describe_error(completion)
             if error is not None:
                 raise BackendError(f"Helix reported an error: {error}", status_code=200)
@@ -533,98 +520,31 @@ class HelixClient:
                     stream=True,
                 )
             except requests.RequestException as exc:
-                if attempt < self.max_retries and is_retryable(exc):
-                    self._wait_before_retry(attempt, None, type(exc).__name__)
+                if self._retries.allows(attempt) and is_retryable(exc):
+                    reason = type(exc).__name__
+                    self._retries.wait(attempt, None, reason=reason, shown_url=self._shown_url)
                     attempt += 1
                     continue
                 raise self._transport_error(exc, waited=read_timeout) from exc
-            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+            if response.status_code in RETRY_STATUSES and self._retries.allows(attempt):
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 response.close()
-                self._wait_before_retry(attempt, retry_after, f"HTTP {response.status_code}")
+                reason = f"HTTP {response.status_code}"
+                self._retries.wait(attempt, retry_after, reason=reason, shown_url=self._shown_url)
                 attempt += 1
                 continue
             if response.status_code >= 400:
                 with response:
-                    error_body = self._read_error_body(response)
+                    error_body = self._body.error_text(response)
                     raise status_error(
                         response, error_body, shown_url=self._shown_url, api_key=self.api_key
                     )
             return response
 
-    def _wait_before_retry(self, attempt: int, retry_after: float | None, reason: str) -> None:
-        delay = min(self._backoff_base * 2**attempt, self._backoff_max)
-        if retry_after is not None:
-            delay = min(max(retry_after, 0.0), self._retry_after_max)
-        logger.warning(
-            "Helix at %s: %s, retry %d of %d in %.2f s",
-            self._shown_url,
-            reason,
-            attempt + 1,
-            self.max_retries,
-            delay,
-        )
-        self._sleep(delay)
-
     def _get_json(self, path: str) -> dict[str, Any]:
         response = self._send("GET", path, None, None)
         with response:
-            return self._read_json(response, path)
-
-    def _read_json(
-        self, response: requests.Response, path: str, read_timeout: float | None = None
-    ) -> dict[str, Any]:
-        raw = self._read_body(response, _MAX_COMPLETION_BODY, read_timeout)
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise BackendProtocolError(
-                f"Helix's {path} answer is not JSON: {summarise_text(raw)!r}; check that "
-                "HELIX_BASE_URL points at Helix",
-                status_code=response.status_code,
-            ) from None
-        if not isinstance(data, dict):
-            raise BackendProtocolError(
-                f"Helix's {path} answer is not a JSON object", status_code=response.status_code
-            )
-        return data
-
-    def _read_body(
-        self, response: requests.Response, limit: int, read_timeout: float | None = None
-    ) -> str:
-        """The body as text, at most ``limit`` bytes; read failures are translated."""
-        parts: list[bytes] = []
-        size = 0
-        try:
-            for chunk in iter_body(response):
-                parts.append(chunk)
-                size += len(chunk)
-                if size >= limit:
-                    break
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise self._transport_error(exc, content_began=size > 0, waited=read_timeout) from exc
-        encoding = response.encoding or "utf-8"
-        try:
-            return b"".join(parts)[:limit].decode(encoding, errors="replace")
-        except LookupError:
-            return b"".join(parts)[:limit].decode("utf-8", errors="replace")
-
-    def _deltas(self, response: requests.Response) -> Iterator[str]:
-        """Content deltas of a streamed answer, exactly as Helix sent them."""
-        began = False
-        try:
-            for delta in iter_deltas(iter_body(response)):
-                began = True
-                yield delta
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise self._transport_error(exc, content_began=began) from exc
-
-    def _read_error_body(self, response: requests.Response) -> str:
-        """Up to 64 KiB of an error answer's body, for its summary; ``""`` if it cannot be read."""
-        try:
-            return self._read_body(response, _MAX_ERROR_BODY)
-        except BackendError:
-            return ""
+            return self._body.json_object(response, path)
 
     def _transport_error(
         self,
@@ -661,26 +581,6 @@ def _read_environment_once(session: requests.Session, base_url: str) -> None:
     session.trust_env = False
 
 
-def iter_body(response: requests.Response) -> Iterator[bytes]:
-    """The body of a ``stream=True`` response, its bytes yielded as they arrive.
-
-    One HTTP chunk at a time, or whatever one socket read returns for a body without chunked
-    encoding: never waiting to fill a buffer, so a stream's deltas pass on at once. Read failures
-    are raised as ``requests``/``urllib3`` exceptions (translate them with
-    :func:`~helix_pipeline.wire_errors.transport_error`).
-    """
-    raw = response.raw
-    read1 = getattr(raw, "read1", None)
-    if getattr(raw, "chunked", False) or read1 is None:
-        yield from response.iter_content(chunk_size=None)
-        return
-    while True:
-        data = read1(65536, decode_content=True)
-        if not data:
-            return
-        yield data
-
-
 def _synthetic_completion(body: Mapping[str, Any], text: str) -> dict[str, Any]:
     return {
         "object": "chat.completion",
@@ -689,14 +589,6 @@ def _synthetic_completion(body: Mapping[str, Any], text: str) -> dict[str, Any]:
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         ],
     }
-
-
-def _is_event_stream(response: requests.Response) -> bool:
-    return "text/event-stream" in response.headers.get("Content-Type", "").lower()
-
-
-def _is_json(response: requests.Response) -> bool:
-    return "json" in response.headers.get("Content-Type", "").lower()
 ''',
     'helix_pipeline/conversation.py': r'''"""Which conversation a request belongs to, read from what Open WebUI really sends.
 
@@ -3090,6 +2982,200 @@ def _cid(conversation: Conversation) -> str:
 def _model(model_id: object) -> str | None:
     """The sub id the server passes (always a string from the Pipelines server), else none."""
     return model_id if isinstance(model_id, str) and model_id else None
+''',
+    'helix_pipeline/response_body.py': r'''"""Reading the body of Helix's HTTP responses: bytes as they arrive, bounded text, JSON, deltas.
+
+Every response is requested with ``stream=True``: :func:`iter_body` passes each piece on as soon
+as it arrives, so a streamed answer's deltas reach the person at once. A failure while reading is
+a ``requests``/``urllib3`` exception; :class:`BodyReader` hands it to the client's translation
+(:func:`helix_pipeline.wire_errors.transport_error`), saying whether part of the answer had come.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+import urllib3.exceptions
+
+from .errors import BackendError, BackendProtocolError
+from .sse import iter_deltas
+from .wire_errors import summarise_text
+
+__all__ = [
+    "MAX_COMPLETION_BODY",
+    "MAX_ERROR_BODY",
+    "BodyReader",
+    "Translate",
+    "is_event_stream",
+    "is_json",
+    "iter_body",
+]
+
+MAX_ERROR_BODY = 64 * 1024
+"""Read of an error answer: enough for its summary."""
+MAX_COMPLETION_BODY = 64 * 1024 * 1024
+"""Read of a JSON answer: a whole completion, but not an endless body."""
+
+
+class Translate(Protocol):
+    """The client's translation of a failure to read into our error."""
+
+    def __call__(
+        self,
+        exc: requests.RequestException | urllib3.exceptions.HTTPError,
+        *,
+        content_began: bool = False,
+        waited: float | None = None,
+    ) -> BackendError: ...
+
+
+def iter_body(response: requests.Response) -> Iterator[bytes]:
+    """The body of a ``stream=True`` response, its bytes yielded as they arrive.
+
+    One HTTP chunk at a time, or whatever one socket read returns for a body without chunked
+    encoding: never waiting to fill a buffer, so a stream's deltas pass on at once. Read failures
+    are raised as ``requests``/``urllib3`` exceptions (translate them with
+    :func:`~helix_pipeline.wire_errors.transport_error`).
+    """
+    raw = response.raw
+    read1 = getattr(raw, "read1", None)
+    if getattr(raw, "chunked", False) or read1 is None:
+        yield from response.iter_content(chunk_size=None)
+        return
+    while True:
+        data = read1(65536, decode_content=True)
+        if not data:
+            return
+        yield data
+
+
+def is_event_stream(response: requests.Response) -> bool:
+    return "text/event-stream" in response.headers.get("Content-Type", "").lower()
+
+
+def is_json(response: requests.Response) -> bool:
+    return "json" in response.headers.get("Content-Type", "").lower()
+
+
+@dataclass(frozen=True, slots=True)
+class BodyReader:
+    """Reads response bodies; a failure to read becomes our error through ``translate``."""
+
+    translate: Translate
+
+    def text(self, response: requests.Response, limit: int, waited: float | None = None) -> str:
+        """The body as text, at most ``limit`` bytes; read failures are translated."""
+        parts: list[bytes] = []
+        size = 0
+        try:
+            for chunk in iter_body(response):
+                parts.append(chunk)
+                size += len(chunk)
+                if size >= limit:
+                    break
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise self.translate(exc, content_began=size > 0, waited=waited) from exc
+        encoding = response.encoding or "utf-8"
+        try:
+            return b"".join(parts)[:limit].decode(encoding, errors="replace")
+        except LookupError:
+            return b"".join(parts)[:limit].decode("utf-8", errors="replace")
+
+    def json_object(
+        self, response: requests.Response, path: str, waited: float | None = None
+    ) -> dict[str, Any]:
+        """The body as a JSON object; anything else is a :class:`BackendProtocolError`."""
+        raw = self.text(response, MAX_COMPLETION_BODY, waited)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise BackendProtocolError(
+                f"Helix's {path} answer is not JSON: {summarise_text(raw)!r}; check that "
+                "HELIX_BASE_URL points at Helix",
+                status_code=response.status_code,
+            ) from None
+        if not isinstance(data, dict):
+            raise BackendProtocolError(
+                f"Helix's {path} answer is not a JSON object", status_code=response.status_code
+            )
+        return data
+
+    def deltas(self, response: requests.Response) -> Iterator[str]:
+        """Content deltas of a streamed answer, exactly as Helix sent them."""
+        began = False
+        try:
+            for delta in iter_deltas(iter_body(response)):
+                began = True
+                yield delta
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise self.translate(exc, content_began=began) from exc
+
+    def error_text(self, response: requests.Response) -> str:
+        """Up to 64 KiB of an error answer's body, for its summary; ``""`` if it cannot be read."""
+        try:
+            return self.text(response, MAX_ERROR_BODY)
+        except BackendError:
+            return ""
+''',
+    'helix_pipeline/retries.py': r'''"""When a request to Helix is sent again: only before any answer began, a few times, backing off.
+
+Which failures qualify is read from the wire (:func:`helix_pipeline.wire_errors.is_retryable`,
+:data:`RETRY_STATUSES`); :class:`RetryPolicy` says how often and how long to wait in between,
+honouring Helix's ``Retry-After`` up to a cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["RETRY_STATUSES", "RetryPolicy"]
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""HTTP answers that say "not now" before any answer began: sent again while retries are left."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """At most ``max_retries`` more sends, waiting ``backoff_base * 2**attempt`` (capped at
+    ``backoff_max``) or Helix's ``Retry-After`` (capped at ``retry_after_max``) in between."""
+
+    max_retries: int = 2
+    backoff_base: float = 0.2
+    backoff_max: float = 5.0
+    retry_after_max: float = 30.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def allows(self, attempt: int) -> bool:
+        """Whether a failed send number ``attempt`` (from 0) may be sent again."""
+        return attempt < self.max_retries
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before sending again after the failed send number ``attempt``."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_after_max)
+        return min(self.backoff_base * 2.0**attempt, self.backoff_max)
+
+    def wait(self, attempt: int, retry_after: float | None, *, reason: str, shown_url: str) -> None:
+        """Log why the request to Helix at ``shown_url`` is sent again, then wait :meth:`delay`."""
+        delay = self.delay(attempt, retry_after)
+        log.warning(
+            "Helix at %s: %s, retry %d of %d in %.2f s",
+            shown_url,
+            reason,
+            attempt + 1,
+            self.max_retries,
+            delay,
+        )
+        self.sleep(delay)
 ''',
     'helix_pipeline/runtime.py': r'''"""What a pipeline instance builds from its valves, rebuilt when an admin changes them.
 
@@ -7338,12 +7424,12 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__a7beafb908', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__e78e9942ee', '0.1.0', 'helix_session_filter.py', _HELIX_SOURCES
 )
 
 from typing import Any
 
-from helix_pipeline__0_1_0__a7beafb908.functions import (
+from helix_pipeline__0_1_0__e78e9942ee.functions import (
     FunctionFilter,
     FunctionFilterValves,
     MemorySwitch,
