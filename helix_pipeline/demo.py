@@ -26,7 +26,7 @@ from .client import HelixClient
 from .conversation import ConversationKey, helix_session_id
 from .errors import BackendError, BackendUnavailable, ConfigError
 from .messages import Message
-from .notices import is_notice
+from .notices import is_notice, visible
 from .pipe import HelixPipe, PipeItem
 from .stores import SessionStore, open_store
 from .testing import RecordedRequest
@@ -159,7 +159,7 @@ class _Transcript:
         """What the person saw; a failure notice ends the demo (the chat showed it)."""
         if answer.statuses:
             self.row("status lines", " > ".join(answer.statuses))
-        self.row("shown", preview(answer.text) or "(nothing)")
+        self.row("shown", preview(visible(answer.text)) or "(nothing)")
         if answer.notice is not None:
             raise BackendError(f"turn {number}: the pipe answered with an error: {answer.notice}")
 
@@ -285,7 +285,7 @@ def _notice(texts: list[str]) -> str | None:
     for text in texts:
         for candidate in (text, text.rpartition("\n\n")[2]):
             if is_notice(candidate):
-                return " ".join(candidate.split())
+                return " ".join(visible(candidate).split())
     return None
 
 

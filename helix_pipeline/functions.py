@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from .conversation import Conversation, read_conversation
 from .errors import HelixPipelineError
 from .functions_worker import Put, items_from_thread
-from .notices import UNEXPECTED, for_open_webui, is_notice, notice_for, trim_notice
+from .notices import UNEXPECTED, for_open_webui, is_notice, notice_for, trim_notice, visible
 from .pipe import HelixPipe
 from .service import Turn
 from .session_filter import SessionFilter
@@ -260,7 +260,7 @@ class FunctionPipe:
                     text = for_open_webui(item)
                     if status.available and is_notice(text):
                         closed = True
-                        await status(text.strip(), done=True)
+                        await status(visible(text).strip(), done=True)
                     else:
                         yield text
         if not closed and status.shown:

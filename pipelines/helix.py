@@ -1152,7 +1152,7 @@ from pydantic import BaseModel, Field
 from .conversation import Conversation, read_conversation
 from .errors import HelixPipelineError
 from .functions_worker import Put, items_from_thread
-from .notices import UNEXPECTED, for_open_webui, is_notice, notice_for, trim_notice
+from .notices import UNEXPECTED, for_open_webui, is_notice, notice_for, trim_notice, visible
 from .pipe import HelixPipe
 from .service import Turn
 from .session_filter import SessionFilter
@@ -1384,7 +1384,7 @@ class FunctionPipe:
                     text = for_open_webui(item)
                     if status.available and is_notice(text):
                         closed = True
-                        await status(text.strip(), done=True)
+                        await status(visible(text).strip(), done=True)
                     else:
                         yield text
         if not closed and status.shown:
@@ -2257,6 +2257,13 @@ def messages_from_dicts(raw: Any) -> list[Message]:
 It says what went wrong and what to do; the details go to the log. Never a traceback, never a
 secret (error messages are built without them, see :mod:`helix_pipeline.errors`), never a file
 path of the server (Helix's 500 quotes its own: :func:`notice_for` replaces them).
+
+Every notice is marked by data, not by its words: it is wrapped in :data:`OPEN` and :data:`CLOSE`,
+two invisible characters each, which Open WebUI stores and sends back verbatim and the browser does
+not show. :func:`without_notices` finds notices by that mark alone, so their wording can change
+freely; it takes out only a well-formed span (an opening, words without mark characters, a
+closing), so Helix's own text keeps any stray mark character. Chats from before the mark keep
+their notices in the old wording, which :mod:`helix_pipeline.notices_legacy` recognises.
 """
 
 from __future__ import annotations
@@ -2269,29 +2276,53 @@ from .decorations import strip_decorations
 from .errors import ConfigError, HelixPipelineError
 from .history import Trim
 from .messages import Message
+from .notices_legacy import without_legacy_notice
 
 __all__ = [
+    "CLOSE",
     "EMPTY_ANSWER",
+    "OPEN",
     "UNEXPECTED",
     "for_open_webui",
     "is_notice",
     "notice_for",
     "trim_line",
     "trim_notice",
+    "visible",
     "without_notices",
     "without_server_paths",
 ]
 
-_MARK = "⚠️"
+_SEPARATOR_CHAR = "\u2063"  # INVISIBLE SEPARATOR: never in prose, invisible in every browser
+_NO_BREAK_CHAR = "\ufeff"  # ZERO WIDTH NO-BREAK SPACE: whitespace to the markdown renderer
+OPEN = _SEPARATOR_CHAR + _NO_BREAK_CHAR
+"""Opens a notice. Its no-break space faces the words: Open WebUI's markdown (marked 9) reads it as
+white space, so emphasis at the edge of a notice (the trim line's ``_(...)_``) still renders."""
+CLOSE = _NO_BREAK_CHAR + _SEPARATOR_CHAR
+"""Closes a notice."""
+_WITHOUT_MARK = str.maketrans("", "", _SEPARATOR_CHAR + _NO_BREAK_CHAR)
+_NOTICE = re.compile(f"(?:\n\n)?{OPEN}[^{_SEPARATOR_CHAR}{_NO_BREAK_CHAR}]*{CLOSE}")
+"""A marked notice, with the blank line that sets it apart from an answer it follows."""
+
+_WARNING = "⚠️"
 _DETAILS = "(Details are in the Pipelines server log.)"
 _DETAILS_OPEN_WEBUI = "(Details are in Open WebUI's log.)"
 """The same notices from an Open WebUI Function, which runs inside Open WebUI."""
-_CUT_OFF = f"\n\n{_MARK} The answer was cut off: "
-EMPTY_ANSWER = (
-    f"{_MARK} Helix answered nothing: its answer ended before any text. Look at Helix's log for "
+_AFTER_ANSWER = "\n\n"
+
+
+def _marked(words: str) -> str:
+    """``words`` as a notice: between the marks, any mark character in them taken out."""
+    return f"{OPEN}{words.translate(_WITHOUT_MARK)}{CLOSE}"
+
+
+EMPTY_ANSWER = _marked(
+    f"{_WARNING} Helix answered nothing: its answer ended before any text. Look at Helix's log for "
     f"the cause, then ask again. {_DETAILS}"
 )
-UNEXPECTED = f"{_MARK} helix-pipeline hit an unexpected error and could not answer. {_DETAILS}"
+UNEXPECTED = _marked(
+    f"{_WARNING} helix-pipeline hit an unexpected error and could not answer. {_DETAILS}"
+)
 
 
 _SERVER_PATH = re.compile(
@@ -2307,13 +2338,13 @@ def notice_for(exc: HelixPipelineError, *, cut_off: bool = False) -> str:
     """The chat message for ``exc``; ``cut_off`` when part of the answer was already shown."""
     message = without_server_paths(exc.message)
     if cut_off:
-        return (
-            f"{_CUT_OFF}{_sentence(message)} "
+        return _AFTER_ANSWER + _marked(
+            f"{_WARNING} The answer was cut off: {_sentence(message)} "
             f"What arrived above is kept; ask again to continue. {_DETAILS}"
         )
     if isinstance(exc, ConfigError):
-        return f"{_MARK} helix-pipeline is misconfigured: {message} {_DETAILS}"
-    return f"{_MARK} {message} {_DETAILS}"
+        return _marked(f"{_WARNING} helix-pipeline is misconfigured: {message} {_DETAILS}")
+    return _marked(f"{_WARNING} {message} {_DETAILS}")
 
 
 def without_server_paths(text: str) -> str:
@@ -2322,14 +2353,20 @@ def without_server_paths(text: str) -> str:
 
 
 def is_notice(text: str) -> bool:
-    """Whether ``text`` (one chunk of an answer) is one of these notices."""
-    return text.endswith((_DETAILS, _DETAILS_OPEN_WEBUI)) and text.lstrip().startswith(_MARK)
+    """Whether ``text`` (one chunk of an answer, as the pipe yields it) is one notice."""
+    return _NOTICE.fullmatch(text) is not None
+
+
+def visible(text: str) -> str:
+    """``text`` as the person reads it: each notice's words without its (invisible) mark."""
+    return _NOTICE.sub(lambda notice: notice[0].translate(_WITHOUT_MARK), text)
 
 
 def for_open_webui(text: str) -> str:
     """``text`` with a notice's pointer to the log naming Open WebUI's log instead."""
-    if text.endswith(_DETAILS):
-        return text[: -len(_DETAILS)] + _DETAILS_OPEN_WEBUI
+    pointer = _DETAILS + CLOSE
+    if text.endswith(pointer) and is_notice(text):
+        return text[: -len(pointer)] + _DETAILS_OPEN_WEBUI + CLOSE
     return text
 
 
@@ -2348,15 +2385,11 @@ def trim_notice(trim: Trim) -> str | None:
     return f"Helix gets a shortened history: {', '.join(parts)}" if parts else None
 
 
-_TRIM_MARK = "\n\n_("
-_TRIM_LINE = re.compile(r"\n\n_\(Helix gets a shortened history: [^\n]*\)_\Z")
-
-
 def trim_line(trim: Trim) -> str | None:
     """:func:`trim_notice` as a line to end a plain (non-streaming) answer with, where no status
     line can be shown; :func:`without_notices` takes it off again before the history."""
     notice = trim_notice(trim)
-    return f"{_TRIM_MARK}{notice})_" if notice else None
+    return f"{_AFTER_ANSWER}{_marked(f'_({notice})_')}" if notice else None
 
 
 def _sentence(text: str) -> str:
@@ -2377,21 +2410,59 @@ def without_notices(messages: Sequence[Message]) -> list[Message]:
     """
     result: list[Message] = []
     for message in messages:
-        content = message.content
         if message.role != "assistant":
             result.append(message)
             continue
-        if content.endswith(")_"):
-            content = _TRIM_LINE.sub("", content)
-        if content.endswith((_DETAILS, _DETAILS_OPEN_WEBUI)):
-            if content.startswith(_MARK):
-                continue
-            cut = content.rfind(_CUT_OFF)
-            content = content[:cut] if cut >= 0 else content
-        answer, _ = strip_decorations(content)
+        content = message.content
+        if OPEN in content:
+            content = _NOTICE.sub("", content)
+            if not content.strip():
+                continue  # the whole reply was a notice
+        kept = without_legacy_notice(content)
+        if kept is None:
+            continue
+        answer, _ = strip_decorations(kept)
         unchanged = answer == message.content
         result.append(message if unchanged else replace(message, content=answer))
     return result
+''',
+    'helix_pipeline/notices_legacy.py': r'''"""Notices in the wording of the releases before notices carried a mark (0.1.0 up to the mark).
+
+Open WebUI keeps every notice it was shown in its chats and sends it back on each later turn, so a
+chat from before the upgrade still holds these texts, forever. Without this, such a chat would fork
+its stored history once and send its old notices to Helix on every turn after.
+
+The texts below are what those releases wrote, frozen: they are history, not the current wording.
+Rewording a notice in :mod:`helix_pipeline.notices` never changes them; nothing new is written in
+this form.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["without_legacy_notice"]
+
+_WARNING = "⚠️"
+_POINTERS = (
+    "(Details are in the Pipelines server log.)",
+    "(Details are in Open WebUI's log.)",
+)
+_CUT_OFF = f"\n\n{_WARNING} The answer was cut off: "
+_TRIM_LINE = re.compile(r"\n\n_\(Helix gets a shortened history: [^\n]*\)_\Z")
+
+
+def without_legacy_notice(content: str) -> str | None:
+    """An assistant message's ``content`` without an unmarked notice at its end; ``None`` when
+    the whole message is one. Content without one comes back unchanged."""
+    if content.endswith(")_"):
+        content = _TRIM_LINE.sub("", content)
+    if not content.endswith(_POINTERS):
+        return content
+    if content.startswith(_WARNING):
+        return None
+    cut = content.rfind(_CUT_OFF)
+    return content[:cut] if cut >= 0 else content
 ''',
     'helix_pipeline/payload.py': r'''"""What is sent to Helix: the request body rules, and the answer text of a completion.
 
@@ -7424,15 +7495,15 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__e78e9942ee', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__90e9c80542', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from helix_pipeline__0_1_0__e78e9942ee.pipe import HelixPipe
-from helix_pipeline__0_1_0__e78e9942ee.valves import HelixValves
+from helix_pipeline__0_1_0__90e9c80542.pipe import HelixPipe
+from helix_pipeline__0_1_0__90e9c80542.valves import HelixValves
 
 __all__ = ["Pipeline"]
 

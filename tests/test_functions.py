@@ -20,6 +20,7 @@ from helix_pipeline.cli import main
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.functions import WORKING
 from helix_pipeline.hosts import functions_filter, functions_pipe
+from helix_pipeline.notices import CLOSE, OPEN, is_notice, visible
 from helix_pipeline.stores import SessionStore, open_store
 from helix_pipeline.testing import FakeHelix, Fault
 from helix_pipeline.testing.openwebui import OpenWebUIChat
@@ -223,6 +224,7 @@ class TestPipeFunction:
         assert last["done"] is True
         assert "refused the connection" in last["description"]
         assert last["description"].endswith("(Details are in Open WebUI's log.)")
+        assert OPEN not in last["description"] and CLOSE not in last["description"]
 
     def test_without_an_emitter_the_failure_is_one_short_message_naming_open_webuis_log(
         self, pipe: Any, valves: dict[str, Any]
@@ -236,8 +238,10 @@ class TestPipeFunction:
         chunks = asyncio.run(call_pipe(pipe, body, USER_A, valves=down))
 
         assert len(chunks) == 1
-        assert chunks[0].startswith("⚠️ Helix at") and "refused the connection" in chunks[0]
-        assert chunks[0].endswith("(Details are in Open WebUI's log.)")
+        assert is_notice(chunks[0])
+        shown = visible(chunks[0])
+        assert shown.startswith("⚠️ Helix at") and "refused the connection" in shown
+        assert shown.endswith("(Details are in Open WebUI's log.)")
 
     def test_a_cut_off_answer_keeps_what_arrived_and_says_so_in_the_status(
         self, pipe: Any, valves: dict[str, Any], helix: FakeHelix, stored: SessionStore

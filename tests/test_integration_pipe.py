@@ -19,6 +19,7 @@ import pytest
 
 from helix_pipeline.client import FORWARDED_FIELDS
 from helix_pipeline.conversation import ConversationKey
+from helix_pipeline.notices import OPEN, is_notice, visible
 from helix_pipeline.stores import SessionStore
 from helix_pipeline.testing import FakeHelix, Fault, RecordedRequest
 
@@ -643,7 +644,8 @@ class TestHelixFailures:
         assert reply.status_code == 200
         assert reply.done
         assert reply.finish_reason == "stop"
-        assert reply.content.startswith("⚠️")
+        assert is_notice(reply.content), "the notice's mark did not come through whole"
+        assert visible(reply.content).startswith("⚠️")
         assert "Pipelines server log" in reply.content
         texts = [
             c for c in reply.chunks if c.get("choices", [{}])[0].get("delta", {}).get("content")
@@ -668,6 +670,7 @@ class TestHelixFailures:
         assert reply.done
         assert reply.content.startswith("Helix ")
         assert "The answer was cut off" in reply.content
+        assert is_notice("\n\n" + reply.content.rpartition("\n\n")[2]), "the mark broke"
         kept = sessions.load(ConversationKey(user["id"], chat_id))
         assert [m.role for m in kept] == ["user", "assistant"]
         assert kept[1].partial
@@ -692,8 +695,8 @@ class TestHelixFailures:
 
         after = turns_to_helix(helix)[-1].body["messages"]
         assert [m["content"][:6] for m in after if m["role"] == "user"] == ["[A-t1]", "[A-t2]"]
-        assert not any("⚠️" in m["content"] for m in after)
-        assert not any("⚠️" in text for _, text in stored(sessions, user, chat_id))
+        assert not any("⚠️" in m["content"] or OPEN in m["content"] for m in after)
+        assert not any("⚠️" in text or OPEN in text for _, text in stored(sessions, user, chat_id))
         assert [role for role, _ in stored(sessions, user, chat_id)][-2:] == ["user", "assistant"]
 
     def test_a_wrong_api_key_is_named_but_never_shown(

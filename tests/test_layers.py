@@ -21,7 +21,7 @@ ROOT = "helix_pipeline"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # what Open WebUI and Helix send, parsed; URLs and errors every layer uses
     ("errors", "urls", "messages", "conversation", "chat_body", "decorations", "helix_failures"),
-    ("history", "notices"),  # the budget, and the notices history keeps apart
+    ("history", "notices", "notices_legacy"),  # the budget, and the notices history keeps apart
     ("stores",),
     (  # the HTTP client to Helix
         "payload", "sse", "wire_errors", "retries", "response_body", "helix_answer", "client",

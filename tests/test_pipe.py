@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from helix_pipeline.conversation import PRIVATE_KEY, ConversationKey
-from helix_pipeline.notices import UNEXPECTED
+from helix_pipeline.notices import UNEXPECTED, visible
 from helix_pipeline.pipe import HelixPipe, shown_text
 from helix_pipeline.testing import FakeHelix, Fault
 from helix_pipeline.testing.openwebui import OpenWebUIChat, pipe_arguments
@@ -200,7 +200,7 @@ class TestFailures:
         )
         helix = HelixPipe(lambda: valves)
         reply = send(new_chat(helix, "chat-1", USER_A), "are you there?")
-        assert reply.startswith("⚠️")
+        assert visible(reply).startswith("⚠️")
         assert "http://127.0.0.1:9" in reply and "HELIX_BASE_URL" in reply
         assert stored(helix, USER_A, "chat-1") == ["are you there?"]
 
@@ -209,7 +209,7 @@ class TestFailures:
     ) -> None:
         chat = new_chat(pipe, "chat-1", USER_A)
         fake_helix.fail_next(Fault.SERVER_ERROR)
-        assert send(chat, "q0").startswith("⚠️")
+        assert visible(send(chat, "q0")).startswith("⚠️")
         reply = send(chat, "q1")
         assert [m["content"] for m in fake_helix.last_request.body["messages"]] == ["q0", "q1"]
         assert stored(pipe, USER_A, "chat-1") == ["q0", "q1", reply]
@@ -298,7 +298,7 @@ class TestUnusableValves:
             assert helix.models() == [{"id": "helix-consultant", "name": "helix-consultant"}]
             helix.refresh_models()
             reply = send(new_chat(helix, "chat-1", USER_A), "hello")
-        assert reply.startswith("⚠️ helix-pipeline is misconfigured")
+        assert visible(reply).startswith("⚠️ helix-pipeline is misconfigured")
         for name in BROKEN:
             assert name in reply
         assert "Admin Panel > Settings > Pipelines" in reply
@@ -341,7 +341,7 @@ class TestNothingToSend:
         self, pipe: HelixPipe, fake_helix: FakeHelix, body: dict[str, Any], why: str
     ) -> None:
         reply = run_pipe(pipe, {"metadata": {"chat_id": "chat-empty"}, **body}, USER_A)
-        assert reply.startswith("⚠️ There is nothing to send to Helix")
+        assert visible(reply).startswith("⚠️ There is nothing to send to Helix")
         assert why in reply
         assert fake_helix.chat_requests == []
         assert stored(pipe, USER_A, "chat-empty") == []

@@ -10,7 +10,7 @@ import pytest
 
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.history import Trim
-from helix_pipeline.notices import trim_notice
+from helix_pipeline.notices import CLOSE, OPEN, trim_notice
 from helix_pipeline.pipe import HelixPipe, PipeItem
 from helix_pipeline.testing import FakeHelix, Fault
 from helix_pipeline.valves import HelixValves
@@ -128,9 +128,9 @@ class TestShortenedHistory:
             for role in ("user", "assistant")
         ][:-1]
         answer = send(pipe, messages, "plain", stream=False)
-        line = (
-            "\n\n_(Helix gets a shortened history: 3 older messages left out "
-            "(MAX_HISTORY_MESSAGES, MAX_HISTORY_CHARS))_"
+        line = (  # the words as before, between the invisible mark of a notice
+            f"\n\n{OPEN}_(Helix gets a shortened history: 3 older messages left out "
+            f"(MAX_HISTORY_MESSAGES, MAX_HISTORY_CHARS))_{CLOSE}"
         )
         assert isinstance(answer, str)
         assert answer.endswith(line)

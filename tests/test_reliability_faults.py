@@ -29,6 +29,7 @@ import pytest
 
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.messages import Message
+from helix_pipeline.notices import visible
 from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.stores import open_store
 from helix_pipeline.testing import (
@@ -486,7 +487,7 @@ def fault_table(rows: dict[str, tuple[Reply, list[Message]]]) -> str:
     ]
     for case in CASES:
         shown, history = rows[case.label]
-        text = re.sub(r"http://127\.0\.0\.1:\d+", "<HELIX_BASE_URL>", shown.content)
+        text = re.sub(r"http://127\.0\.0\.1:\d+", "<HELIX_BASE_URL>", visible(shown.content))
         if case.partial and WARNING_SIGN in text:
             text = "*(the answer so far)* " + text[text.index(WARNING_SIGN) :]
         elif case.answered:

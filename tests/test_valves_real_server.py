@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 
+from helix_pipeline.notices import visible
 from helix_pipeline.testing import FakeHelix
 from helix_pipeline.testing.openwebui_transport import Reply
 from helix_pipeline.valves import FilterValves, HelixValves
@@ -209,7 +210,7 @@ class TestABadValvesFileOnDisk:
 
         helix.reset()
         reply = chat_turn(restarted)
-        assert reply.content.startswith("⚠️")
+        assert visible(reply.content).startswith("⚠️")
         assert "HELIX_BASE_URL" in reply.content and "CONNECT_TIMEOUT_S" in reply.content
         assert "Admin Panel > Settings > Pipelines" in reply.content
         assert helix.chat_requests == []
@@ -284,7 +285,7 @@ class TestBodiesTheServerRefuses:
             assert "Helix reply #1" in reply.content
             assert len(helix.chat_requests) == 1
         else:
-            assert reply.content.startswith("⚠️ There is nothing to send to Helix")
+            assert visible(reply.content).startswith("⚠️ There is nothing to send to Helix")
             assert helix.chat_requests == []
         assert TRACEBACK not in server.log(mark)
 
