@@ -259,6 +259,14 @@ class TestTheMark:
         else:
             assert kept == [message]
 
+    def test_a_stray_opening_in_the_answer_before_a_notice_stays(self) -> None:
+        answer = f"Helix wrote {OPEN} here."
+        notice = notice_for(BackendError("dropped"), cut_off=True)
+
+        kept = without_notices([Message("assistant", answer + notice)])
+
+        assert kept == [Message("assistant", answer)]
+
     def test_a_user_message_is_never_touched(self) -> None:
         message = Message("user", f"I pasted this:{notice_for(BackendError('x'), cut_off=True)}")
 
