@@ -160,14 +160,14 @@ class TestPipeFunction:
     def test_an_api_caller_that_sends_only_its_newest_message_gets_the_stored_history(
         self, pipe: Any, valves: dict[str, Any], helix: FakeHelix
     ) -> None:
+        chat = OpenWebUIChat(chat_id="api-chat", user=USER_A, api_client=True, stream=False)
+
         def ask(text: str) -> None:
-            body = {
-                "model": "helix.helix-consultant",
-                "stream": False,
-                "messages": [{"role": "user", "content": text}],
-                "metadata": {"chat_id": "api-chat", "user_id": USER_A["id"]},
-            }
-            assert "Helix reply" in asyncio.run(call_pipe(pipe, body, USER_A, valves=valves))
+            turn = chat.start_turn(text)
+            body = chat.inlet_body(turn)
+            reply = asyncio.run(call_pipe(pipe, body, USER_A, valves=valves))
+            assert "Helix reply" in reply
+            chat.finish_turn(turn, reply)
 
         ask("remember 42")
         ask("what did I say?")

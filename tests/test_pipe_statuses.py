@@ -13,28 +13,27 @@ from helix_pipeline.history import Trim
 from helix_pipeline.notices import CLOSE, OPEN, trim_notice
 from helix_pipeline.pipe import HelixPipe, PipeItem
 from helix_pipeline.testing import FakeHelix, Fault
+from helix_pipeline.testing.openwebui_transport import InProcess, Reply, ask
 from helix_pipeline.valves import HelixValves
 
 USER = {"id": "user-a", "name": "A", "email": "a@example.com", "role": "user"}
 
 
-def send(pipe: HelixPipe, messages: list[dict[str, str]], chat_id: str, *, stream: bool) -> Any:
+def send(pipe: HelixPipe, messages: list[dict[str, str]], chat_id: str, *, stream: bool) -> Reply:
+    """``messages`` (no ids) in a chat with ``chat_id``, as Open WebUI sends them to the pipe."""
     body: dict[str, Any] = {
         "model": "helix.helix-consultant",
         "stream": stream,
         "messages": messages,
         "metadata": {"chat_id": chat_id, "user_id": USER["id"]},
     }
-    body = pipe.inlet(body, USER)
-    body.pop("metadata")
-    body["user"] = USER
-    return pipe.pipe("", "helix-consultant", body["messages"], body)
+    return ask(InProcess(pipe), body, USER)
 
 
 def turn(pipe: HelixPipe, messages: list[dict[str, str]], chat_id: str = "c1") -> list[PipeItem]:
-    result = send(pipe, messages, chat_id, stream=True)
-    assert not isinstance(result, str)
-    return list(result)
+    reply = send(pipe, messages, chat_id, stream=True)
+    assert not reply.whole
+    return reply.items
 
 
 def statuses(items: list[PipeItem]) -> list[tuple[str, bool]]:
@@ -127,12 +126,13 @@ class TestShortenedHistory:
             for n in range(3)
             for role in ("user", "assistant")
         ][:-1]
-        answer = send(pipe, messages, "plain", stream=False)
+        reply = send(pipe, messages, "plain", stream=False)
+        answer = reply.content
         line = (  # the words as before, between the invisible mark of a notice
             f"\n\n{OPEN}_(Helix gets a shortened history: 3 older messages left out "
             f"(MAX_HISTORY_MESSAGES, MAX_HISTORY_CHARS))_{CLOSE}"
         )
-        assert isinstance(answer, str)
+        assert reply.whole
         assert answer.endswith(line)
         stored = pipe._parts.get().history.store.load(ConversationKey("user-a", "plain"))
         assert stored[-1].content == answer.removesuffix(line)
@@ -154,8 +154,9 @@ class TestShortenedHistory:
         assert [m.content for m in stored[-4:-2]] == ["user 2", answer.removesuffix(line)]
 
     def test_an_untrimmed_plain_answer_has_no_line(self, pipe: HelixPipe) -> None:
-        answer = send(pipe, [{"role": "user", "content": "hi"}], "short", stream=False)
-        assert answer == "Helix reply #1 to: hi\n\n<!-- STEP: what -->"
+        reply = send(pipe, [{"role": "user", "content": "hi"}], "short", stream=False)
+        assert reply.whole
+        assert reply.content == "Helix reply #1 to: hi\n\n<!-- STEP: what -->"
 
     def test_an_untrimmed_turn_tells_nothing(self, pipe: HelixPipe) -> None:
         items = turn(pipe, [{"role": "user", "content": "hi"}])

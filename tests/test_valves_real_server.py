@@ -22,7 +22,7 @@ import requests
 
 from helix_pipeline.notices import visible
 from helix_pipeline.testing import FakeHelix
-from helix_pipeline.testing.openwebui_transport import Reply
+from helix_pipeline.testing.openwebui_transport import Reply, ask
 from helix_pipeline.valves import FilterValves, HelixValves
 
 from .openwebui_replay import OpenWebUI, recorded
@@ -275,10 +275,8 @@ class TestBodiesTheServerRefuses:
 
         user = {"id": str(uuid.uuid4()), "name": "Ana", "email": "a@example.com", "role": "user"}
         inlet_body = {**body, "metadata": {"chat_id": str(uuid.uuid4()), "message_id": "m1"}}
-        repaired = server.inlet(MODEL, inlet_body, user)
-        pipe_body = {k: v for k, v in repaired.items() if k != "metadata"}
         helix.reset()
-        reply = server.chat({**pipe_body, "user": user})
+        reply = ask(server.http, inlet_body, user)
 
         assert reply.status_code == 200
         if answerable:
@@ -294,9 +292,8 @@ class TestBodiesTheServerRefuses:
     ) -> None:
         user = {"id": str(uuid.uuid4()), "name": "Ana", "email": "a@example.com", "role": "user"}
         body = {"model": MODEL, "stream": True, "messages": TOOL_CALL}
-        repaired = server.inlet(MODEL, {**body, "metadata": {"chat_id": "tools"}}, user)
         helix.reset()
-        server.chat({k: v for k, v in repaired.items() if k != "metadata"})
+        ask(server.http, {**body, "metadata": {"chat_id": "tools"}}, user)
         sent = helix.chat_requests[-1].body["messages"]
         assert [m["role"] for m in sent] == ["user", "assistant", "assistant", "user"]
         assert sent[1]["content"] == "" and "12:00" in sent[2]["content"]
