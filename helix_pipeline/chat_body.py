@@ -41,16 +41,8 @@ def repair_chat_body(body: dict[str, Any]) -> list[str]:
     repairs: list[str] = []
     messages = body.get("messages")
     if isinstance(messages, list):
-        kept: list[Any] = []
-        changed = False
-        for message in messages:
-            repaired = _repair_message(message, repairs)
-            if repaired is None:  # dropped (a ``None`` entry too, which ``is`` itself)
-                changed = True
-            else:
-                changed = changed or repaired is not message
-                kept.append(repaired)
-        if changed:
+        kept = _repaired_messages(messages, repairs)
+        if kept is not None:
             body["messages"] = kept
     else:
         body["messages"] = []
@@ -60,6 +52,23 @@ def repair_chat_body(body: dict[str, Any]) -> list[str]:
         body["stream"] = _as_bool(stream)
         repairs.append("'stream' was not true or false")
     return repairs
+
+
+def _repaired_messages(messages: list[Any], repairs: list[str]) -> list[Any] | None:
+    """The messages the server accepts; ``None`` when every one is acceptable as it is (the
+    common case: then nothing is copied)."""
+    for index, message in enumerate(messages):
+        repaired = _repair_message(message, repairs)
+        if repaired is None or repaired is not message:  # dropped (``None`` too) or repaired
+            kept = messages[:index]
+            if repaired is not None:
+                kept.append(repaired)
+            for later in messages[index + 1 :]:
+                repaired = _repair_message(later, repairs)
+                if repaired is not None:
+                    kept.append(repaired)
+            return kept
+    return None
 
 
 def _repair_message(message: object, repairs: list[str]) -> object | None:

@@ -141,16 +141,22 @@ def recognise(text: str) -> HelixFailure | None:
     """
     begin = len(text) - len(text.lstrip())
     head = text[begin:]
+    start: int | None = None
+    rest: str | None = None  # the last paragraph, looked for once
+    bare: str | None = None  # the head without STEP markers, made once
     for form in FORMS:
         if form.place == "paragraph":
-            start = _last_paragraph(text, 0)
-            rest = text[start:] if start is not None else ""
+            if rest is None:
+                start = _last_paragraph(text, 0)
+                rest = text[start:] if start is not None else ""
             if rest.startswith(form.opening) and _may_be_failure(rest):
                 return HelixFailure(form, start or 0, _detail(rest[len(form.opening) :]))
         elif len(head) > MAX_FORM_CHARS:
             continue
         elif form.place == "whole":
-            if _STEP.sub("", head).strip() == form.opening:
+            if bare is None:
+                bare = _STEP.sub("", head).strip()
+            if bare == form.opening:
                 return HelixFailure(form, begin)
         elif head.startswith(form.opening) and _may_be_failure(head):
             return HelixFailure(form, begin, _detail(head[len(form.opening) :]))

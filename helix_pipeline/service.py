@@ -220,13 +220,17 @@ class HistoryService:
         branch = self._recent.get(store, conversation.key)
         if branch is None or len(raw) != len(branch.messages):
             return False
-        expected = [(m.role, m.message_id) for m in branch.messages]
-        if any(message_id is None for _, message_id in expected):
-            return False
         try:
-            return [(item["role"], item["id"]) for item in raw] == expected
+            for item, stored in zip(raw, branch.messages, strict=True):  # lengths checked above
+                if (
+                    stored.message_id is None
+                    or item["id"] != stored.message_id
+                    or item["role"] != stored.role
+                ):
+                    return False
         except (TypeError, KeyError, IndexError):  # not a message dict: the full path decides
             return False
+        return True
 
     def purge_older_than(self, days: int) -> int:
         """Delete conversations inactive for ``days`` days (0 keeps everything); how many."""

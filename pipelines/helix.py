@@ -200,16 +200,8 @@ def repair_chat_body(body: dict[str, Any]) -> list[str]:
     repairs: list[str] = []
     messages = body.get("messages")
     if isinstance(messages, list):
-        kept: list[Any] = []
-        changed = False
-        for message in messages:
-            repaired = _repair_message(message, repairs)
-            if repaired is None:  # dropped (a ``None`` entry too, which ``is`` itself)
-                changed = True
-            else:
-                changed = changed or repaired is not message
-                kept.append(repaired)
-        if changed:
+        kept = _repaired_messages(messages, repairs)
+        if kept is not None:
             body["messages"] = kept
     else:
         body["messages"] = []
@@ -219,6 +211,23 @@ def repair_chat_body(body: dict[str, Any]) -> list[str]:
         body["stream"] = _as_bool(stream)
         repairs.append("'stream' was not true or false")
     return repairs
+
+
+def _repaired_messages(messages: list[Any], repairs: list[str]) -> list[Any] | None:
+    """The messages the server accepts; ``None`` when every one is acceptable as it is (the
+    common case: then nothing is copied)."""
+    for index, message in enumerate(messages):
+        repaired = _repair_message(message, repairs)
+        if repaired is None or repaired is not message:  # dropped (``None`` too) or repaired
+            kept = messages[:index]
+            if repaired is not None:
+                kept.append(repaired)
+            for later in messages[index + 1 :]:
+                repaired = _repair_message(later, repairs)
+                if repaired is not None:
+                    kept.append(repaired)
+            return kept
+    return None
 
 
 def _repair_message(message: object, repairs: list[str]) -> object | None:
@@ -1767,16 +1776,22 @@ def recognise(text: str) -> HelixFailure | None:
     """
     begin = len(text) - len(text.lstrip())
     head = text[begin:]
+    start: int | None = None
+    rest: str | None = None  # the last paragraph, looked for once
+    bare: str | None = None  # the head without STEP markers, made once
     for form in FORMS:
         if form.place == "paragraph":
-            start = _last_paragraph(text, 0)
-            rest = text[start:] if start is not None else ""
+            if rest is None:
+                start = _last_paragraph(text, 0)
+                rest = text[start:] if start is not None else ""
             if rest.startswith(form.opening) and _may_be_failure(rest):
                 return HelixFailure(form, start or 0, _detail(rest[len(form.opening) :]))
         elif len(head) > MAX_FORM_CHARS:
             continue
         elif form.place == "whole":
-            if _STEP.sub("", head).strip() == form.opening:
+            if bare is None:
+                bare = _STEP.sub("", head).strip()
+            if bare == form.opening:
                 return HelixFailure(form, begin)
         elif head.startswith(form.opening) and _may_be_failure(head):
             return HelixFailure(form, begin, _detail(head[len(form.opening) :]))
@@ -3578,13 +3593,17 @@ class HistoryService:
         branch = self._recent.get(store, conversation.key)
         if branch is None or len(raw) != len(branch.messages):
             return False
-        expected = [(m.role, m.message_id) for m in branch.messages]
-        if any(message_id is None for _, message_id in expected):
-            return False
         try:
-            return [(item["role"], item["id"]) for item in raw] == expected
+            for item, stored in zip(raw, branch.messages, strict=True):  # lengths checked above
+                if (
+                    stored.message_id is None
+                    or item["id"] != stored.message_id
+                    or item["role"] != stored.role
+                ):
+                    return False
         except (TypeError, KeyError, IndexError):  # not a message dict: the full path decides
             return False
+        return True
 
     def purge_older_than(self, days: int) -> int:
         """Delete conversations inactive for ``days`` days (0 keeps everything); how many."""
@@ -7495,15 +7514,15 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__90e9c80542', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__79da463e4a', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from helix_pipeline__0_1_0__90e9c80542.pipe import HelixPipe
-from helix_pipeline__0_1_0__90e9c80542.valves import HelixValves
+from helix_pipeline__0_1_0__79da463e4a.pipe import HelixPipe
+from helix_pipeline__0_1_0__79da463e4a.valves import HelixValves
 
 __all__ = ["Pipeline"]
 
