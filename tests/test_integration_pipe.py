@@ -291,12 +291,7 @@ class TestWhatOpenWebUISends:
         answered = server.inlet(MODEL, ui.prepare(A[1]), ui.user)
         helix.hold = threading.Event()
         try:
-            response = server.request(
-                "POST",
-                "/chat/completions",
-                json_body=ui.pipe_body(answered),
-                stream=True,
-            )
+            response = server.http.post("/chat/completions", ui.pipe_body(answered))
             with response:
                 lines = response.iter_lines(decode_unicode=True)
                 first = next(line for line in lines if line)

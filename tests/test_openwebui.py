@@ -4,12 +4,19 @@ keys, and every key they carry where the recording has it, nested the same, of t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helix_pipeline.conversation import ChatKind, read_conversation
+from helix_pipeline.conversation import ChatKind, ConversationKey, read_conversation
+from helix_pipeline.pipe import HelixPipe
+from helix_pipeline.session_filter import SessionFilter
+from helix_pipeline.stores import open_store
+from helix_pipeline.testing import FakeHelix
 from helix_pipeline.testing.openwebui import OpenWebUIChat, pipe_arguments
+from helix_pipeline.testing.openwebui_transport import Chat, InProcess
+from helix_pipeline.valves import FilterValves, HelixValves
 
 from .conftest import FIXTURES, load_fixture
 
@@ -168,3 +175,32 @@ class TestAnAPIClient:
         assert_shaped_like(body, real)
         assert [m["id"] for m in body["messages"]] == [None, turn.assistant_message_id]
         assert "tools" not in chat.pipe_body(chat.inlet_body(turn))
+
+
+class TestInProcess:
+    """The in-process transport calls the hooks as the Pipelines server does."""
+
+    def test_a_turn_runs_the_filter_then_the_pipe_and_the_chat_keeps_the_reply(
+        self, fake_helix: FakeHelix, tmp_path: Path
+    ) -> None:
+        pipe_url, filter_url = (f"sqlite:///{tmp_path / name}" for name in ("p.db", "f.db"))
+        valves = HelixValves(HELIX_BASE_URL=fake_helix.url, SESSION_STORE_URL=pipe_url)
+        pipe = HelixPipe(lambda: valves)
+        filter_valves = FilterValves(SESSION_STORE_URL=filter_url)
+        session_filter = SessionFilter(lambda: filter_valves)
+        chat = Chat(InProcess(pipe, session_filter))
+        try:
+            reply = chat.turn("hello")
+            title = chat.task()
+        finally:
+            pipe.shutdown()
+            session_filter.shutdown()
+
+        assert "Helix reply #1 to: hello" in reply.content and not reply.whole
+        assert chat.messages[-1]["content"] == reply.content
+        assert title.whole and len(fake_helix.chat_requests) == 1  # the title: answered locally
+        for url in (pipe_url, filter_url):  # both outlets ran, with the chat's ids
+            store = open_store(url)
+            kept = store.load(ConversationKey(chat.user["id"], chat.chat_id))
+            store.close()
+            assert [m.message_id for m in kept] == [m["id"] for m in chat.messages]

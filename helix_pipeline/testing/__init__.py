@@ -15,7 +15,9 @@ The package, one idea a module: :mod:`.server` (FakeHelix, the object a test hol
 :mod:`.handler` (the HTTP side), :mod:`.helix_rules` (Helix's validation, limits and session
 ids), :mod:`.events` (completions and stream events), :mod:`.faults`, :mod:`.records` and
 :mod:`.cli` (``main``); :mod:`.relay` is the recording relay ``helix-pipeline demo`` puts
-in front of Helix to show what it received.
+in front of Helix to show what it received. The other side, Open WebUI, is the one driver
+tests and benchmarks play: :mod:`.openwebui` (the 0.12.4 bodies of a chat) and
+:mod:`.openwebui_transport` (its turns, in process or over HTTP to a Pipelines server).
 """
 
 from __future__ import annotations
