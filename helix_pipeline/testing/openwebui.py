@@ -1,9 +1,10 @@
 """The bodies Open WebUI 0.12.4 sends to a pipe model, built for one chat (demo, tests, benchmarks).
 
 Shaped after the recorded payloads in ``tests/fixtures/openwebui-0.12.4/`` (trimmed to the keys
-that matter; ``tests/test_openwebui.py`` checks keys, nesting and types against them): the inlet carries the chat and message ids in ``metadata`` and the history as bare
-role/content; ``pipe()`` gets the body without ``metadata`` plus ``user``; the outlet holds the
-whole chat with every message's id, and ``chat_id``/``id`` at the top level. Background tasks
+that matter; ``tests/test_openwebui.py`` checks keys, nesting and types against them): the inlet
+carries the chat and message ids in ``metadata`` and the history as bare role/content;
+``pipe()`` gets the body without ``metadata`` plus ``user``; the outlet holds the whole chat with
+every message's id, and ``chat_id``/``id`` at the top level. Background tasks
 (here the title) come through the same pipe with ``metadata.task`` and one ``### Task:`` prompt.
 :mod:`.openwebui_transport` sends these bodies to a pipe in process or to a Pipelines server.
 """

@@ -89,7 +89,8 @@ class Hooks(Protocol):
 
 class InProcess:
     """The Pipelines server's calls without the server: the filter's hook (if any) and then the
-    pipe's for inlet and outlet, ``pipe(**pipe_arguments(body))`` for the answer."""
+    pipe's for inlet and outlet, ``pipe(**pipe_arguments(body))`` for the answer (HTTP headers
+    do not reach a pipe: ``headers`` is ignored here)."""
 
     def __init__(self, pipe: Any, session_filter: Hooks | None = None) -> None:
         self.pipe = pipe
