@@ -8,7 +8,6 @@ neither fork nor carry the notice to Helix or the store.
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,9 +32,9 @@ from helix_pipeline.notices import (
     visible,
     without_notices,
 )
-from helix_pipeline.pipe import HelixPipe, PipeItem, shown_text
+from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.testing import FakeHelix, Fault
-from helix_pipeline.testing.openwebui import OpenWebUIChat, pipe_arguments
+from helix_pipeline.testing.openwebui_transport import Chat, InProcess
 from helix_pipeline.valves import HelixValves
 
 MARK_CHARACTERS = set(OPEN + CLOSE)
@@ -103,29 +102,15 @@ def pipe(fake_helix: FakeHelix, tmp_path: Path) -> Iterator[HelixPipe]:
     helix.shutdown()
 
 
-class Chat:
-    """One Open WebUI chat with the pipe: inlet, ``pipe()``, outlet, per turn."""
+def new_chat(pipe: HelixPipe) -> Chat:
+    """An Open WebUI 0.12.4 chat with ``pipe``, played as the Pipelines server calls it."""
+    return Chat(InProcess(pipe), chat_id="chat-notices")
 
-    def __init__(self, pipe: HelixPipe) -> None:
-        self.pipe = pipe
-        self.chat = OpenWebUIChat(chat_id="chat-notices")
-        self.items: list[PipeItem] = []
 
-    def send(self, text: str, *, stream: bool = True) -> str:
-        self.chat.stream = stream
-        turn = self.chat.start_turn(text)
-        body = self.pipe.inlet(self.chat.inlet_body(turn), copy.deepcopy(self.chat.user))
-        result = self.pipe.pipe(**pipe_arguments(self.chat.pipe_body(body)))
-        self.items = [result] if isinstance(result, str) else list(result)
-        reply = shown_text(self.items)
-        self.chat.finish_turn(turn, reply)  # Open WebUI keeps what it showed
-        self.pipe.outlet(self.chat.outlet_body(turn), copy.deepcopy(self.chat.user))
-        return reply
-
-    def branches(self) -> list[list[Message]]:
-        store = self.pipe._current().history.store
-        assert store is not None
-        return store.branches(ConversationKey(self.chat.user["id"], self.chat.chat_id))
+def branches_of(pipe: HelixPipe, chat: Chat) -> list[list[Message]]:
+    store = pipe._current().history.store
+    assert store is not None
+    return store.branches(ConversationKey(chat.user["id"], chat.chat_id))
 
 
 def _no_notice_in(texts: list[str]) -> None:
@@ -171,7 +156,7 @@ class TestRewordedNotices:
         fault: Fault | None,
         stream: bool,
     ) -> None:
-        chat = Chat(pipe)
+        chat = new_chat(pipe)
         with monkeypatch.context() as broken:
             if fault is None:
                 broken.setattr(HelixPipe, "_pipe", _crash)
@@ -186,7 +171,7 @@ class TestRewordedNotices:
         _no_notice_in(sent)
         assert sent[0] == "first question" and sent[-1] == "second question"
         assert sent.count("first question") == 1
-        branches = chat.branches()
+        branches = branches_of(pipe, chat)
         assert len(branches) == 1, "the history forked"
         kept = [m.content for m in branches[0]]
         _no_notice_in(kept)
@@ -195,14 +180,14 @@ class TestRewordedNotices:
     def test_a_plain_answers_trim_line_reaches_neither_helix_nor_the_store(
         self, pipe: HelixPipe, fake_helix: FakeHelix
     ) -> None:
-        chat = Chat(pipe)
+        chat = new_chat(pipe)
         replies = [chat.send(f"question {n}", stream=False) for n in range(3)]
         assert "Helix sees a shorter past" in replies[-1]  # three messages at most: trimmed
 
         chat.send("question 3", stream=False)
 
         _no_notice_in([m["content"] for m in fake_helix.last_request.body["messages"]])
-        branches = chat.branches()
+        branches = branches_of(pipe, chat)
         assert len(branches) == 1, "the history forked"
         kept = [m.content for m in branches[0]]
         _no_notice_in(kept)
@@ -273,11 +258,11 @@ class TestTheMark:
         assert without_notices([message]) == [message]
 
     def test_a_streamed_notice_is_one_chunk(self, pipe: HelixPipe, fake_helix: FakeHelix) -> None:
-        chat = Chat(pipe)
+        chat = new_chat(pipe)
         fake_helix.fail_next(Fault.DROP_MID_STREAM)
-        chat.send("tell me")
+        items = chat.turn("tell me").items
 
-        marked = [item for item in chat.items if isinstance(item, str) and OPEN in item]
+        marked = [item for item in items if isinstance(item, str) and OPEN in item]
         assert len(marked) == 1 and is_notice(marked[0])
 
     def test_the_functions_host_names_its_own_log_and_keeps_the_mark(self) -> None:
