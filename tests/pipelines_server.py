@@ -42,7 +42,12 @@ from typing import Any
 import requests
 
 from helix_pipeline.bundle import bundles, write_bundles
-from helix_pipeline.testing.openwebui_transport import HostError, OverHTTP, Reply
+from helix_pipeline.testing.openwebui_transport import (
+    REQUEST_TIMEOUT_S,
+    HostError,
+    OverHTTP,
+    Reply,
+)
 
 from .server_venv import server_venv
 
@@ -66,7 +71,6 @@ API_KEY = "test-pipelines-key-0f3a"
 TRACEBACK = "Traceback (most recent call last)"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
-REQUEST_TIMEOUT_S = 60.0
 
 
 class PipelinesServerError(RuntimeError):

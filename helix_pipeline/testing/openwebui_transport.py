@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 REQUEST_TIMEOUT_S = 60.0
+"""How long a test waits for the Pipelines server (a whole answer included)."""
 
 
 class HostError(HelixPipelineError):
