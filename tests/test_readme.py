@@ -62,3 +62,21 @@ class TestTheDemoSample:
         for piece in demo_sample():
             starts = [i for i, line in enumerate(printed) if line == piece[0]]
             assert any(printed[i : i + len(piece)] == piece for i in starts), "\n".join(piece)
+
+
+class TestTheLayout:
+    def test_names_every_module_of_the_package_and_no_other(self) -> None:
+        """The README's module table is the map a reader trusts: a new module lands in it."""
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        table = readme.split("| Module | What it is |", 1)[1].split("\n\n", 1)[0]
+        rows = [line for line in table.splitlines() if line.startswith("| `")]
+        named = {
+            name.split("/")[0]
+            for row in rows
+            for name in re.findall(r"`([\w/]+)`", row.split("|")[1])
+        }
+        package = ROOT / "helix_pipeline"
+        modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+        modules |= {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+        assert modules - named == set(), "modules the README's layout table does not name"
+        assert named - modules == set(), "names in the layout table that are no module"
