@@ -161,8 +161,7 @@ def _log_trim(trim: Trim) -> None:
 def _common_prefix(stored: Sequence[Message], incoming: Sequence[Message]) -> int:
     count = 0
     for mine, theirs in zip(stored, incoming, strict=False):
-        # The very stored object (a resent message the service took from the read) is itself.
-        if mine is not theirs and not mine.same_as(theirs):
+        if not mine.same_as(theirs):
             break
         count += 1
     return count

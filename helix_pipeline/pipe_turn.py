@@ -18,7 +18,7 @@ from .conversation import ChatKind, Conversation
 from .errors import BackendError, HelixPipelineError
 from .helix_answer import AnswerReader, read_whole
 from .helix_failures import HelixFailure
-from .messages import Message, message_from_dict, messages_from_dicts
+from .messages import messages_from_dicts
 from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for
 from .pipe_items import PipeItem, for_host
 from .service import HistoryService, Turn
@@ -68,21 +68,21 @@ def prepare_turn(
     ``memory=False`` (a person's own switch) forwards the turn as it came and records nothing.
     Raises :class:`HelixPipelineError` (e.g. a valve Helix's client refuses).
     """
+    incoming = messages_from_dicts(messages)
+    if not any(message.role == "user" for message in incoming):
+        raise nothing_to_send(body)
     stream = body.get("stream", True) is not False
     header_id: str | None = conversation.conversation_id
     if conversation.is_task:
-        incoming = _incoming(messages, body)
         if parts.valves.TASKS == "skip":
             log.debug("answering background task %s locally", conversation.task)
             turn = parts.history.passthrough(conversation, ())
             return PreparedTurn(parts, turn, {}, None, stream=stream, local_answer="")
         turn, header_id = parts.history.passthrough(conversation, incoming), None
-    elif not (parts.history.enabled and memory):
-        turn = parts.history.passthrough(conversation, _incoming(messages, body))
-    elif _ends_with_user(messages):  # a chat turn: what it resends of the store is not rebuilt
-        turn = parts.history.prepare_body(conversation, messages)
+    elif parts.history.enabled and memory:
+        turn = parts.history.prepare(conversation, incoming)
     else:
-        turn = parts.history.prepare(conversation, _incoming(messages, body))
+        turn = parts.history.passthrough(conversation, incoming)
     payload = parts.client.build_payload(turn.outgoing, body, model=_model(model_id), stream=stream)
     log.info(
         "conversation %s (%s): %d messages to Helix, %d attached from the store",
@@ -92,22 +92,6 @@ def prepare_turn(
         turn.attached,
     )
     return PreparedTurn(parts, turn, payload, header_id, stream=stream)
-
-
-def _incoming(messages: Any, body: Mapping[str, Any]) -> list[Message]:
-    """The turn's messages, normalised; :class:`InputError` when no user message is among them."""
-    incoming = messages_from_dicts(messages)
-    if not any(message.role == "user" for message in incoming):
-        raise nothing_to_send(body)
-    return incoming
-
-
-def _ends_with_user(messages: Any) -> bool:
-    """Whether the last entry is a user message (then the turn has one to send)."""
-    if not isinstance(messages, list) or not messages:
-        return False
-    last = message_from_dict(messages[-1])
-    return last is not None and last.role == "user"
 
 
 def answer_turn(prepared: PreparedTurn) -> str | Iterator[PipeItem]:

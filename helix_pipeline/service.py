@@ -13,13 +13,13 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from operator import attrgetter, is_
+from operator import attrgetter
 from typing import Any
 
 from .conversation import ChatKind, Conversation, ConversationKey, read_conversation
 from .errors import StoreError
 from .history import Budget, Trim, fit_budget, merge_history, split_system
-from .messages import Message, message_from_dict, messages_from_dicts
+from .messages import Message, messages_from_dicts
 from .notices import without_notices
 from .stores import Branch, MemoryStore, SessionStore
 
@@ -94,40 +94,17 @@ class HistoryService:
 
     def prepare(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
         """Merge the stored history into the incoming messages and fit Helix's limits."""
+        system, chat = split_system(without_notices(incoming))
         store = self.store_for(conversation)
         branch = self._read(store, conversation) if store is not None else None
-        return _attached(self._merged(conversation, without_notices(incoming), store, branch))
-
-    def prepare_body(self, conversation: Conversation, raw: Any) -> Turn:
-        """:meth:`prepare` for a body's messages as they came (``raw``): the stored messages a
-        resent chat repeats are taken from the read (:func:`_resending`), not built and compared
-        again. The turn is :meth:`prepare`'s but for their ids and times among those to send
-        (Helix gets roles and texts); if a notice goes, or one of them is to be recorded, it is
-        made the general way."""
-        store = self.store_for(conversation)
-        branch = self._read(store, conversation) if store is not None else None
-        stored = branch.messages if branch is not None else ()
-        if stored:
-            incoming = _resending(raw, stored)
-            cleaned = without_notices(incoming)
-            if len(cleaned) == len(incoming) and all(map(is_, cleaned, incoming)):
-                turn = self._merged(conversation, cleaned, store, branch)
-                if not any(m.partial or m.created_at is not None for m in turn.new):
-                    return _attached(turn)
-        incoming = without_notices(messages_from_dicts(raw))
-        return _attached(self._merged(conversation, incoming, store, branch))
-
-    def _merged(
-        self,
-        conversation: Conversation,
-        incoming: Sequence[Message],
-        store: SessionStore | None,
-        branch: Branch | None,
-    ) -> Turn:
-        """The turn for ``incoming`` (without notices) and the branch read (``None``: none)."""
-        system, chat = split_system(incoming)
         stored = branch.messages if branch is not None else ()
         merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
+        if merge.attached:
+            log.info(
+                "attached %d stored messages to conversation %s",
+                merge.attached,
+                conversation.conversation_id,
+            )
         new = tuple(self._with_ids(merge.new, conversation))
         outgoing, trim = fit_budget(system, merge.conversation, self.budget)
         return Turn(
@@ -303,48 +280,6 @@ class HistoryService:
                         )
                     break
         return result
-
-
-def _resending(raw: Any, stored: Sequence[Message]) -> list[Message]:
-    """``raw`` normalised, its leading run of stored messages taken from ``stored`` as they are:
-    while the entries (system messages aside) are plain dicts with the role and text of the next
-    stored message and no other id, that message is taken (what Helix sees is the same, and
-    :func:`~helix_pipeline.history.merge_history` finds it the same as the stored one)."""
-    if not isinstance(raw, list):
-        return messages_from_dicts(raw)
-    result: list[Message] = []
-    position, end = 0, len(stored)
-    for item in raw:
-        if position < end:
-            known = stored[position]
-            content = item.get("content") if item.__class__ is dict else None
-            if (
-                content.__class__ is str
-                and content == known.content
-                and content
-                and item.get("role") == known.role
-                and ((item_id := item.get("id")) is None or item_id == known.message_id)
-            ):
-                result.append(known)
-                position += 1
-                continue
-        message = message_from_dict(item)
-        if message is not None:
-            result.append(message)
-            if message.role != "system":
-                position = end  # the resent run is over
-    return result
-
-
-def _attached(turn: Turn) -> Turn:
-    """``turn``, once the log says how many stored messages it put before the incoming ones."""
-    if turn.attached:
-        log.info(
-            "attached %d stored messages to conversation %s",
-            turn.attached,
-            turn.conversation.conversation_id,
-        )
-    return turn
 
 
 class RecentBranches:

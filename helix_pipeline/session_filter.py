@@ -15,6 +15,7 @@ from typing import Any
 from .conversation import read_conversation
 from .decorations import strip_decorations
 from .errors import ConfigError, HelixPipelineError
+from .messages import messages_from_dicts
 from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
 from .valves import HistoryValves
@@ -98,7 +99,7 @@ class SessionFilter:
         conversation = read_conversation(body, user)
         if conversation.is_task or not history.enabled:
             return None
-        turn = history.prepare_body(conversation, body.get("messages"))
+        turn = history.prepare(conversation, messages_from_dicts(body.get("messages")))
         if turn.attached or turn.trim:
             body["messages"] = turn.wire_messages()
         else:  # as it came (ids, files), but Helix's answers without their decorations

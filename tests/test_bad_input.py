@@ -364,7 +364,7 @@ class TestTheChecksSeeACaughtCrash:
 
     @pytest.mark.parametrize(
         "method",
-        [pytest.param("prepare_body", id="inlet"), pytest.param("reconcile_outlet", id="outlet")],
+        [pytest.param("prepare", id="inlet"), pytest.param("reconcile_outlet", id="outlet")],
     )
     def test_a_crash_in_the_filters_hooks_fails_them(
         self, session_filter: SessionFilter, monkeypatch: pytest.MonkeyPatch, method: str

@@ -2023,8 +2023,7 @@ def _log_trim(trim: Trim) -> None:
 def _common_prefix(stored: Sequence[Message], incoming: Sequence[Message]) -> int:
     count = 0
     for mine, theirs in zip(stored, incoming, strict=False):
-        # The very stored object (a resent message the service took from the read) is itself.
-        if mine is not theirs and not mine.same_as(theirs):
+        if not mine.same_as(theirs):
             break
         count += 1
     return count
@@ -2895,7 +2894,7 @@ from .conversation import ChatKind, Conversation
 from .errors import BackendError, HelixPipelineError
 from .helix_answer import AnswerReader, read_whole
 from .helix_failures import HelixFailure
-from .messages import Message, message_from_dict, messages_from_dicts
+from .messages import messages_from_dicts
 from .notices import EMPTY_ANSWER, UNEXPECTED, notice_for
 from .pipe_items import PipeItem, for_host
 from .service import HistoryService, Turn
@@ -2945,21 +2944,21 @@ def prepare_turn(
     ``memory=False`` (a person's own switch) forwards the turn as it came and records nothing.
     Raises :class:`HelixPipelineError` (e.g. a valve Helix's client refuses).
     """
+    incoming = messages_from_dicts(messages)
+    if not any(message.role == "user" for message in incoming):
+        raise nothing_to_send(body)
     stream = body.get("stream", True) is not False
     header_id: str | None = conversation.conversation_id
     if conversation.is_task:
-        incoming = _incoming(messages, body)
         if parts.valves.TASKS == "skip":
             log.debug("answering background task %s locally", conversation.task)
             turn = parts.history.passthrough(conversation, ())
             return PreparedTurn(parts, turn, {}, None, stream=stream, local_answer="")
         turn, header_id = parts.history.passthrough(conversation, incoming), None
-    elif not (parts.history.enabled and memory):
-        turn = parts.history.passthrough(conversation, _incoming(messages, body))
-    elif _ends_with_user(messages):  # a chat turn: what it resends of the store is not rebuilt
-        turn = parts.history.prepare_body(conversation, messages)
+    elif parts.history.enabled and memory:
+        turn = parts.history.prepare(conversation, incoming)
     else:
-        turn = parts.history.prepare(conversation, _incoming(messages, body))
+        turn = parts.history.passthrough(conversation, incoming)
     payload = parts.client.build_payload(turn.outgoing, body, model=_model(model_id), stream=stream)
     log.info(
         "conversation %s (%s): %d messages to Helix, %d attached from the store",
@@ -2969,22 +2968,6 @@ def prepare_turn(
         turn.attached,
     )
     return PreparedTurn(parts, turn, payload, header_id, stream=stream)
-
-
-def _incoming(messages: Any, body: Mapping[str, Any]) -> list[Message]:
-    """The turn's messages, normalised; :class:`InputError` when no user message is among them."""
-    incoming = messages_from_dicts(messages)
-    if not any(message.role == "user" for message in incoming):
-        raise nothing_to_send(body)
-    return incoming
-
-
-def _ends_with_user(messages: Any) -> bool:
-    """Whether the last entry is a user message (then the turn has one to send)."""
-    if not isinstance(messages, list) or not messages:
-        return False
-    last = message_from_dict(messages[-1])
-    return last is not None and last.role == "user"
 
 
 def answer_turn(prepared: PreparedTurn) -> str | Iterator[PipeItem]:
@@ -3403,13 +3386,13 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from operator import attrgetter, is_
+from operator import attrgetter
 from typing import Any
 
 from .conversation import ChatKind, Conversation, ConversationKey, read_conversation
 from .errors import StoreError
 from .history import Budget, Trim, fit_budget, merge_history, split_system
-from .messages import Message, message_from_dict, messages_from_dicts
+from .messages import Message, messages_from_dicts
 from .notices import without_notices
 from .stores import Branch, MemoryStore, SessionStore
 
@@ -3484,40 +3467,17 @@ class HistoryService:
 
     def prepare(self, conversation: Conversation, incoming: Sequence[Message]) -> Turn:
         """Merge the stored history into the incoming messages and fit Helix's limits."""
+        system, chat = split_system(without_notices(incoming))
         store = self.store_for(conversation)
         branch = self._read(store, conversation) if store is not None else None
-        return _attached(self._merged(conversation, without_notices(incoming), store, branch))
-
-    def prepare_body(self, conversation: Conversation, raw: Any) -> Turn:
-        """:meth:`prepare` for a body's messages as they came (``raw``): the stored messages a
-        resent chat repeats are taken from the read (:func:`_resending`), not built and compared
-        again. The turn is :meth:`prepare`'s but for their ids and times among those to send
-        (Helix gets roles and texts); if a notice goes, or one of them is to be recorded, it is
-        made the general way."""
-        store = self.store_for(conversation)
-        branch = self._read(store, conversation) if store is not None else None
-        stored = branch.messages if branch is not None else ()
-        if stored:
-            incoming = _resending(raw, stored)
-            cleaned = without_notices(incoming)
-            if len(cleaned) == len(incoming) and all(map(is_, cleaned, incoming)):
-                turn = self._merged(conversation, cleaned, store, branch)
-                if not any(m.partial or m.created_at is not None for m in turn.new):
-                    return _attached(turn)
-        incoming = without_notices(messages_from_dicts(raw))
-        return _attached(self._merged(conversation, incoming, store, branch))
-
-    def _merged(
-        self,
-        conversation: Conversation,
-        incoming: Sequence[Message],
-        store: SessionStore | None,
-        branch: Branch | None,
-    ) -> Turn:
-        """The turn for ``incoming`` (without notices) and the branch read (``None``: none)."""
-        system, chat = split_system(incoming)
         stored = branch.messages if branch is not None else ()
         merge = merge_history(stored, chat, complete=conversation.sends_whole_chat(chat))
+        if merge.attached:
+            log.info(
+                "attached %d stored messages to conversation %s",
+                merge.attached,
+                conversation.conversation_id,
+            )
         new = tuple(self._with_ids(merge.new, conversation))
         outgoing, trim = fit_budget(system, merge.conversation, self.budget)
         return Turn(
@@ -3695,48 +3655,6 @@ class HistoryService:
         return result
 
 
-def _resending(raw: Any, stored: Sequence[Message]) -> list[Message]:
-    """``raw`` normalised, its leading run of stored messages taken from ``stored`` as they are:
-    while the entries (system messages aside) are plain dicts with the role and text of the next
-    stored message and no other id, that message is taken (what Helix sees is the same, and
-    :func:`~helix_pipeline.history.merge_history` finds it the same as the stored one)."""
-    if not isinstance(raw, list):
-        return messages_from_dicts(raw)
-    result: list[Message] = []
-    position, end = 0, len(stored)
-    for item in raw:
-        if position < end:
-            known = stored[position]
-            content = item.get("content") if item.__class__ is dict else None
-            if (
-                content.__class__ is str
-                and content == known.content
-                and content
-                and item.get("role") == known.role
-                and ((item_id := item.get("id")) is None or item_id == known.message_id)
-            ):
-                result.append(known)
-                position += 1
-                continue
-        message = message_from_dict(item)
-        if message is not None:
-            result.append(message)
-            if message.role != "system":
-                position = end  # the resent run is over
-    return result
-
-
-def _attached(turn: Turn) -> Turn:
-    """``turn``, once the log says how many stored messages it put before the incoming ones."""
-    if turn.attached:
-        log.info(
-            "attached %d stored messages to conversation %s",
-            turn.attached,
-            turn.conversation.conversation_id,
-        )
-    return turn
-
-
 class RecentBranches:
     """The branch a service last read or recorded per conversation, least recently used out.
 
@@ -3803,6 +3721,7 @@ from typing import Any
 from .conversation import read_conversation
 from .decorations import strip_decorations
 from .errors import ConfigError, HelixPipelineError
+from .messages import messages_from_dicts
 from .runtime import Reconfigurable, build_history, unusable_valves
 from .service import HistoryService, Turn
 from .valves import HistoryValves
@@ -3886,7 +3805,7 @@ class SessionFilter:
         conversation = read_conversation(body, user)
         if conversation.is_task or not history.enabled:
             return None
-        turn = history.prepare_body(conversation, body.get("messages"))
+        turn = history.prepare(conversation, messages_from_dicts(body.get("messages")))
         if turn.attached or turn.trim:
             body["messages"] = turn.wire_messages()
         else:  # as it came (ids, files), but Helix's answers without their decorations
@@ -7595,14 +7514,14 @@ def _summarise_body(body: str, content_type: str) -> str:
 }
 
 _helix_library = load_embedded(
-    'helix_pipeline__0_1_0__0e5f94f355', '0.1.0', 'helix.py', _HELIX_SOURCES
+    'helix_pipeline__0_1_0__79da463e4a', '0.1.0', 'helix.py', _HELIX_SOURCES
 )
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from helix_pipeline__0_1_0__0e5f94f355.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
-from helix_pipeline__0_1_0__0e5f94f355.valves import HelixValves
+from helix_pipeline__0_1_0__79da463e4a.functions import FunctionPipe, MemorySwitch, open_webui_data_dir
+from helix_pipeline__0_1_0__79da463e4a.valves import HelixValves
 
 
 class Pipe:
