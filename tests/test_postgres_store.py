@@ -27,7 +27,6 @@ psycopg = pytest.importorskip("psycopg", reason="pip install helix-pipeline[post
 from helix_pipeline.stores.migrations import migrate  # noqa: E402
 from helix_pipeline.stores.postgres import LOAD_ACTIVE_BRANCH, PostgresStore  # noqa: E402
 from helix_pipeline.stores.postgres_migrations import POSTGRES  # noqa: E402
-from helix_pipeline.stores.sql import SQLStore  # noqa: E402
 
 ALICE = ConversationKey("alice", "chat-1")
 
@@ -364,24 +363,3 @@ class TestRecovery:
             assert len(opened.load(ALICE)) == 2
         finally:
             opened.close()
-
-
-class TestRecordingOnTheBranchRead:
-    def test_a_record_given_the_current_branch_does_not_read_the_branch_again(
-        self, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        store.record(ALICE, [Message("user", "q1", "u1"), Message("assistant", "a1", "a1")])
-        base = store.read(ALICE)
-        reads: list[int] = []
-        read_branch = SQLStore._read_branch
-        monkeypatch.setattr(
-            SQLStore,
-            "_read_branch",
-            lambda self, *args: reads.append(1) or read_branch(self, *args),
-        )
-
-        store.record(ALICE, [*base.messages, Message("user", "q2", "u2")], after=0, base=base)
-        assert reads == []
-        store.record(ALICE, [*base.messages, Message("user", "q3", "u3")], after=0, base=base)
-        assert reads == [1], "a stale branch is read again"
-        assert [m.content for m in store.load(ALICE)] == ["q1", "a1", "q3"]

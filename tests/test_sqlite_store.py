@@ -22,7 +22,6 @@ from helix_pipeline.errors import ConfigError, StoreError, StoreUnavailable
 from helix_pipeline.messages import Message
 from helix_pipeline.stores import MemoryStore, SessionStore, open_store
 from helix_pipeline.stores.migrations import SQLITE, migrate
-from helix_pipeline.stores.sql import SQLStore
 from helix_pipeline.stores.sqlite import LOAD_ACTIVE_BRANCH, SQLiteStore
 
 KEY = ConversationKey("alice", "chat-1")
@@ -486,24 +485,3 @@ def _counts(store: SessionStore, user: str) -> list[tuple[str, int, int]]:
     return sorted(
         (c.conversation_id, c.message_count, c.branch_count) for c in store.conversations(user)
     )
-
-
-class TestRecordingOnTheBranchRead:
-    def test_a_record_given_the_current_branch_does_not_read_the_branch_again(
-        self, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        sqlite_store.record(KEY, [Message("user", "q1", "u1"), Message("assistant", "a1", "a1")])
-        base = sqlite_store.read(KEY)
-        reads: list[int] = []
-        read_branch = SQLStore._read_branch
-        monkeypatch.setattr(
-            SQLStore,
-            "_read_branch",
-            lambda self, *args: reads.append(1) or read_branch(self, *args),
-        )
-
-        sqlite_store.record(KEY, [*base.messages, Message("user", "q2", "u2")], after=0, base=base)
-        assert reads == []
-        sqlite_store.record(KEY, [*base.messages, Message("user", "q3", "u3")], after=0, base=base)
-        assert reads == [1], "a stale branch is read again"
-        assert [m.content for m in sqlite_store.load(KEY)] == ["q1", "a1", "q3"]

@@ -16,6 +16,7 @@ import pytest
 from helix_pipeline.conversation import ConversationKey
 from helix_pipeline.messages import Message
 from helix_pipeline.stores import Branch, RecordResult, SessionStore
+from helix_pipeline.stores.sql import SQLStore
 
 ALICE = ConversationKey("alice", "chat-1")
 
@@ -633,6 +634,28 @@ class TestRecordingOnTheBranchRead:
 
         assert result.appended == result.ids_attached == 0
         assert result.active == base == store.read(ALICE)
+
+    def test_a_sql_record_given_the_current_branch_does_not_read_the_branch_again(
+        self, store: SessionStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SQLite and PostgreSQL share one ``record``: one check for both."""
+        if not isinstance(store, SQLStore):
+            pytest.skip("a SQL engine's branch read")
+        store.record(ALICE, [Message("user", "q1", "u1"), Message("assistant", "a1", "a1")])
+        base = store.read(ALICE)
+        reads: list[int] = []
+        read_branch = SQLStore._read_branch
+        monkeypatch.setattr(
+            SQLStore,
+            "_read_branch",
+            lambda self, *args: reads.append(1) or read_branch(self, *args),
+        )
+
+        store.record(ALICE, [*base.messages, Message("user", "q2", "u2")], after=0, base=base)
+        assert reads == []
+        store.record(ALICE, [*base.messages, Message("user", "q3", "u3")], after=0, base=base)
+        assert reads == [1], "a stale branch is read again"
+        assert [m.content for m in store.load(ALICE)] == ["q1", "a1", "q3"]
 
     def test_a_new_conversation_recorded_on_its_empty_read_is_created(
         self, store: SessionStore
