@@ -108,13 +108,7 @@ def upload(
     drivers: Sequence[str] = (),
 ) -> None:
     """Upload the files to the server at ``url``, then check that it loaded them."""
-    api_key = os.environ.get(key_env)
-    if not api_key:
-        raise ConfigError(
-            f"set the environment variable {key_env} to the Pipelines server's API key (its "
-            "PIPELINES_API_KEY), or name another variable with --api-key-env",
-            setting=key_env,
-        )
+    api_key = api_key_from(key_env, "the Pipelines server's API key (its PIPELINES_API_KEY)")
     server = _Server(url, api_key, key_env)
     files = pipeline_files(with_filter=with_filter, drivers=drivers)
     for file in files:
@@ -202,6 +196,18 @@ class _Server:
             ),
             **kwargs,
         )
+
+
+def api_key_from(key_env: str, what: str) -> str:
+    """The admin API key in the environment variable ``key_env``; ``what`` says which key it is."""
+    key = os.environ.get(key_env)
+    if not key:
+        raise ConfigError(
+            f"set the environment variable {key_env} to {what}, or name another variable with "
+            "--api-key-env",
+            setting=key_env,
+        )
+    return key
 
 
 def admin_request(

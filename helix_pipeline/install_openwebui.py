@@ -10,17 +10,17 @@ from this package's own sources, so nothing needs installing into Open WebUI.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .errors import ConfigError, HelixPipelineError
-from .install import admin_request
+from .install import admin_request, api_key_from
 from .urls import redact_url
 
 __all__ = ["FUNCTIONS", "FunctionFile", "install_functions"]
 
+_KEY = "an Open WebUI admin's API key (Settings > Account > API keys)"
 TIMEOUT_S = (5.0, 120.0)
 """Connect and read timeouts: Open WebUI loads (and may pip-install) a Function before answering."""
 
@@ -65,7 +65,7 @@ def install_functions(
     ``sources`` maps a Function's ``output`` to its text (default: the bundles built now).
     Raises :class:`HelixPipelineError` saying what failed and what to do.
     """
-    api = _AdminApi(url, _api_key(key_env), key_env)
+    api = _AdminApi(url, api_key_from(key_env, _KEY), key_env)
     texts = dict(sources) if sources is not None else _bundles(functions)
     existing = {str(f.get("id")) for f in api.call("GET", "/api/v1/functions/") or []}
     for function in functions:
@@ -114,17 +114,6 @@ def _bundles(functions: Sequence[FunctionFile]) -> dict[str, str]:
     return {
         name: build_bundle(spec.host, label=name) for name, spec in specs.items() if name in wanted
     }
-
-
-def _api_key(key_env: str) -> str:
-    key = os.environ.get(key_env)
-    if not key:
-        raise ConfigError(
-            f"set the environment variable {key_env} to an Open WebUI admin's API key "
-            "(Settings > Account > API keys), or name another variable with --api-key-env",
-            setting=key_env,
-        )
-    return key
 
 
 class _AdminApi:
