@@ -291,9 +291,22 @@ def _ints(value: str) -> list[int]:
     return sorted(int(part.replace("_", "")) for part in value.split(",") if part.strip())
 
 
+def engine_names(value: str) -> list[str]:
+    """``--engines``: comma-separated names of :data:`ENGINES` (argparse says which are unknown)."""
+    engines = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown engines {', '.join(unknown)}; choose from {', '.join(ENGINES)}"
+        )
+    return engines
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated")
+    parser.add_argument(
+        "--engines", type=engine_names, default=",".join(ENGINES), help="comma-separated"
+    )
     parser.add_argument("--conversations", type=_ints, default=[1_000, 10_000, 100_000])
     parser.add_argument("--messages", type=_ints, default=[10, 100, 1_000])
     parser.add_argument("--max-stored", type=int, default=1_000_000, help="messages in one cell")
@@ -302,12 +315,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--seed-threads", type=int, default=4, help="threads seeding Redis and PostgreSQL"
     )
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
-    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = sorted(set(args.engines) - set(ENGINES))
-    if unknown:
-        parser.error(f"unknown engines {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

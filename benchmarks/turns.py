@@ -33,7 +33,7 @@ from pathlib import Path
 from _shared import Turn, history, machine, openwebui_turn, package_logging, percentile, table, text
 from counting import COLUMNS, engine_counters, per_turn, pipes_use
 from piping import Bench, Phases, fake_helix_process, time_piped_stream
-from store_scaling import ENGINES, NETWORKED, engine_urls, seed_in_threads
+from store_scaling import ENGINES, NETWORKED, engine_names, engine_urls, seed_in_threads
 
 from helix_pipeline.pipe import HelixPipe
 from helix_pipeline.session_filter import SessionFilter
@@ -193,7 +193,9 @@ def report(args: argparse.Namespace, results: Sequence[Result]) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated")
+    parser.add_argument(
+        "--engines", type=engine_names, default=",".join(ENGINES), help="comma-separated"
+    )
     parser.add_argument("--conversations", type=int, default=2_000)
     parser.add_argument("--messages", type=int, default=50)
     parser.add_argument("--turns", type=int, default=300, help="timed non-streaming turns")
@@ -204,10 +206,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed-threads", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = sorted(set(args.engines) - set(ENGINES))
-    if unknown:
-        parser.error(f"unknown engines {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
     needed = args.warmup + args.turns + args.counted * len(KINDS)
     if needed > args.conversations:
         parser.error(f"needs --conversations of at least {needed} (one per turn)")
